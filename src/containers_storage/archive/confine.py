@@ -1,0 +1,208 @@
+"""Path resolution that cannot leave a directory: the confinement primitive of the archive engine.
+
+Tarballs are hostile: a name may contain ``..``, be absolute, or run through a symlink that an
+earlier entry planted.  Every path is therefore resolved relative to a directory fd with the
+semantics of ``chroot`` (``..`` at the root stays at the root, absolute symlink targets start at the
+root), by the kernel's ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` where it exists and by
+an ``O_NOFOLLOW`` walk of the components, one ``openat`` each, where it does not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import stat
+
+__all__ = [
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "have_openat2",
+    "open_beneath",
+    "open_root",
+    "parent_beneath",
+    "set_openat2_enabled",
+    "split_parent",
+]
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# The same limit as the kernel's MAXSYMLINKS, so both resolvers refuse the same loops.
+_MAX_SYMLINKS = 40
+
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "arm64": 437, "ppc64le": 437, "s390x": 437,
+                "riscv64": 437, "i686": 437, "armv7l": 437}.get(platform.machine())
+
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _syscall = _libc.syscall
+    _syscall.restype = ctypes.c_long
+except (OSError, AttributeError):  # pragma: no cover - no libc symbols (static build)
+    _libc = None
+
+_openat2_state: bool | None = None  # None: not probed yet
+
+
+def _raw_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+    how = _OpenHow(flags, mode, resolve)
+    fd = int(_syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path), ctypes.byref(how),
+                      ctypes.c_size_t(ctypes.sizeof(how))))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def have_openat2() -> bool:
+    """Whether the kernel offers openat2 (probed once; ENOSYS or a seccomp EPERM mean no)."""
+    global _openat2_state
+    if _openat2_state is None:
+        if _libc is None or _SYS_OPENAT2 is None:
+            _openat2_state = False
+        else:
+            try:
+                os.close(_raw_openat2(-100, b"/", _DIR_FLAGS, 0, RESOLVE_NO_MAGICLINKS))
+                _openat2_state = True
+            except OSError:
+                _openat2_state = False
+    return _openat2_state
+
+
+def set_openat2_enabled(enabled: bool | None) -> None:
+    """Force the fallback walk (False), re-enable openat2 (True) or re-probe (None); for tests."""
+    global _openat2_state
+    _openat2_state = None
+    if enabled is False:
+        _openat2_state = False
+    elif enabled:
+        have_openat2()
+
+
+def open_root(path: str | bytes) -> int:
+    """An ``O_PATH`` directory fd for a layer root; the anchor for every confined lookup."""
+    return os.open(path, _DIR_FLAGS)
+
+
+def _components(relpath: str | bytes) -> list[bytes]:
+    raw = os.fsencode(relpath)
+    return [c for c in raw.split(b"/") if c and c != b"."]
+
+
+def open_beneath(root_fd: int, relpath: str | bytes, flags: int, mode: int = 0o644) -> int:
+    """Open ``relpath`` as if ``root_fd`` were ``/``; symlinks and ``..`` never leave the root.
+
+    ``O_NOFOLLOW`` in ``flags`` applies to the last component only, as with ``open(2)``.  With
+    ``O_CREAT`` the mode is passed through (and ignored otherwise, since openat2 refuses a mode
+    without ``O_CREAT``).
+    """
+    flags |= os.O_CLOEXEC
+    tmpfile = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit, hence the == below
+    if not flags & os.O_CREAT and not (tmpfile and flags & tmpfile == tmpfile):
+        mode = 0
+    if have_openat2():
+        path = b"/".join(_components(relpath)) or b"."
+        return _raw_openat2(root_fd, path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    return _walk_open(root_fd, _components(relpath), flags, mode)
+
+
+def _walk_open(root_fd: int, comps: list[bytes], flags: int, mode: int) -> int:
+    """The portable resolver: one ``openat(O_NOFOLLOW)`` per component, symlinks expanded by hand.
+
+    A stack of directory fds stands for the path walked so far, so ``..`` pops (and stops at the
+    root) instead of asking the filesystem, whose ``..`` could lead out of the root.
+    """
+    stack: list[int] = []  # fds we own; the current directory is stack[-1] or root_fd
+    todo = list(reversed(comps))  # components still to resolve, next one last
+    links = 0
+    try:
+        while todo:
+            name = todo.pop()
+            cur = stack[-1] if stack else root_fd
+            if name == b"..":
+                if stack:
+                    os.close(stack.pop())
+                continue
+            last = not todo
+            if last:
+                try:
+                    fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=cur)
+                except OSError as e:
+                    # ELOOP (or ENOTDIR with O_DIRECTORY) may mean a symlink the caller follows.
+                    if e.errno not in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR) or flags & os.O_NOFOLLOW:
+                        raise
+                    try:
+                        target = os.readlink(name, dir_fd=cur)
+                    except OSError:
+                        raise e from None
+                else:
+                    return fd
+            else:
+                try:
+                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur)
+                except OSError as e:
+                    if e.errno != errno.ENOTDIR:
+                        raise
+                    try:
+                        target = os.readlink(name, dir_fd=cur)
+                    except OSError:
+                        raise e from None
+                else:
+                    stack.append(fd)
+                    continue
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), b"/".join(comps))
+            target_b = os.fsencode(target)
+            if target_b.startswith(b"/"):
+                while stack:
+                    os.close(stack.pop())
+            # A target of "/" or "." adds nothing: the walk then ends on the directory itself.
+            todo.extend(reversed(_components(target_b)))
+        # The path named a directory on the stack (or the root) itself.
+        cur = stack[-1] if stack else root_fd
+        return os.open(".", flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW), dir_fd=cur)
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def split_parent(relpath: str | bytes) -> tuple[bytes, bytes]:
+    """Split a confined path into (parent, last component), after dropping empty and ``.`` parts."""
+    comps = _components(relpath)
+    if not comps:
+        return b"", b""
+    return b"/".join(comps[:-1]), comps[-1]
+
+
+def parent_beneath(root_fd: int, relpath: str | bytes) -> tuple[int, bytes]:
+    """An ``O_PATH`` fd of the confined parent directory of ``relpath`` and its last component.
+
+    The caller then acts on the last component with the ``*at`` calls and never follows it, so a
+    symlink in that place is replaced or removed rather than written through.  A last component of
+    ``..`` (or an empty path) is refused, since it would name a directory above the parent.
+    """
+    parent, name = split_parent(relpath)
+    if not name or name == b"..":
+        raise OSError(errno.EINVAL, "path has no last component inside the root", os.fsencode(relpath))
+    fd = open_beneath(root_fd, parent, _DIR_FLAGS) if parent else os.dup(root_fd)
+    if not parent:
+        # Keep the caller's close() rule simple: the fd returned is always theirs to close.
+        return fd, name
+    st = os.fstat(fd)
+    if not stat.S_ISDIR(st.st_mode):  # pragma: no cover - O_DIRECTORY guarantees this
+        os.close(fd)
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
+    return fd, name
