@@ -1,0 +1,460 @@
+"""Go's tar-split format: record a layer tarball's raw bytes minus file contents, rebuild it later.
+
+A ``<id>.tar-split.gz`` is gzip of newline-delimited JSON entries, as written by tar-split's
+``JSONPacker``: type 2 ("segment") carries raw tar bytes (headers, padding, the end-of-archive
+blocks) base64-encoded in ``payload``; type 1 ("file") names a file whose content follows in the
+tar, with its ``size`` and the CRC-64/ISO of that content in ``payload``.  ``diff`` against the
+parent rebuilds the original tarball byte-for-byte from these entries and the layer's files, which
+is why the JSON has to match Go's encoder (field order, HTML-safe escaping, ``name_raw`` for names
+that are not UTF-8) and why reassembly has to be fast: it is what ``podman push`` waits for.
+"""
+
+from __future__ import annotations
+
+import binascii
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, cast
+
+import orjson
+
+from ..errors import InvalidArchive, StorageError
+from .confine import open_beneath, open_root
+
+__all__ = [
+    "FILE_TYPE",
+    "SEGMENT_TYPE",
+    "DuplicatePath",
+    "Entry",
+    "ReassemblyError",
+    "TarSplitWriter",
+    "clean_path",
+    "iter_entries",
+    "reassemble",
+]
+
+FILE_TYPE = 1
+SEGMENT_TYPE = 2
+
+# Files up to this size are read into the output buffer (one read each, big batched writes);
+# larger ones go through sendfile(2) so their bytes never enter Python.
+_INLINE_MAX = 256 * 1024
+# Flush the batched output once it holds this much.
+_FLUSH_AT = 1024 * 1024
+# Decompressed tar-split text is parsed in blocks of about this size, so memory stays bounded
+# however many entries the layer has.
+_PARSE_BLOCK = 4 * 1024 * 1024
+
+
+class ReassemblyError(StorageError):
+    """The layer's files no longer match its tar-split (missing, resized or corrupted)."""
+
+    text = "reassembling layer tarball"
+
+
+class DuplicatePath(InvalidArchive):
+    """tar-split refuses two file entries for one path (Go's ``ErrDuplicatePath``)."""
+
+    text = "duplicates of file paths not supported"
+
+
+@dataclass(slots=True)
+class Entry:
+    """One tar-split record; ``name`` is raw bytes whichever JSON field carried it."""
+
+    type: int
+    name: bytes = b""
+    size: int = 0
+    payload: bytes | None = None
+    position: int = 0
+
+
+# --- Go-compatible JSON -------------------------------------------------------------------------
+
+# encoding/json (as built into the Go CLI) escapes quotes, backslashes, control characters, the
+# HTML-sensitive <, > and &, and U+2028/U+2029; \n, \r and \t get their short forms, the other
+# control characters \u00XX with lower-case hex.  Everything else, non-ASCII included, is raw.
+_GO_ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in range(0x20)}
+_GO_ESCAPES.update({
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord('"'): '\\"', ord("\\"): "\\\\",
+    ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+    0x2028: "\\u2028", 0x2029: "\\u2029",
+})
+
+
+def go_json_string(s: str) -> str:
+    """``s`` as Go's ``json.Marshal`` writes a string, quotes included."""
+    return '"' + s.translate(_GO_ESCAPES) + '"'
+
+
+def clean_path(name: bytes) -> bytes:
+    """Go's ``filepath.Clean`` on bytes: the key tar-split uses to spot duplicate paths."""
+    if not name:
+        return b"."
+    rooted = name.startswith(b"/")
+    out: list[bytes] = []
+    for comp in name.split(b"/"):
+        if comp in (b"", b"."):
+            continue
+        if comp == b"..":
+            if out and out[-1] != b"..":
+                out.pop()
+            elif not rooted:
+                out.append(comp)
+            continue
+        out.append(comp)
+    body = b"/".join(out)
+    if rooted:
+        return b"/" + body
+    return body or b"."
+
+
+class TarSplitWriter:
+    """Writes a tar-split stream exactly as Go's ``storage.NewJSONPacker`` over gzip would.
+
+    The apply engine calls ``add_segment`` with every run of raw bytes that is not file content
+    and ``add_file`` once per tar header (size 0 included, as Go does); ``close`` finishes the
+    gzip member but leaves ``out`` open for the caller to fsync and rename.
+    """
+
+    def __init__(self, out: IO[bytes], compresslevel: int = 1) -> None:
+        from isal import igzip
+
+        self._gz = cast("IO[bytes]", igzip.IGzipFile(  # type: ignore[no-untyped-call]
+            fileobj=out, mode="wb", compresslevel=compresslevel, mtime=0))
+        self._pos = 0
+        self._seen: set[bytes] = set()
+        self._lines: list[bytes] = []
+        self._pending = 0
+        self._closed = False
+
+    @property
+    def entries(self) -> int:
+        """How many entries were written so far (the next entry's ``position``)."""
+        return self._pos
+
+    def add_segment(self, raw: bytes | bytearray | memoryview) -> None:
+        """Record raw tar bytes (headers, padding, trailer) verbatim."""
+        line = b'{"type":2,"payload":"%b","position":%d}\n' % (
+            binascii.b2a_base64(raw, newline=False), self._pos)
+        self._append(line)
+
+    def add_file(self, name: bytes, size: int, crc: bytes | None) -> None:
+        """Record a file entry; ``crc`` is the 8-byte CRC-64/ISO digest (None when size is 0).
+
+        Raises ``DuplicatePath`` when the cleaned name was recorded before, as Go's packer does.
+        """
+        key = clean_path(name)
+        if key in self._seen:
+            raise DuplicatePath.about(os.fsdecode(name))
+        self._seen.add(key)
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:
+            name_field = b'"name_raw":"%b",' % binascii.b2a_base64(name, newline=False)
+        else:
+            name_field = b'"name":%b,' % go_json_string(text).encode("utf-8") if text else b""
+        size_field = b'"size":%d,' % size if size else b""
+        payload = b'"%b"' % binascii.b2a_base64(crc, newline=False) if crc is not None else b"null"
+        line = b'{"type":1,%b%b"payload":%b,"position":%d}\n' % (name_field, size_field, payload, self._pos)
+        self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        self._lines.append(line)
+        self._pending += len(line)
+        self._pos += 1
+        if self._pending >= 256 * 1024:
+            self._flush_lines()
+
+    def _flush_lines(self) -> None:
+        if self._lines:
+            self._gz.write(b"".join(self._lines))
+            self._lines.clear()
+            self._pending = 0
+
+    def close(self) -> None:
+        """Flush everything and end the gzip stream; ``out`` itself stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._flush_lines()
+        self._gz.close()
+
+    def __enter__(self) -> TarSplitWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _open_text(src: IO[bytes]) -> IO[bytes]:
+    """The decompressed JSON stream of a ``.tar-split.gz``."""
+    from isal import igzip
+
+    return cast("IO[bytes]", igzip.IGzipFile(fileobj=src, mode="rb"))  # type: ignore[no-untyped-call]
+
+
+def _iter_blocks(text: IO[bytes]) -> Iterator[list[dict[str, Any]]]:
+    """Parsed entries in batches: one orjson call per few MB instead of one per line."""
+    rest = b""
+    while True:
+        block = text.read(_PARSE_BLOCK)
+        if not block:
+            break
+        data = rest + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        rest = data[cut + 1:]
+        yield _parse_lines(data[:cut])
+    if rest.strip():
+        yield _parse_lines(rest)
+
+
+def _parse_lines(data: bytes) -> list[dict[str, Any]]:
+    try:
+        parsed = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        # Blank lines or odd whitespace between values: parse one line at a time instead, which
+        # also points the error at the line that is really broken.
+        parsed = []
+        for line in data.split(b"\n"):
+            if line.strip():
+                try:
+                    parsed.append(orjson.loads(line))
+                except orjson.JSONDecodeError as e:
+                    raise InvalidArchive.about(f"corrupt tar-split entry: {e}") from None
+    if not isinstance(parsed, list) or not all(isinstance(e, dict) for e in parsed):
+        raise InvalidArchive.about("corrupt tar-split: an entry is not a JSON object")
+    return parsed
+
+
+def _entry_name(e: dict[str, Any]) -> bytes:
+    raw = e.get("name_raw")
+    if raw:
+        return binascii.a2b_base64(raw)
+    name = e.get("name")
+    return name.encode("utf-8", "surrogateescape") if name else b""
+
+
+def _b64(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return binascii.a2b_base64(value)
+    except (binascii.Error, TypeError):
+        raise InvalidArchive.about("corrupt tar-split: bad base64 payload") from None
+
+
+def iter_entries(src: IO[bytes]) -> Iterator[Entry]:
+    """The entries of a ``.tar-split.gz`` stream, in order.
+
+    Like Go's ``JSONUnpacker`` this refuses a second file entry for the same cleaned path.
+    """
+    seen: set[bytes] = set()
+    with _open_text(src) as text:
+        for block in _iter_blocks(text):
+            for e in block:
+                typ = e.get("type")
+                name = _entry_name(e)
+                if typ == FILE_TYPE:
+                    key = clean_path(name)
+                    if key in seen:
+                        raise DuplicatePath.about(os.fsdecode(name))
+                    seen.add(key)
+                yield Entry(type=typ if isinstance(typ, int) else 0, name=name,
+                            size=int(e.get("size") or 0), payload=_b64(e.get("payload")),
+                            position=int(e.get("position") or 0))
+
+
+# --- reassembly ---------------------------------------------------------------------------------
+
+
+class _Output:
+    """Batches small writes; large file bodies go to the fd by sendfile when there is one."""
+
+    __slots__ = ("buf", "fd", "obj", "written")
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.obj = out
+        self.buf = bytearray()
+        self.written = 0
+        self.fd = -1
+        try:
+            fd = out.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        # Only bypass the Python object when it is not itself buffering (or we flushed it).
+        out.flush()
+        self.fd = fd
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        if self.fd >= 0:
+            view = memoryview(self.buf)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            view.release()
+        else:
+            self.obj.write(self.buf)
+        self.written += len(self.buf)
+        self.buf.clear()
+
+    def write_raw(self, data: bytes | bytearray | memoryview) -> None:
+        """Unbuffered write of a big chunk, after whatever is batched."""
+        self.flush()
+        if self.fd >= 0:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        else:
+            self.obj.write(data)
+        self.written += len(data)
+
+
+def _open_content(roots: Sequence[int], name: bytes) -> int:
+    """Open a file entry's content confined to the first layer root that has it (Go's getter)."""
+    err: OSError | None = None
+    for root_fd in roots:
+        try:
+            return open_beneath(root_fd, name, os.O_RDONLY)
+        except OSError as e:
+            if err is None:
+                err = e
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                break
+    assert err is not None
+    raise ReassemblyError.about(f"open {os.fsdecode(name)}: {err.strerror}") from err
+
+
+def _copy_file(out: _Output, fd: int, name: bytes, size: int, crc: Any) -> None:
+    """Append exactly ``size`` bytes of ``fd`` to the output, checking the size (and CRC)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ReassemblyError.about(f"{os.fsdecode(name)!r} is not a regular file")
+    if st.st_size != size:
+        raise ReassemblyError.about(
+            f"{os.fsdecode(name)!r} has size {st.st_size}, the layer recorded {size}")
+    if crc is not None:
+        _copy_checked(out, fd, name, size, crc)
+        return
+    if size <= _INLINE_MAX or out.fd < 0:
+        _copy_read(out, fd, name, size)
+        return
+    out.flush()
+    offset = 0
+    while offset < size:
+        n = os.sendfile(out.fd, fd, offset, size - offset)
+        if n == 0:
+            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
+        offset += n
+    out.written += size
+
+
+def _copy_read(out: _Output, fd: int, name: bytes, size: int) -> None:
+    remaining = size
+    while remaining:
+        chunk = os.read(fd, min(remaining, _FLUSH_AT))
+        if not chunk:
+            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
+        remaining -= len(chunk)
+        out.buf += chunk
+        if len(out.buf) >= _FLUSH_AT:
+            out.flush()
+
+
+def _copy_checked(out: _Output, fd: int, name: bytes, size: int, expected: bytes) -> None:
+    from .crc64 import Crc64
+
+    crc = Crc64()
+    remaining = size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1024 * 1024))
+        if not chunk:
+            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
+        crc.update(chunk)
+        remaining -= len(chunk)
+        out.buf += chunk
+        if len(out.buf) >= _FLUSH_AT:
+            out.flush()
+    if crc.digest() != expected:
+        raise ReassemblyError(f"file integrity checksum failed for {os.fsdecode(name)!r}")
+
+
+def reassemble(
+    tar_split: IO[bytes],
+    root: str | bytes,
+    out: IO[bytes],
+    *,
+    lowers: Iterable[str | bytes] = (),
+    verify_crc: bool = False,
+) -> int:
+    """Rebuild the original tarball from a ``.tar-split.gz`` stream and the layer's files.
+
+    File contents are opened beneath ``root`` (then each of ``lowers``, as Go's overlay
+    ``DiffGetter`` falls back to lower layers for staged layers), so a name with ``..`` or a
+    symlink cannot make us read outside the layer.  Every file's size is checked against the
+    record, which catches truncated or grown files; ``verify_crc`` also compares the CRC-64 as Go
+    does, at the cost of reading file data through Python.  Returns the number of bytes written.
+    """
+    roots: list[int] = []
+    try:
+        roots.append(open_root(root))
+        for lower in lowers:
+            roots.append(open_root(lower))
+        return _reassemble(tar_split, roots, out, verify_crc)
+    finally:
+        for fd in roots:
+            os.close(fd)
+
+
+def _reassemble(tar_split: IO[bytes], roots: list[int], out_obj: IO[bytes], verify_crc: bool) -> int:
+    out = _Output(out_obj)
+    buf = out.buf
+    a2b = binascii.a2b_base64
+    seen: set[bytes] = set()
+    with _open_text(tar_split) as text:
+        for block in _iter_blocks(text):
+            for e in block:
+                typ = e.get("type")
+                if typ == SEGMENT_TYPE:
+                    payload = e.get("payload")
+                    if payload:
+                        try:
+                            buf += a2b(payload)
+                        except (binascii.Error, TypeError):
+                            raise InvalidArchive.about("corrupt tar-split: bad base64 payload") from None
+                        if len(buf) >= _FLUSH_AT:
+                            out.flush()
+                elif typ == FILE_TYPE:
+                    name = _entry_name(e)
+                    key = clean_path(name)
+                    if key in seen:
+                        raise DuplicatePath.about(os.fsdecode(name))
+                    seen.add(key)
+                    size = e.get("size") or 0
+                    if not isinstance(size, int) or size < 0:
+                        raise InvalidArchive.about(f"corrupt tar-split: bad size for {os.fsdecode(name)!r}")
+                    if size == 0:
+                        continue
+                    crc = _b64(e.get("payload")) if verify_crc else None
+                    if verify_crc and crc is None:
+                        raise InvalidArchive.about(f"corrupt tar-split: no CRC for {os.fsdecode(name)!r}")
+                    fd = _open_content(roots, name)
+                    try:
+                        _copy_file(out, fd, name, size, crc)
+                    finally:
+                        os.close(fd)
+                # Go ignores entry types it does not know; so do we.
+    out.flush()
+    return out.written
