@@ -1,0 +1,52 @@
+"""Graph driver registry: names map to classes, imported only when chosen."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from ..errors import DriverError
+from .base import Driver, DriverOptions
+
+# name -> (module, class); "overlay2" is Go's alias for overlay.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "vfs": (".vfs", "VfsDriver"),
+    "overlay": (".overlay", "OverlayDriver"),
+    "overlay2": (".overlay", "OverlayDriver"),
+}
+
+# Go's priority list when no driver is configured, restricted to what we implement.
+PRIORITY = ("overlay", "vfs")
+
+
+def new_driver(name: str, options: DriverOptions) -> Driver:
+    """Instantiate ``name``, or pick one as Go does (an existing driver home first, then priority)."""
+    if name:
+        return _load(name, options)
+    for candidate in PRIORITY:
+        if os.path.isdir(os.path.join(options.root, candidate)):
+            try:
+                return _load(candidate, options)
+            except DriverError:
+                continue
+    errors: list[str] = []
+    for candidate in PRIORITY:
+        try:
+            return _load(candidate, options)
+        except DriverError as e:
+            errors.append(f"{candidate}: {e}")
+    raise DriverError("no supported storage backend found: " + "; ".join(errors))
+
+
+def _load(name: str, options: DriverOptions) -> Driver:
+    try:
+        module_name, class_name = _REGISTRY[name]
+    except KeyError:
+        raise DriverError(f"driver not supported: {name}") from None
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ModuleNotFoundError:
+        raise DriverError(f"driver not supported: {name}") from None
+    cls = getattr(module, class_name)
+    driver: Driver = cls(options)
+    return driver

@@ -1,0 +1,139 @@
+"""What every graph driver provides, and the naive (mount and compare) diff built on top of it.
+
+Drivers own the layer *contents* on disk; the layer store owns the metadata.  Applying and
+exporting tar streams go through the archive engine so that confinement rules live in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from ..idtools import IDMap
+
+if TYPE_CHECKING:
+    from ..archive.apply import ApplyResult
+    from ..archive.changes import Change
+    from ..archive.tarsplit import TarSplitWriter
+
+
+@dataclass
+class CreateOpts:
+    mount_label: str = ""
+    storage_opt: dict[str, str] = field(default_factory=dict)
+    uid_map: list[IDMap] = field(default_factory=list)
+    gid_map: list[IDMap] = field(default_factory=list)
+
+
+@dataclass
+class MountOpts:
+    mount_label: str = ""
+    options: list[str] = field(default_factory=list)
+    uid_map: list[IDMap] = field(default_factory=list)
+    gid_map: list[IDMap] = field(default_factory=list)
+    volatile: bool = False
+
+
+@dataclass
+class ApplyDiffOpts:
+    uid_map: list[IDMap] = field(default_factory=list)
+    gid_map: list[IDMap] = field(default_factory=list)
+    mount_label: str = ""
+    ignore_chown_errors: bool = False
+    tar_split: TarSplitWriter | None = None
+
+
+@dataclass
+class DriverOptions:
+    """What the store hands a driver: its roots and the ``--storage-opt`` list."""
+
+    root: str  # graphroot; the driver's home is root/<name>
+    run_root: str
+    image_store: str = ""
+    options: list[str] = field(default_factory=list)
+
+
+class Driver(Protocol):
+    """The graph driver interface (Go's graphdriver.Driver, in our terms)."""
+
+    name: str
+    home: str
+
+    def create(self, id: str, parent: str, opts: CreateOpts | None, read_write: bool) -> None: ...
+    def remove(self, id: str) -> None: ...
+    def get(self, id: str, opts: MountOpts) -> str: ...
+    def put(self, id: str) -> None: ...
+    def exists(self, id: str) -> bool: ...
+    def status(self) -> list[tuple[str, str]]: ...
+    def metadata(self, id: str) -> dict[str, str]: ...
+    def cleanup(self) -> None: ...
+    def additional_image_stores(self) -> list[str]: ...
+    def list_layers(self) -> list[str]: ...
+    def diff_root(self, id: str) -> str:
+        """Directory holding exactly this layer's files, for tar-split reassembly."""
+        ...
+    def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult: ...
+    def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
+             gid_map: Sequence[IDMap] = ()) -> int: ...
+    def changes(self, id: str, parent: str) -> list[Change]: ...
+    def diff_size(self, id: str, parent: str) -> int: ...
+
+
+class NaiveDiff:
+    """Diff, Changes and DiffSize by mounting both layers and comparing trees (Go's NaiveDiffDriver).
+
+    Mixed into drivers that have no cheaper way to know a layer's own changes.
+    """
+
+    def get(self, id: str, opts: MountOpts) -> str:  # provided by the driver
+        raise NotImplementedError
+
+    def put(self, id: str) -> None:  # provided by the driver
+        raise NotImplementedError
+
+    def changes(self, id: str, parent: str) -> list[Change]:
+        from ..archive.changes import changes_dirs
+
+        ro = MountOpts(options=["ro"])
+        layer_fs = self.get(id, ro)
+        try:
+            if not parent:
+                return changes_dirs(layer_fs, None)
+            parent_fs = self.get(parent, ro)
+            try:
+                return changes_dirs(layer_fs, parent_fs)
+            finally:
+                self.put(parent)
+        finally:
+            self.put(id)
+
+    def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
+             gid_map: Sequence[IDMap] = ()) -> int:
+        from ..archive.changes import changes_dirs
+        from ..archive.export import export_changes
+
+        ro = MountOpts(options=["ro"])
+        layer_fs = self.get(id, ro)
+        try:
+            if not parent:
+                changes = changes_dirs(layer_fs, None)
+            else:
+                parent_fs = self.get(parent, ro)
+                try:
+                    changes = changes_dirs(layer_fs, parent_fs)
+                finally:
+                    self.put(parent)
+            return export_changes(layer_fs, changes, out, list(uid_map), list(gid_map))
+        finally:
+            self.put(id)
+
+    def diff_size(self, id: str, parent: str) -> int:
+        from ..archive.changes import changes_size
+
+        changes = self.changes(id, parent)
+        layer_fs = self.get(id, MountOpts())
+        try:
+            return changes_size(layer_fs, changes)
+        finally:
+            self.put(id)

@@ -1,0 +1,166 @@
+"""The vfs driver: every layer is a full copy of its parent in ``vfs/dir/<id>``.
+
+Slow on disk space but works everywhere, and it is the driver the Go test suite defaults to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import DriverError
+from ..fsutil import copy_tree
+from ..idtools import to_host
+from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
+
+if TYPE_CHECKING:
+    from ..archive.apply import ApplyResult
+
+DEFAULT_PERMS = 0o555
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "t", "true"):
+        return True
+    if v in ("0", "f", "false"):
+        return False
+    raise DriverError(f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
+class VfsDriver(NaiveDiff):
+    name = "vfs"
+
+    def __init__(self, options: DriverOptions) -> None:
+        self.home = os.path.join(options.root, "vfs")
+        self.image_store = options.image_store
+        self.additional_homes: list[str] = []
+        self.ignore_chown_errors = False
+        for opt in options.options:
+            key, sep, val = opt.partition("=")
+            if not sep:
+                raise DriverError(f"unable to parse key/value option: {opt}")
+            key = key.strip().lower()
+            if key in ("vfs.imagestore", ".imagestore"):
+                self.additional_homes.extend(v for v in val.split(",") if v)
+            elif key == "vfs.mountopt":
+                raise DriverError("vfs driver does not support mount options")
+            elif key in (".ignore_chown_errors", "vfs.ignore_chown_errors"):
+                self.ignore_chown_errors = _parse_bool(val)
+            else:
+                raise DriverError(f"vfs driver does not support {key} options")
+        os.makedirs(os.path.join(self.home, "dir"), mode=0o700, exist_ok=True)
+
+    # -- locations ---------------------------------------------------------------------------
+    def _dir(self, id: str, use_image_store: bool = False) -> str:
+        base = os.path.basename(id)
+        if use_image_store and self.image_store:
+            home = os.path.join(self.image_store, "vfs", "dir", base)
+        else:
+            home = os.path.join(self.home, "dir", base)
+        if not os.path.lexists(home):
+            candidates = list(self.additional_homes)
+            if self.image_store:
+                candidates.append(self.image_store)
+            for extra in candidates:
+                candidate = os.path.join(extra, "vfs", "dir", base)
+                if os.path.isdir(candidate):
+                    return candidate
+        return home
+
+    def diff_root(self, id: str) -> str:
+        return self._dir(id)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def create(self, id: str, parent: str, opts: CreateOpts | None, read_write: bool) -> None:
+        if opts is not None and opts.storage_opt:
+            raise DriverError("--storage-opt is not supported for vfs")
+        uid_map = opts.uid_map if opts else []
+        gid_map = opts.gid_map if opts else []
+        root_uid, root_gid = to_host(0, uid_map), to_host(0, gid_map)
+        path = self._dir(id, use_image_store=not read_write)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        perms = DEFAULT_PERMS
+        if parent:
+            st = os.stat(self._dir(parent))
+            perms = st.st_mode & 0o7777
+            root_uid, root_gid = st.st_uid, st.st_gid
+        try:
+            os.mkdir(path, 0o700)
+            os.chown(path, root_uid, root_gid)
+            os.chmod(path, perms)
+            if parent:
+                copy_tree(self.get(parent, MountOpts()), path)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def remove(self, id: str) -> None:
+        path = self._dir(id)
+        if os.path.lexists(path):
+            _make_writable_tree(path)
+            shutil.rmtree(path)
+
+    def get(self, id: str, opts: MountOpts) -> str:
+        for opt in opts.options:
+            if opt != "ro":
+                raise DriverError("vfs driver does not support mount options")
+        path = self._dir(id)
+        if not os.path.isdir(path):
+            if os.path.lexists(path):
+                raise DriverError(f"{path}: not a directory")
+            raise FileNotFoundError(2, "no such file or directory", path)
+        return path
+
+    def put(self, id: str) -> None:
+        return None
+
+    def exists(self, id: str) -> bool:
+        return os.path.lexists(self._dir(id))
+
+    def status(self) -> list[tuple[str, str]]:
+        return []
+
+    def metadata(self, id: str) -> dict[str, str]:
+        return {}
+
+    def cleanup(self) -> None:
+        return None
+
+    def additional_image_stores(self) -> list[str]:
+        return list(self.additional_homes)
+
+    def list_layers(self) -> list[str]:
+        base = os.path.join(self.home, "dir")
+        try:
+            with os.scandir(base) as it:
+                return [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+
+    def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
+        from ..archive.apply import ApplyOptions, apply_layer
+
+        target = self.get(id, MountOpts(mount_label=opts.mount_label))
+        options = ApplyOptions(
+            whiteouts="plain",
+            uid_map=list(opts.uid_map) or None,
+            gid_map=list(opts.gid_map) or None,
+            ignore_chown_errors=opts.ignore_chown_errors or self.ignore_chown_errors,
+            force_mask=None,
+            tar_split=opts.tar_split,
+        )
+        return apply_layer(src, target, options)
+
+
+def _make_writable_tree(path: str) -> None:
+    """Directories made read-only by a layer (mode 0555) must not stop their removal."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            try:
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+            except OSError:
+                pass

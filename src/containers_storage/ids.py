@@ -1,0 +1,51 @@
+"""IDs as Go makes them (64 hex chars) and lookup by unique prefix (Go's truncindex)."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+
+_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+
+
+def generate_id() -> str:
+    """A random 64-hex-char ID whose 12-char short form is not all digits (as Go's stringid)."""
+    while True:
+        value = os.urandom(32).hex()
+        if not value[:12].isdigit():
+            return value
+
+
+def is_full_id(value: str) -> bool:
+    return _HEX64.match(value) is not None
+
+
+class PrefixIndex:
+    """Resolves a unique ID prefix to the full ID; built lazily because most lookups are by ID."""
+
+    def __init__(self, ids: list[str] | None = None) -> None:
+        self._sorted: list[str] | None = None
+        self._ids: set[str] = set(ids or ())
+
+    def add(self, value: str) -> None:
+        self._ids.add(value)
+        self._sorted = None
+
+    def discard(self, value: str) -> None:
+        self._ids.discard(value)
+        self._sorted = None
+
+    def get(self, prefix: str) -> str | None:
+        """The one ID starting with ``prefix``; None if there is none or more than one."""
+        if not prefix or " " in prefix:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._ids)
+        ids = self._sorted
+        i = bisect.bisect_left(ids, prefix)
+        if i >= len(ids) or not ids[i].startswith(prefix):
+            return None
+        if i + 1 < len(ids) and ids[i + 1].startswith(prefix):
+            return None
+        return ids[i]

@@ -1,0 +1,182 @@
+"""Cross-process locks that exclude the Go tools: POSIX record locks plus a "last write" token.
+
+Go's pkg/lockfile takes ``fcntl(F_SETLKW)`` write or read locks over the whole ``*.lock`` file and,
+before a writer saves JSON, stores a 64-byte token at offset 0 (LE UnixNano, LE counter, LE pid,
+random bytes).  Readers compare the token with the one they last saw to decide whether to reload.
+
+POSIX locks belong to the process, and closing *any* fd of the file drops them, so each lock path
+has exactly one ``LockFile`` (and one fd) per process; threads coordinate through an in-process
+reader/writer lock layered on top.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LAST_WRITE_SIZE = 64
+
+_registry: dict[str, LockFile] = {}
+_registry_lock = threading.Lock()
+_counter = itertools.count(1)
+
+
+def new_last_write() -> bytes:
+    """A fresh token in Go's layout: time, counter, pid, then random bytes."""
+    head = struct.pack("<QQI", time.time_ns() & 0xFFFFFFFFFFFFFFFF, next(_counter), os.getpid() & 0xFFFFFFFF)
+    return head + os.urandom(LAST_WRITE_SIZE - len(head))
+
+
+class LockFile:
+    """One lock file, shared by every user in this process (get it with ``get_lock_file``)."""
+
+    def __init__(self, path: str, read_only: bool = False) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._fd = self._open()
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None  # thread ident holding the write lock
+        self._write_depth = 0
+
+    def _open(self) -> int:
+        flags = os.O_CLOEXEC | os.O_CREAT | (os.O_RDONLY if self.read_only else os.O_RDWR)
+        try:
+            return os.open(self.path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            return os.open(self.path, flags, 0o644)
+
+    # -- acquiring -------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Exclusive lock, against other processes and other threads."""
+        if self.read_only:
+            raise PermissionError(f"can't take write lock on read-only lock file {self.path}")
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:  # re-entry by the same thread
+                self._write_depth += 1
+                return
+            while self._writer is not None or self._readers:
+                self._cond.wait()
+            self._writer = me
+            self._write_depth = 1
+        try:
+            _fcntl_lock(self._fd, fcntl.F_WRLCK)
+        except BaseException:
+            with self._cond:
+                self._writer = None
+                self._write_depth = 0
+                self._cond.notify_all()
+            raise
+
+    def rlock(self) -> None:
+        """Shared lock; threads of this process share one process-wide read lock."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:  # a writer may read what it holds
+                self._write_depth += 1
+                return
+            while self._writer is not None:
+                self._cond.wait()
+            self._readers += 1
+            first = self._readers == 1
+            if first:
+                try:
+                    _fcntl_lock(self._fd, fcntl.F_RDLCK)
+                except BaseException:
+                    self._readers -= 1
+                    raise
+
+    def unlock(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._write_depth -= 1
+                if self._write_depth == 0:
+                    _fcntl_lock(self._fd, fcntl.F_UNLCK)
+                    self._writer = None
+                    self._cond.notify_all()
+                return
+            if self._readers <= 0:
+                raise RuntimeError(f"lock {self.path!r} has been unlocked too often")
+            self._readers -= 1
+            if self._readers == 0:
+                _fcntl_lock(self._fd, fcntl.F_UNLCK)
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[LockFile]:
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    @contextmanager
+    def reading(self) -> Iterator[LockFile]:
+        self.rlock()
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    @property
+    def locked_for_writing(self) -> bool:
+        return self._writer == threading.get_ident()
+
+    # -- last-write tokens -----------------------------------------------------------------
+    def get_last_write(self) -> bytes:
+        """The token currently on disk (empty for a lock file nobody has written)."""
+        return os.pread(self._fd, LAST_WRITE_SIZE, 0)
+
+    def record_write(self) -> bytes:
+        """Store a new token; callers hold the write lock and do this *before* saving data."""
+        if not self.locked_for_writing:
+            raise RuntimeError(f"recording a write to {self.path!r} without holding its write lock")
+        token = new_last_write()
+        if os.pwrite(self._fd, token, 0) != len(token):
+            raise OSError(f"short write to lock file {self.path!r}")
+        return token
+
+    def modified_since(self, previous: bytes) -> tuple[bytes, bool]:
+        current = self.get_last_write()
+        return current, current != previous
+
+    def touched_since(self, when_ns: int) -> bool:
+        """The mtime test Go 1.43's graph lock uses."""
+        try:
+            return os.fstat(self._fd).st_mtime_ns > when_ns
+        except OSError:
+            return True
+
+
+def _fcntl_lock(fd: int, kind: int) -> None:
+    # lockf maps LOCK_EX/LOCK_SH/LOCK_UN onto fcntl(F_SETLKW) over the whole file, which is
+    # exactly the record lock Go takes; flock() would not exclude Go at all.
+    op = {fcntl.F_WRLCK: fcntl.LOCK_EX, fcntl.F_RDLCK: fcntl.LOCK_SH, fcntl.F_UNLCK: fcntl.LOCK_UN}[kind]
+    while True:
+        try:
+            fcntl.lockf(fd, op, 0, 0, os.SEEK_SET)
+            return
+        except InterruptedError:
+            continue
+
+
+def get_lock_file(path: str, read_only: bool = False) -> LockFile:
+    """The process-wide ``LockFile`` for ``path`` (one fd per path, as POSIX locks require)."""
+    path = os.path.abspath(path)
+    with _registry_lock:
+        lf = _registry.get(path)
+        if lf is None:
+            lf = LockFile(path, read_only)
+            _registry[path] = lf
+        elif lf.read_only and not read_only:
+            raise PermissionError(f"lock file {path!r} was opened read-only in this process")
+        return lf

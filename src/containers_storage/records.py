@@ -1,0 +1,375 @@
+"""Layer, Image and Container records, stored as Go stores them.
+
+A record wraps the JSON object it was loaded from, so loading thousands of them costs one
+``orjson.loads`` and no per-field conversion, unknown keys written by a newer Go version survive a
+round trip, and timestamps keep their exact nanosecond text.  ``to_json`` emits Go's field order
+and ``omitempty`` rules; ``dumps`` adds Go's HTML-safe escaping so our files match Go's bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import orjson
+
+from .idtools import IDMap, maps_from_json, maps_to_json
+
+INCOMPLETE_FLAG = "incomplete"
+
+# (json key, always emitted) in Go struct order.  "Always emitted" fields lack omitempty in Go
+# (or are structs, which omitempty never drops, like time.Time).
+_LAYER_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("names", False), ("parent", False), ("metadata", False), ("mountlabel", False),
+    ("created", True), ("compressed-diff-digest", False), ("compressed-size", False),
+    ("diff-digest", False), ("toc-digest", False), ("diff-size", False), ("compression", False),
+    ("uidset", False), ("gidset", False), ("flags", False), ("uidmap", False), ("gidmap", False),
+    ("big-data-names", False),
+)
+_IMAGE_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("digest", False), ("names", False), ("names-history", False), ("layer", False),
+    ("mapped-layers", False), ("metadata", False), ("big-data-names", False),
+    ("big-data-sizes", False), ("big-data-digests", False), ("created", True), ("flags", False),
+)
+_CONTAINER_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("names", False), ("image", True), ("layer", True), ("metadata", False),
+    ("big-data-names", False), ("big-data-sizes", False), ("big-data-digests", False),
+    ("created", True), ("uidmap", False), ("gidmap", False), ("flags", False),
+)
+_SORTED_MAPS = frozenset({"flags", "big-data-sizes", "big-data-digests"})
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as Go's RFC3339Nano text (nanoseconds, trailing zeros trimmed)."""
+    return format_time_ns(time.time_ns())
+
+
+def format_time_ns(ns: int) -> str:
+    secs, nanos = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if nanos:
+        base += "." + f"{nanos:09d}".rstrip("0")
+    return base + "Z"
+
+
+def parse_time_ns(text: str) -> int:
+    """Nanoseconds since the epoch for an RFC 3339 timestamp (any offset, any fraction)."""
+    import datetime
+
+    frac = 0
+    main = text
+    tz = ""
+    if text.endswith("Z"):
+        main, tz = text[:-1], "+00:00"
+    else:
+        for sign in ("+", "-"):
+            idx = text.rfind(sign, 19)
+            if idx != -1:
+                main, tz = text[:idx], text[idx:]
+                break
+    if "." in main:
+        main, digits = main.split(".", 1)
+        frac = int((digits + "000000000")[:9])
+    dt = datetime.datetime.fromisoformat(main + (tz or "+00:00"))
+    return int(dt.timestamp()) * 1_000_000_000 + frac
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == 0 or value is False or value == [] or value == {}
+
+
+class Record:
+    """Common behaviour of the three record kinds: the backing dict and Go-order serialization."""
+
+    FIELDS: ClassVar[tuple[tuple[str, bool], ...]] = ()
+    __slots__ = ("_d",)
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self._d: dict[str, Any] = data if data is not None else {}
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._d
+
+    def to_json(self) -> dict[str, Any]:
+        """The object Go's encoding/json would write for this record."""
+        d = self._d
+        out: dict[str, Any] = {}
+        for key, always in self.FIELDS:
+            value = d.get(key)
+            if value is None:
+                if always:
+                    out[key] = ZERO_TIME if key == "created" else ""
+                continue
+            if not always and _is_empty(value):
+                continue
+            if key in _SORTED_MAPS and isinstance(value, dict):
+                value = dict(sorted(value.items()))
+            out[key] = value
+        known = {k for k, _ in self.FIELDS}
+        for key, value in d.items():
+            if key not in known:
+                out[key] = value
+        return out
+
+    # -- fields shared by all kinds --------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return str(self._d.get("id", ""))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._d.get("names") or ())
+
+    @names.setter
+    def names(self, value: list[str]) -> None:
+        self._d["names"] = list(value)
+
+    @property
+    def metadata(self) -> str:
+        return str(self._d.get("metadata") or "")
+
+    @metadata.setter
+    def metadata(self, value: str) -> None:
+        self._d["metadata"] = value
+
+    @property
+    def created(self) -> str:
+        """RFC 3339 text exactly as stored."""
+        return str(self._d.get("created") or ZERO_TIME)
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        flags = self._d.get("flags")
+        if flags is None:
+            flags = self._d["flags"] = {}
+        return flags  # type: ignore[no-any-return]
+
+    @property
+    def big_data_names(self) -> list[str]:
+        return list(self._d.get("big-data-names") or ())
+
+    def add_big_data_name(self, key: str) -> bool:
+        names = self._d.setdefault("big-data-names", [])
+        if names is None:
+            names = self._d["big-data-names"] = []
+        if key in names:
+            return False
+        names.append(key)
+        return True
+
+
+class _BigDataSized(Record):
+    __slots__ = ()
+
+    @property
+    def big_data_sizes(self) -> dict[str, int]:
+        return dict(self._d.get("big-data-sizes") or {})
+
+    @property
+    def big_data_digests(self) -> dict[str, str]:
+        return dict(self._d.get("big-data-digests") or {})
+
+    def set_big_data_info(self, key: str, size: int, digest: str) -> bool:
+        """Record size and digest of one item; True when anything changed (a save is due)."""
+        sizes = self._d.get("big-data-sizes") or {}
+        digests = self._d.get("big-data-digests") or {}
+        changed = sizes.get(key) != size or digests.get(key) != digest
+        sizes[key] = size
+        digests[key] = digest
+        self._d["big-data-sizes"] = sizes
+        self._d["big-data-digests"] = digests
+        return self.add_big_data_name(key) or changed
+
+
+class Layer(Record):
+    """One layer: a filesystem diff applied over its parent."""
+
+    FIELDS = _LAYER_FIELDS
+    __slots__ = ("location", "mount_count", "mount_point", "read_only")
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.mount_point = ""
+        self.mount_count = 0
+        self.read_only = False
+        self.location = 1  # stable (layers.json)
+
+    @property
+    def parent(self) -> str:
+        return str(self._d.get("parent") or "")
+
+    @property
+    def mount_label(self) -> str:
+        return str(self._d.get("mountlabel") or "")
+
+    @property
+    def compressed_digest(self) -> str:
+        return str(self._d.get("compressed-diff-digest") or "")
+
+    @property
+    def compressed_size(self) -> int:
+        return int(self._d.get("compressed-size") or 0)
+
+    @property
+    def uncompressed_digest(self) -> str:
+        return str(self._d.get("diff-digest") or "")
+
+    @property
+    def uncompressed_size(self) -> int:
+        return int(self._d.get("diff-size") or 0)
+
+    @property
+    def toc_digest(self) -> str:
+        return str(self._d.get("toc-digest") or "")
+
+    @property
+    def compression(self) -> int:
+        return int(self._d.get("compression") or 0)
+
+    @property
+    def uids(self) -> list[int]:
+        return list(self._d.get("uidset") or ())
+
+    @property
+    def gids(self) -> list[int]:
+        return list(self._d.get("gidset") or ())
+
+    @property
+    def uid_map(self) -> list[IDMap]:
+        return maps_from_json(self._d.get("uidmap"))
+
+    @property
+    def gid_map(self) -> list[IDMap]:
+        return maps_from_json(self._d.get("gidmap"))
+
+    @property
+    def incomplete(self) -> bool:
+        flags = self._d.get("flags")
+        return bool(flags) and flags.get(INCOMPLETE_FLAG) is True
+
+    def to_json(self) -> dict[str, Any]:
+        return super().to_json()
+
+
+class Image(_BigDataSized):
+    """One image: a top layer plus names, digests and big data items (manifest, config)."""
+
+    FIELDS = _IMAGE_FIELDS
+    __slots__ = ("digests", "read_only")
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.digests: list[str] = []
+        self.read_only = False
+
+    @property
+    def digest(self) -> str:
+        return str(self._d.get("digest") or "")
+
+    @property
+    def top_layer(self) -> str:
+        return str(self._d.get("layer") or "")
+
+    @property
+    def mapped_top_layers(self) -> list[str]:
+        return list(self._d.get("mapped-layers") or ())
+
+    @property
+    def names_history(self) -> list[str]:
+        return list(self._d.get("names-history") or ())
+
+    def recompute_digests(self) -> None:
+        """Image.Digests: the fixed digest first, then digests of ``manifest*`` big data."""
+        seen: list[str] = []
+        if self.digest:
+            seen.append(self.digest)
+        for key, value in (self._d.get("big-data-digests") or {}).items():
+            if key.startswith("manifest") and value and value not in seen:
+                seen.append(value)
+        if not self.digest and seen:
+            self._d["digest"] = seen[0]
+        self.digests = seen
+
+
+class Container(_BigDataSized):
+    """One container: a read-write layer over an image's top layer."""
+
+    FIELDS = _CONTAINER_FIELDS
+    __slots__ = ("volatile",)
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.volatile = False
+
+    @property
+    def image(self) -> str:
+        return str(self._d.get("image") or "")
+
+    @property
+    def layer(self) -> str:
+        return str(self._d.get("layer") or "")
+
+    @property
+    def uid_map(self) -> list[IDMap]:
+        return maps_from_json(self._d.get("uidmap"))
+
+    @property
+    def gid_map(self) -> list[IDMap]:
+        return maps_from_json(self._d.get("gidmap"))
+
+
+def go_escape(data: bytes) -> bytes:
+    """Go's encoding/json escapes <, >, & and U+2028/U+2029 inside strings; match its bytes."""
+    if b"<" in data:
+        data = data.replace(b"<", b"\\u003c")
+    if b">" in data:
+        data = data.replace(b">", b"\\u003e")
+    if b"&" in data:
+        data = data.replace(b"&", b"\\u0026")
+    if b"\xe2\x80\xa8" in data:
+        data = data.replace(b"\xe2\x80\xa8", b"\\u2028")
+    if b"\xe2\x80\xa9" in data:
+        data = data.replace(b"\xe2\x80\xa9", b"\\u2029")
+    return data
+
+
+def dumps_records(records: Iterable[Record]) -> bytes:
+    """A JSON array of records, byte-compatible with Go's json.Marshal of the slice."""
+    return go_escape(orjson.dumps([r.to_json() for r in records]))
+
+
+def loads_array(data: bytes, what: str) -> list[dict[str, Any]]:
+    """Parse a records file; an empty file is an empty store, anything else must be an array."""
+    if not data.strip():
+        return []
+    value = orjson.loads(data)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{what}: expected a JSON array of objects")
+    return value
+
+
+def big_data_file_name(key: str) -> str:
+    """Go's makeBigDataBaseName: the key itself if all of it is in [.0-9a-z], else '=' + base64."""
+    if key and all(c == "." or "0" <= c <= "9" or "a" <= c <= "z" for c in key):
+        return key
+    return "=" + base64.b64encode(key.encode()).decode()
+
+
+def dedupe(values: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+__all__ = [
+    "INCOMPLETE_FLAG", "Container", "IDMap", "Image", "Layer", "Record", "big_data_file_name",
+    "dedupe", "dumps_records", "format_time_ns", "go_escape", "loads_array", "maps_to_json",
+    "now_rfc3339", "parse_time_ns",
+]
