@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import errors
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts
 from .fsutil import atomic_write, read_optional
-from .idtools import IDMap, maps_to_json
 from .ids import PrefixIndex, generate_id
+from .idtools import IDMap, maps_to_json
 from .lockfile import LockFile, get_lock_file
 from .records import (
     INCOMPLETE_FLAG,
@@ -322,11 +322,11 @@ class LayerStore(ROLayerStore):
         by_mount: dict[str, Layer] = {}
         for entry in entries:
             path = entry.get("path") or ""
-            layer = self.lookup(str(entry.get("id", "")))
-            if path and layer is not None:
-                by_mount[path] = layer
-                layer.mount_point = path
-                layer.mount_count = int(entry.get("count") or 0)
+            mounted = self.lookup(str(entry.get("id", "")))
+            if path and mounted is not None:
+                by_mount[path] = mounted
+                mounted.mount_point = path
+                mounted.mount_count = int(entry.get("count") or 0)
         self.by_mount = by_mount
 
     def _reload_mounts_if_changed(self) -> None:

@@ -143,10 +143,10 @@ class Record:
 
     @property
     def flags(self) -> dict[str, Any]:
-        flags = self._d.get("flags")
+        flags: dict[str, Any] | None = self._d.get("flags")
         if flags is None:
             flags = self._d["flags"] = {}
-        return flags  # type: ignore[no-any-return]
+        return flags
 
     @property
     def big_data_names(self) -> list[str]:
@@ -249,10 +249,7 @@ class Layer(Record):
     @property
     def incomplete(self) -> bool:
         flags = self._d.get("flags")
-        return bool(flags) and flags.get(INCOMPLETE_FLAG) is True
-
-    def to_json(self) -> dict[str, Any]:
-        return super().to_json()
+        return isinstance(flags, dict) and flags.get(INCOMPLETE_FLAG) is True
 
 
 class Image(_BigDataSized):

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine: the Debian tools the tests compare against, and a venv with the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# containers-storage: Debian's Go CLI, the reference our compat tests run against.
+# fuse-overlayfs: the overlay driver's mount_program. bats: the upstream CLI suite runner.
+# skopeo: a second Go writer of stores for the compat tests.
+debs=(containers-storage fuse-overlayfs bats skopeo)
+missing=()
+for d in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: not root; skipping Debian packages: ${missing[*]}" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'

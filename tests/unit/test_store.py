@@ -1,0 +1,144 @@
+"""The Store facade on vfs: creation, names, deletion rules, big data, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from containers_storage import errors
+from containers_storage.config import StoreOptions
+from containers_storage.store import Store, get_store
+
+
+def _reopen(store: Store) -> Store:
+    store.free()
+    return get_store(StoreOptions(graph_root=store.graph_root, run_root=store.run_root,
+                                  driver_name="vfs"))
+
+
+def test_layers_images_containers(store: Any) -> None:
+    base = store.create_layer("", "", ["base"])
+    top = store.create_layer("", base.id, ["top"])
+    image = store.create_image("", ["img"], top.id, "meta")
+    ctr = store.create_container("", ["ctr"], "img", "", "cmeta")
+    assert ctr.image == image.id
+    ctr_layer = store.layer(ctr.layer)
+    assert ctr_layer.parent == top.id
+    assert {l.id for l in store.layers()} == {base.id, top.id, ctr.layer}
+    assert store.metadata("img") == "meta" and store.metadata("ctr") == "cmeta"
+    assert store.lookup("top") == top.id
+    assert store.layer(base.id[:10]).id == base.id  # unique prefix
+    reopened = _reopen(store)
+    assert reopened.image("img").top_layer == top.id
+    assert reopened.container("ctr").layer == ctr.layer
+
+
+def test_duplicate_names_are_refused(store: Any) -> None:
+    store.create_layer("", "", ["same"])
+    with pytest.raises(errors.DuplicateName):
+        store.create_layer("", "", ["same"])
+    assert len(store.layers()) == 1
+
+
+def test_image_names_move_between_images(store: Any) -> None:
+    layer = store.create_layer()
+    a = store.create_image("", ["a", "shared"], layer.id)
+    b = store.create_image("", ["b"], layer.id)
+    store.add_names(b.id, ["shared"])
+    assert store.names(a.id) == ["a"]
+    assert store.names(b.id) == ["shared", "b"]
+    assert store.image(b.id).names_history == ["b", "shared"]  # Go prepends each name in turn
+    store.remove_names(b.id, ["b"])
+    assert store.names(b.id) == ["shared"]
+
+
+def test_delete_safety_checks(store: Any) -> None:
+    base = store.create_layer()
+    child = store.create_layer("", base.id)
+    with pytest.raises(errors.LayerHasChildren):
+        store.delete_layer(base.id)
+    image = store.create_image("", ["i"], child.id)
+    with pytest.raises(errors.LayerUsedByImage):
+        store.delete_layer(child.id)
+    ctr = store.create_container("", ["c"], image.id)
+    with pytest.raises(errors.ImageUsedByContainer):
+        store.delete_image(image.id)
+    with pytest.raises(errors.NotALayer):
+        store.delete_layer("nonexistent")
+    store.delete_container(ctr.id)
+    removed = store.delete_image(image.id)
+    assert removed == [child.id, base.id]
+    assert store.layers() == []
+
+
+def test_big_data_sizes_and_digests(store: Any) -> None:
+    layer = store.create_layer()
+    image = store.create_image("", ["i"], layer.id)
+    store.set_image_big_data(image.id, "manifest-sha256:x", b'{"schemaVersion":2}')
+    store.set_image_big_data(image.id, "Config", b"cfg")
+    assert store.image_big_data(image.id, "Config") == b"cfg"
+    assert store.image_big_data_size(image.id, "Config") == 3
+    digest = store.image_big_data_digest(image.id, "manifest-sha256:x")
+    assert store.images_by_digest(digest)[0].id == image.id
+    path = os.path.join(store.graph_root, "vfs-images", image.id, "=Q29uZmln")
+    with open(path, "rb") as f:
+        assert f.read() == b"cfg"
+
+
+def test_mount_counts_persist(store: Any) -> None:
+    layer = store.create_layer("", "", [], "", True)
+    path = store.mount(layer.id)
+    store.mount(layer.id)
+    assert os.path.isdir(path)
+    with open(os.path.join(store.run_root, "vfs-layers", "mountpoints.json")) as f:
+        assert json.load(f) == [{"id": layer.id, "path": path, "count": 2}]
+    assert store.unmount(layer.id) is True
+    assert store.unmount(layer.id) is False
+    assert store.mounted(layer.id) == 0
+
+
+def test_incomplete_layer_is_removed_on_next_load(store: Any) -> None:
+    keep = store.create_layer("", "", ["keep"])
+    doomed = store.create_layer("", "", ["doomed"])
+    path = os.path.join(store.graph_root, "vfs-layers", "layers.json")
+    with open(path) as f:
+        data = json.load(f)
+    for obj in data:
+        if obj["id"] == doomed.id:
+            obj["flags"] = {"incomplete": True}
+    with open(path, "w") as f:
+        json.dump(data, f)
+    reopened = _reopen(store)
+    assert [l.id for l in reopened.layers()] == [keep.id]
+    assert not os.path.exists(os.path.join(store.graph_root, "vfs", "dir", doomed.id))
+
+
+def test_corrupt_layers_json_is_an_error_and_untouched(store: Any) -> None:
+    store.create_layer("", "", ["x"])
+    path = os.path.join(store.graph_root, "vfs-layers", "layers.json")
+    with open(path, "wb") as f:
+        f.write(b"[{not json")
+    reopened = _reopen(store)
+    with pytest.raises(Exception) as info:
+        reopened.layers()
+    assert "layers.json" in str(info.value)
+    with open(path, "rb") as f:
+        assert f.read() == b"[{not json"
+
+
+def test_reload_after_foreign_write(store: Any, store_dirs: tuple[str, str]) -> None:
+    """A long-lived Store sees writes made through another process's lock."""
+    import subprocess
+    import sys
+
+    store.create_layer("", "", ["first"])
+    root, run = store_dirs
+    code = ("from containers_storage.config import StoreOptions;"
+            "from containers_storage.store import get_store;"
+            f"s=get_store(StoreOptions(graph_root={root!r}, run_root={run!r}, driver_name='vfs'));"
+            "s.create_layer('', '', ['second'])")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert sorted(n for l in store.layers() for n in l.names) == ["first", "second"]
