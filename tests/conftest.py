@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-GO_CLI = shutil.which("containers-storage", path="/usr/bin:/usr/local/bin")
 
 
 @pytest.fixture
@@ -29,16 +24,3 @@ def store(store_dirs: tuple[str, str]) -> Iterator[object]:
     s = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
     yield s
     s.free()
-
-
-def go_cli(root: str, run: str, *args: str, driver: str = "vfs", check: bool = True,
-           input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run Debian's Go containers-storage on the same store."""
-    if GO_CLI is None:
-        pytest.skip("Debian's containers-storage (Go reference CLI) is not installed")
-    cmd = [GO_CLI, "--graph", root, "--run", run, "--storage-driver", driver, *args]
-    env = {**os.environ, "STORAGE_OPTS": ""}
-    proc = subprocess.run(cmd, capture_output=True, input=input, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}): {proc.stderr.decode()}{proc.stdout.decode()}")
-    return proc

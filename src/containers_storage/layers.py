@@ -164,6 +164,7 @@ class ROLayerStore:
                         raise
                     self.lock.unlock()
                     try:
+                        self.driver  # noqa: B018 - storage.lock comes before layers.lock
                         with self.lock.writing():
                             self._reload_if_changed(True)
                     finally:
@@ -296,6 +297,8 @@ class LayerStore(ROLayerStore):
 
     @contextmanager
     def writing(self) -> Iterator[LayerStore]:
+        # Creating the driver takes storage.lock, which Go orders before layers.lock: do it first.
+        self.driver  # noqa: B018
         with self.lock.writing():
             self._reload_if_changed(True)
             yield self

@@ -11,6 +11,7 @@ reader/writer lock layered on top.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -167,6 +168,12 @@ def _fcntl_lock(fd: int, kind: int) -> None:
             return
         except InterruptedError:
             continue
+        except OSError as e:
+            # The kernel's deadlock detector can refuse a wait that would in fact resolve; Go
+            # retries every failure after 10ms, so do we.
+            if e.errno != errno.EDEADLK:
+                raise
+            time.sleep(0.01)
 
 
 def get_lock_file(path: str, read_only: bool = False) -> LockFile:
