@@ -6,7 +6,6 @@ Only this module and ``cli/`` look at ``os.environ``; everything else receives `
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +81,8 @@ def _driver_options(driver: str, opts: dict[str, Any]) -> list[str]:
 
 def load_config_file(path: str, env: dict[str, str]) -> StoreOptions:
     """Parse one storage.conf; a missing file yields Go's built-in defaults."""
+    import tomllib  # only when a config file is actually read: most CLI calls name their roots
+
     opts = StoreOptions(config_file=path)
     try:
         with open(path, "rb") as f:

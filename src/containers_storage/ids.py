@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 import os
 import re
 
@@ -24,9 +25,18 @@ def is_full_id(value: str) -> bool:
 class PrefixIndex:
     """Resolves a unique ID prefix to the full ID; built lazily because most lookups are by ID."""
 
-    def __init__(self, ids: list[str] | None = None) -> None:
+    def __init__(self, ids: Iterable[str] = ()) -> None:
         self._sorted: list[str] | None = None
-        self._ids: set[str] = set(ids or ())
+        self._source: Iterable[str] | None = ids
+        self._set: set[str] | None = None
+
+    @property
+    def _ids(self) -> set[str]:
+        # Most processes look things up by full ID or name only; build the set on demand.
+        if self._set is None:
+            self._set = set(self._source or ())
+            self._source = None
+        return self._set
 
     def add(self, value: str) -> None:
         self._ids.add(value)

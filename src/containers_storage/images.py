@@ -26,18 +26,25 @@ class ROImageStore(RecordStore[Image]):
 
     def _load(self, locked_for_writing: bool) -> bool:
         damaged = super()._load(locked_for_writing)
-        self.by_digest: dict[str, list[Image]] = {}
-        for image in self.records:
-            image.recompute_digests()
-            for d in image.digests:
-                self.by_digest.setdefault(d, []).append(image)
+        self._by_digest: dict[str, list[Image]] | None = None
         return damaged
+
+    @property
+    def by_digest(self) -> dict[str, list[Image]]:
+        """Digest index, built on first use: listing and name lookups never need it."""
+        if self._by_digest is None:
+            index: dict[str, list[Image]] = {}
+            for image in self.records:
+                for d in image.digests:
+                    index.setdefault(d, []).append(image)
+            self._by_digest = index
+        return self._by_digest
 
     def _unknown(self, ref: str) -> errors.StorageError:
         return errors.ImageUnknown.after(f'locating image with ID "{ref}"')
 
     def images_by_digest(self, digest: str) -> list[Image]:
-        return list(getattr(self, "by_digest", {}).get(digest, ()))
+        return list(self.by_digest.get(digest, ()))
 
     def images_by_top_layer(self, layer_id: str) -> list[Image]:
         return [i for i in self.records if i.top_layer == layer_id or layer_id in i.mapped_top_layers]

@@ -102,24 +102,29 @@ class ROLayerStore:
                 objs = loads_array(data, path)
             except ValueError as e:
                 raise errors.LoadError(f'loading "{path}": {e}') from None
+            read_only = not self.read_write
             for obj in objs:
-                layer = Layer(obj)
-                if layer.id in ids:
+                id = obj.get("id")
+                if id in ids:
                     continue
+                layer = Layer(obj)
                 layer.location = loc
-                layer.read_only = not self.read_write
+                layer.read_only = read_only
                 layers.append(layer)
-                ids[layer.id] = layer
+                ids[id] = layer
         names: dict[str, Layer] = {}
         damaged = False
         for layer in layers:
-            for name in layer.raw.get("names") or ():
-                conflict = names.get(name)
-                if conflict is not None:
-                    conflict.names = [n for n in conflict.names if n != name]
-                    damaged = True
-                names[name] = layer
-            if self.read_write and layer.incomplete:
+            raw = layer.raw
+            layer_names = raw.get("names")
+            if layer_names:
+                for name in layer_names:
+                    conflict = names.get(name)
+                    if conflict is not None:
+                        conflict.names = [n for n in conflict.names if n != name]
+                        damaged = True
+                    names[name] = layer
+            if self.read_write and raw.get("flags") and layer.incomplete:
                 damaged = True
         if damaged:
             if not self.read_write:
@@ -132,7 +137,7 @@ class ROLayerStore:
         self.layers = layers
         self.by_id = ids
         self.by_name = names
-        self._prefix = PrefixIndex(list(ids))
+        self._prefix = PrefixIndex(ids)
         self._load_mounts()
         if damaged and self.read_write:
             self._repair()

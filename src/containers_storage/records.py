@@ -256,16 +256,27 @@ class Image(_BigDataSized):
     """One image: a top layer plus names, digests and big data items (manifest, config)."""
 
     FIELDS = _IMAGE_FIELDS
-    __slots__ = ("digests", "read_only")
+    __slots__ = ("_digests", "read_only")
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         super().__init__(data)
-        self.digests: list[str] = []
+        self._digests: list[str] | None = None
         self.read_only = False
 
     @property
+    def digests(self) -> list[str]:
+        """Go's Image.Digests, computed when first asked for (loading stays one dict per image)."""
+        if self._digests is None:
+            self.recompute_digests()
+        return self._digests or []
+
+    @property
     def digest(self) -> str:
-        return str(self._d.get("digest") or "")
+        value = self._d.get("digest")
+        if not value and self._digests is None:
+            self.recompute_digests()
+            value = self._d.get("digest")
+        return str(value or "")
 
     @property
     def top_layer(self) -> str:
@@ -281,15 +292,14 @@ class Image(_BigDataSized):
 
     def recompute_digests(self) -> None:
         """Image.Digests: the fixed digest first, then digests of ``manifest*`` big data."""
-        seen: list[str] = []
-        if self.digest:
-            seen.append(self.digest)
+        fixed = self._d.get("digest") or ""
+        seen: list[str] = [fixed] if fixed else []
         for key, value in (self._d.get("big-data-digests") or {}).items():
             if key.startswith("manifest") and value and value not in seen:
                 seen.append(value)
-        if not self.digest and seen:
+        if not fixed and seen:
             self._d["digest"] = seen[0]
-        self.digests = seen
+        self._digests = seen
 
 
 class Container(_BigDataSized):

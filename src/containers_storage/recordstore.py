@@ -55,15 +55,18 @@ class RecordStore(Generic[R]):
         names: dict[str, R] = {}
         damaged = False
         for rec in self.records:
-            for name in rec.raw.get("names") or ():
+            rec_names = rec.raw.get("names")
+            if not rec_names:
+                continue
+            for name in rec_names:
                 conflict = names.get(name)
                 if conflict is not None and conflict is not rec:
                     conflict.names = [n for n in conflict.names if n != name]
                     damaged = True
                 names[name] = rec
-        self.by_id = {r.id: r for r in self.records}
+        self.by_id = {r.raw["id"]: r for r in self.records}
         self.by_name = names
-        self._prefix = PrefixIndex(list(self.by_id))
+        self._prefix = PrefixIndex(self.by_id)
         return damaged
 
     def _load(self, locked_for_writing: bool) -> bool:
@@ -75,12 +78,13 @@ class RecordStore(Generic[R]):
                 objs = loads_array(data, path)
             except ValueError as e:
                 raise errors.LoadError(f'loading "{path}": {e}') from None
+            make = self._make
             for obj in objs:
-                rec = self._make(obj, location)
-                if rec.id in seen:
+                id = obj.get("id")
+                if id in seen:
                     continue
-                seen.add(rec.id)
-                records.append(rec)
+                seen.add(id)
+                records.append(make(obj, location))
         self.records = records
         return self._index()
 
