@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
 import os
 import re
+from collections.abc import Iterable
 
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 
