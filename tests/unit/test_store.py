@@ -142,3 +142,38 @@ def test_reload_after_foreign_write(store: Any, store_dirs: tuple[str, str]) -> 
             "s.create_layer('', '', ['second'])")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert sorted(n for l in store.layers() for n in l.names) == ["first", "second"]
+
+
+def test_additional_read_only_image_store(tmp_path: Any) -> None:
+    ro_root, rw_root = str(tmp_path / "ro"), str(tmp_path / "rw")
+    ro = get_store(StoreOptions(graph_root=ro_root, run_root=str(tmp_path / "ro-run"), driver_name="vfs"))
+    base = ro.create_layer("", "", ["shared-base"])
+    image = ro.create_image("", ["shared/image"], base.id, "ro-meta")
+    ro.set_image_big_data(image.id, "manifest", b"{}")
+    ro.free()
+    ro_files = {p: open(p, "rb").read() for p in (  # noqa: SIM115
+        os.path.join(ro_root, "vfs-layers", "layers.json"),
+        os.path.join(ro_root, "vfs-images", "images.json"))}
+
+    rw = get_store(StoreOptions(graph_root=rw_root, run_root=str(tmp_path / "rw-run"), driver_name="vfs",
+                                driver_options=[f"vfs.imagestore={ro_root}"]))
+    try:
+        assert rw.image("shared/image").id == image.id
+        assert rw.layer("shared-base").read_only
+        assert rw.metadata(image.id) == "ro-meta"
+        assert rw.image_big_data(image.id, "manifest") == b"{}"
+        ctr = rw.create_container("", ["c"], "shared/image")
+        assert rw.layer(ctr.layer).parent == base.id
+        with pytest.raises(errors.NotAnImage):
+            rw.delete_image(image.id)
+        with pytest.raises(errors.NotALayer):
+            rw.delete_layer(base.id)
+        # Naming a read-only image copies its record into the writable store, as Go does.
+        rw.add_names(image.id, ["local-name"])
+        assert set(rw.names(image.id)) == {"local-name", "shared/image"}
+        assert rw.image_big_data(image.id, "manifest") == b"{}"
+    finally:
+        rw.free()
+    for path, data in ro_files.items():
+        with open(path, "rb") as f:
+            assert f.read() == data, f"{path} changed"
