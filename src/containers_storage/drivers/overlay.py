@@ -1,0 +1,1111 @@
+"""The overlay driver: each layer keeps only its own changes in ``overlay/<id>/diff``.
+
+The layout is Go's, so the Go tools and we can share a store::
+
+    overlay/<id>/diff     the layer's files (whiteouts as char 0/0, opaque dirs by xattr)
+    overlay/<id>/link     the layer's 26-character short name
+    overlay/<id>/lower    "l/<short>:l/<short>..." of every layer below, nearest first
+    overlay/<id>/work     overlay's work dir;  overlay/<id>/merged  the mount point
+    overlay/<id>/empty    the lower dir of a base layer (overlay needs at least one)
+    overlay/l/<short>     symlink to ../<id>/diff, so mount data stays short
+
+Mounting goes through mount(2) (or a FUSE mount program); when the data for a deep image does
+not fit in a page, ``overlay_mount`` shortens it.  Diffs are exported straight from ``diff/``
+when a probe says the kernel keeps that exact ("native diff"), by mounting and comparing
+otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import fcntl
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from ..errors import DriverError
+from ..idtools import IDMap, to_host
+from . import overlay_mount as om
+from . import overlay_probe as probe
+from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
+
+if TYPE_CHECKING:
+    from ..archive.apply import ApplyOptions, ApplyResult
+    from ..archive.changes import Change
+
+DEFAULT_PERMS = 0o555
+LINK_DIR = "l"
+STAGING_DIR = "staging"
+TEMP_DIR_NAME = "tempdirs"
+LOWER_FILE = "lower"
+MAX_DEPTH = 500
+ID_LENGTH = 26
+STAGING_LOCK_FILE = "staging.lock"
+_NOT_LAYERS = {LINK_DIR, STAGING_DIR, TEMP_DIR_NAME, "backingFsBlockDev", probe.MOUNT_PROGRAM_FLAG_FILE}
+_CONTAINERS_OVERRIDE_XATTR = "user.containers.override_stat"
+
+
+def generate_link_id() -> str:
+    """A random 26-character base32 name for ``l/`` (Go's generateID(idLength))."""
+    return base64.b32encode(os.urandom((ID_LENGTH * 5 + 7) // 8)).decode()[:ID_LENGTH]
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip()
+    if v in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if v in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise DriverError(f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def ram_in_bytes(value: str) -> int:
+    """Parse "10G", "512m", "100" with binary units (Go's units.RAMInBytes)."""
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise DriverError(f"invalid size: '{value}'")
+    try:
+        number = float(match.group(1))
+    except ValueError:
+        raise DriverError(f"invalid size: '{value}'") from None
+    unit = (match.group(2) or "").lower()
+    return int(number * _UNITS.get(unit, 1))
+
+
+@dataclass
+class OverlayOptions:
+    """The ``overlay.*`` storage options (Go's overlayOptions)."""
+
+    image_stores: list[str] = field(default_factory=list)
+    layer_stores: list[tuple[str, bool]] = field(default_factory=list)
+    quota_size: int = 0
+    quota_inodes: int = 0
+    mount_program: str = ""
+    skip_mount_home: bool = False
+    mount_options: str = ""
+    ignore_chown_errors: bool = False
+    force_mask: int | None = None
+    use_composefs: bool = False
+
+
+def parse_options(options: Sequence[str]) -> OverlayOptions:
+    """Parse ``--storage-opt`` values; an unknown key is an error, as in Go."""
+    o = OverlayOptions()
+    for option in options:
+        key, sep, val = option.partition("=")
+        if not sep:
+            raise DriverError(f"unable to parse key/value option: {option}")
+        key = key.strip()
+        trimmed = key.lower()
+        for prefix in ("overlay.", "overlay2.", "."):
+            if trimmed.startswith(prefix):
+                trimmed = trimmed[len(prefix):]
+                break
+        if trimmed == "override_kernel_check":
+            continue
+        if trimmed == "mountopt":
+            o.mount_options = val
+        elif trimmed == "size":
+            o.quota_size = ram_in_bytes(val)
+        elif trimmed == "inodes":
+            if not val.isdigit():
+                raise DriverError(f'strconv.ParseUint: parsing "{val}": invalid syntax')
+            o.quota_inodes = int(val)
+        elif trimmed in ("imagestore", "additionalimagestore"):
+            for store in (s for s in val.split(",") if s):
+                store = os.path.normpath(store)
+                if not os.path.isabs(store):
+                    raise DriverError(f'overlay: image path "{store}" is not absolute.  Can not be relative')
+                try:
+                    st = os.stat(store)
+                except OSError as e:
+                    raise DriverError(f"overlay: can't stat imageStore dir {store}: {e}") from e
+                if not stat.S_ISDIR(st.st_mode):
+                    raise DriverError(f'overlay: image path "{store}" must be a directory')
+                o.image_stores.append(store)
+        elif trimmed == "additionallayerstore":
+            for spec in (s for s in val.split(",") if s):
+                elems = spec.split(":")
+                path = os.path.normpath(elems[0])
+                if not os.path.isabs(path):
+                    raise DriverError(f'overlay: additionallayerstore path "{path}" is not absolute.  '
+                                      "Can not be relative")
+                if not os.path.isdir(path):
+                    raise DriverError(f'overlay: additionallayerstore path "{path}" must be a directory')
+                with_ref = False
+                for elem in elems[1:]:
+                    if elem != "ref" or with_ref:
+                        raise DriverError(f'overlay: additionallayerstore config "{path}" contains '
+                                          f'unknown option "{elem}"')
+                    with_ref = True
+                o.layer_stores.append((path, with_ref))
+        elif trimmed == "use_composefs":
+            o.use_composefs = _parse_bool(val)
+        elif trimmed == "mount_program":
+            if val and not os.path.exists(val):
+                raise DriverError(f'overlay: can\'t stat program "{val}": stat {val}: '
+                                  "no such file or directory")
+            o.mount_program = val
+        elif trimmed == "skip_mount_home":
+            o.skip_mount_home = _parse_bool(val)
+        elif trimmed == "ignore_chown_errors":
+            o.ignore_chown_errors = _parse_bool(val)
+        elif trimmed == "force_mask":
+            if val == "shared":
+                o.force_mask = 0o755
+            elif val == "private":
+                o.force_mask = 0o700
+            else:
+                try:
+                    o.force_mask = int(val, 8)
+                except ValueError:
+                    raise DriverError(f'strconv.ParseInt: parsing "{val}": invalid syntax') from None
+        else:
+            raise DriverError(f"overlay: unknown option {key}")
+    return o
+
+
+def _format_override_xattr(uid: int, gid: int, mode: int) -> bytes:
+    kind = "dir" if stat.S_ISDIR(mode) else "file"
+    return f"{uid}:{gid}:{stat.S_IMODE(mode):04o}:{kind}".encode()
+
+
+def _read_override_xattr(path: str) -> tuple[int, int, int] | None:
+    """uid, gid and permission bits recorded by force_mask, if any."""
+    try:
+        raw = os.getxattr(path, _CONTAINERS_OVERRIDE_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+    parts = raw.decode(errors="replace").split(":")
+    if len(parts) < 3:
+        return None
+    try:
+        return int(parts[0]), int(parts[1]), int(parts[2], 8) & 0o7777
+    except ValueError:
+        return None
+
+
+def _mkdir_as(path: str, mode: int, uid: int, gid: int, exist_ok: bool = False) -> None:
+    """mkdir (mode under the umask, as Go's os.Mkdir) and chown to the layer's root owner."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+    os.chown(path, uid, gid)
+
+
+def _remove_all(path: str) -> None:
+    """Remove a layer directory even when mounts or read-only dirs are left inside it."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    from ..mountinfo import mount_points
+
+    prefix = path.rstrip("/") + "/"
+    for mp in sorted((p for p in mount_points() if p.startswith(prefix)), key=len, reverse=True):
+        try:
+            om.unmount(mp)
+        except OSError:
+            pass
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            try:
+                if not os.path.islink(full):
+                    os.chmod(full, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=False)
+
+
+def _directory_size(path: str) -> int:
+    """Bytes of everything but directories, counting hard links once (Go's directory.Size)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [path]
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    seen.add(st.st_ino)
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(current)
+        except FileNotFoundError:
+            continue
+        with it:
+            for entry in it:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if est.st_ino in seen:
+                    continue
+                seen.add(est.st_ino)
+                if stat.S_ISDIR(est.st_mode):
+                    stack.append(entry.path)
+                else:
+                    total += est.st_size
+    return total
+
+
+class _RefCounter:
+    """Per-process mount references, re-synced with the kernel (Go's graphdriver.RefCounter).
+
+    The first look at a path counts an existing mount (left by another process), and a path
+    found unmounted (someone else unmounted it) resets to zero.
+    """
+
+    def __init__(self, magic: int) -> None:
+        self.magic = magic
+        self._counts: dict[str, tuple[bool, int]] = {}
+        self._lock = threading.Lock()
+
+    def _step(self, path: str, delta: int) -> int:
+        with self._lock:
+            checked, count = self._counts.get(path, (False, 0))
+            mounted = om.is_mounted_as(path, self.magic)
+            if not checked:
+                if mounted:
+                    count += 1
+            elif not mounted:
+                count = 0
+            count += delta
+            if count <= 0:
+                self._counts.pop(path, None)
+            else:
+                self._counts[path] = (True, count)
+            return count
+
+    def increment(self, path: str) -> int:
+        return self._step(path, 1)
+
+    def decrement(self, path: str) -> int:
+        return self._step(path, -1)
+
+
+@dataclass
+class StagedDiff:
+    """A layer diff applied into ``overlay/staging/<tmp>/dir`` before any store lock is taken."""
+
+    directory: str  # the staging directory that becomes the layer's diff/
+    result: ApplyResult
+    tar_split: str  # path of the tar-split recorded while applying ("" if none)
+    lock_fd: int = -1
+
+    @property
+    def base(self) -> str:
+        return os.path.dirname(self.directory)
+
+
+class OverlayDriver(NaiveDiff):
+    """Go's overlay graph driver, over kernel overlayfs or a FUSE mount program."""
+
+    name = "overlay"
+
+    def __init__(self, options: DriverOptions) -> None:
+        opts = parse_options(options.options)
+        self.options = opts
+        self.home = os.path.join(options.root, "overlay")
+        self.image_store = options.image_store
+        self.runhome = os.path.join(options.run_root, os.path.basename(self.home))
+        os.makedirs(os.path.join(self.home, LINK_DIR), mode=0o755, exist_ok=True)
+        magic, self.backing_fs = probe.backing_fs(self.home)
+        if self.image_store:
+            os.makedirs(os.path.join(self.image_store, "overlay", LINK_DIR), mode=0o755, exist_ok=True)
+        os.makedirs(self.runhome, mode=0o700, exist_ok=True)
+
+        if not opts.mount_program and not probe.supports_native_overlay(self.home, self.runhome):
+            found = shutil.which("fuse-overlayfs")
+            if found:
+                opts.mount_program = found
+        if opts.mount_program:
+            fd = os.open(os.path.join(self.home, probe.MOUNT_PROGRAM_FLAG_FILE),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"true")
+            finally:
+                os.close(fd)
+        elif magic in (probe.FS_MAGIC_AUFS, om.FS_MAGIC_OVERLAY, probe.FS_MAGIC_ECRYPTFS):
+            raise DriverError(f"'overlay' is not supported over {self.backing_fs}, a mount_program is "
+                              "required: backing file system is unsupported for this graph driver")
+        if opts.use_composefs:
+            raise DriverError("composefs helper program not found: composefs is not supported by "
+                              "this implementation")
+
+        self.using_metacopy = False
+        self._supports_volatile: bool | None = None
+        if opts.mount_program:
+            self.supports_dtype = True
+            self._supports_volatile = True
+        else:
+            self.supports_dtype = probe.check_overlay_support(self.home, self.runhome, self.backing_fs)
+            feature = f"metacopy({opts.mount_options})"
+            cached = probe.cached_feature(self.runhome, feature)
+            if cached is not None:
+                self.using_metacopy = cached[0]
+            else:
+                self.using_metacopy = probe.does_metacopy(self.home, opts.mount_options)
+                probe.record_feature(self.runhome, feature, self.using_metacopy)
+
+        if opts.quota_size > 0 or opts.quota_inodes > 0:
+            if magic == probe.FS_MAGIC_XFS:
+                raise DriverError("storage options overlay.size and overlay.inodes not supported. "
+                                  "Filesystem does not support Project Quota: project quotas are not "
+                                  "implemented by this driver")
+            raise DriverError("storage option overlay.size and overlay.inodes only supported for "
+                              f"backingFS XFS. Found {self.backing_fs}")
+
+        if not opts.skip_mount_home:
+            try:
+                om.make_private(self.home)
+            except OSError as e:
+                raise DriverError(f"overlay: failed to make mount private: {e}") from e
+
+        self._ctr = _RefCounter(om.FS_MAGIC_FUSE if opts.mount_program else om.FS_MAGIC_OVERLAY)
+        self._naive_only: bool | None = None
+        self._staging_locks: dict[str, int] = {}
+        self._staging_mutex = threading.Lock()
+
+    # -- probes ----------------------------------------------------------------------------------
+    def use_naive_diff(self) -> bool:
+        """Whether Diff/Changes must mount and compare (mount program, or a kernel that lies)."""
+        if self._naive_only is None:
+            if self.options.mount_program:
+                self._naive_only = True
+            else:
+                feature = f"native-diff({self.options.mount_options})"
+                cached = probe.cached_feature(self.runhome, feature)
+                if cached is not None:
+                    self._naive_only = not cached[0]
+                else:
+                    problem = probe.native_diff_problem(self.home, self.options.mount_options)
+                    text = ""
+                    if problem:
+                        text = ("Not using native diff for overlay, this may cause degraded performance "
+                                f"for building images: {problem}")
+                    self._naive_only = bool(problem)
+                    try:
+                        probe.record_feature(self.runhome, feature, not problem, text)
+                    except OSError:
+                        pass
+        return self._naive_only
+
+    def supports_volatile(self) -> bool:
+        if self._supports_volatile is None:
+            cached = probe.cached_feature(self.runhome, "volatile")
+            if cached is not None:
+                self._supports_volatile = cached[0]
+            else:
+                try:
+                    self._supports_volatile = probe.does_volatile(self.home)
+                    probe.record_feature(self.runhome, "volatile", self._supports_volatile)
+                except OSError:
+                    self._supports_volatile = False
+        return self._supports_volatile
+
+    def supports_shifting(self) -> bool:
+        """ID shifting at mount time: only fuse-overlayfs mappings are implemented here."""
+        if os.environ.get("_CONTAINERS_OVERLAY_DISABLE_IDMAP") == "yes":
+            return False
+        return bool(self.options.mount_program)
+
+    def status(self) -> list[tuple[str, str]]:
+        def b(v: bool) -> str:
+            return "true" if v else "false"
+
+        return [
+            ("Backing Filesystem", self.backing_fs),
+            ("Supports d_type", b(self.supports_dtype)),
+            ("Native Overlay Diff", b(not self.use_naive_diff())),
+            ("Using metacopy", b(self.using_metacopy)),
+            ("Supports shifting", b(self.supports_shifting())),
+            ("Supports volatile", b(self.supports_volatile())),
+        ]
+
+    # -- locations -------------------------------------------------------------------------------
+    def _home_for_image_store(self) -> str:
+        return os.path.join(self.image_store, self.name) if self.image_store else self.home
+
+    def _all_image_stores(self) -> list[str]:
+        stores = list(self.options.image_stores)
+        if self.image_store:
+            stores.insert(0, self.image_store)
+        return stores
+
+    def _dir2(self, id: str, use_image_store: bool = False) -> tuple[str, str, bool]:
+        """(layer dir, home it belongs to, whether it lives in a read-only additional store)."""
+        homedir = self._home_for_image_store() if use_image_store else self.home
+        path = os.path.normpath(os.path.join(homedir, id))
+        if not os.path.exists(path):
+            for store in self._all_image_stores():
+                candidate = os.path.normpath(os.path.join(store, self.name, id))
+                if os.path.exists(candidate):
+                    return candidate, homedir, True
+        return path, homedir, False
+
+    def _dir(self, id: str) -> str:
+        return self._dir2(id)[0]
+
+    def diff_root(self, id: str) -> str:
+        return self._diff_path(id)
+
+    def _diff_path(self, id: str) -> str:
+        diff = os.path.join(self._dir(id), "diff")
+        try:
+            target = os.readlink(diff)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                return diff
+            raise
+        if not os.path.isabs(target):
+            raise DriverError(f'linkpath must be absolute (got: "{target}")')
+        return target  # an additional layer store's diff
+
+    def _merged_dir(self, id: str, dir: str, in_additional_store: bool) -> str:
+        # Mounting a layer of a read-only store must not write into that store.
+        if in_additional_store:
+            return os.path.join(self.runhome, id, "merged")
+        return os.path.join(dir, "merged")
+
+    def metadata(self, id: str) -> dict[str, str]:
+        dir, _, in_additional = self._dir2(id)
+        if not os.path.exists(dir):
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", dir)
+        meta = {
+            "WorkDir": os.path.join(dir, "work"),
+            "MergedDir": self._merged_dir(id, dir, in_additional),
+            "UpperDir": os.path.join(dir, "diff"),
+        }
+        lowers = self._lower_dirs(id)
+        if lowers:
+            meta["LowerDir"] = ":".join(lowers)
+        return meta
+
+    def exists(self, id: str) -> bool:
+        return os.path.exists(self._dir(id))
+
+    def list_layers(self) -> list[str]:
+        out: list[str] = []
+        with os.scandir(self.home) as it:
+            for entry in it:
+                if entry.name in _NOT_LAYERS or not entry.is_dir(follow_symlinks=False):
+                    continue
+                out.append(entry.name)
+        return out
+
+    def additional_image_stores(self) -> list[str]:
+        return list(self.options.image_stores)
+
+    # -- creating and removing ---------------------------------------------------------------------
+    def create(self, id: str, parent: str, opts: CreateOpts | None, read_write: bool) -> None:
+        storage_opt = dict(opts.storage_opt) if opts else {}
+        if read_write:
+            if storage_opt:
+                raise DriverError("--storage-opt is supported only for overlay over xfs with 'pquota' "
+                                  "mount option")
+            if self.options.force_mask is not None and not self.options.mount_program:
+                raise DriverError("overlay: force_mask option for writeable layers is only supported "
+                                  "with a mount_program")
+        else:
+            if "size" in storage_opt:
+                raise DriverError("--storage-opt size is only supported for ReadWrite Layers")
+            if "inodes" in storage_opt:
+                raise DriverError("--storage-opt inodes is only supported for ReadWrite Layers")
+            if storage_opt:
+                raise DriverError(f"unknown option {next(iter(storage_opt))}")
+        self._create(id, parent, opts, read_only=not read_write)
+
+    def _create(self, id: str, parent: str, opts: CreateOpts | None, read_only: bool) -> None:
+        dir, homedir, _ = self._dir2(id, read_only)
+        uid_map = opts.uid_map if opts else []
+        gid_map = opts.gid_map if opts else []
+        os.makedirs(os.path.join(homedir, LINK_DIR), mode=0o755, exist_ok=True)
+        root_uid, root_gid = to_host(0, uid_map), to_host(0, gid_map)
+        os.makedirs(os.path.dirname(dir), mode=0o755, exist_ok=True)
+
+        st_uid, st_gid, st_mode = root_uid, root_gid, DEFAULT_PERMS
+        if parent:
+            parent_diff = os.path.join(self._dir(parent), "diff")
+            override = _read_override_xattr(parent_diff)
+            if override is not None:
+                st_uid, st_gid, st_mode = override
+            else:
+                pst = os.stat(parent_diff)
+                st_uid, st_gid, st_mode = pst.st_uid, pst.st_gid, stat.S_IMODE(pst.st_mode)
+
+        if os.path.lexists(dir):
+            # A leftover of a crash: remove it with its link so no two links name one layer.
+            self.remove(id)
+
+        _mkdir_as(dir, 0o700, root_uid, root_gid)
+        try:
+            forced_uid, forced_gid, forced_mode = st_uid, st_gid, st_mode
+            if self.options.force_mask is not None:
+                forced_uid, forced_gid, forced_mode = root_uid, root_gid, self.options.force_mask
+            diff = os.path.join(dir, "diff")
+            _mkdir_as(diff, forced_mode, forced_uid, forced_gid)
+            if self.options.force_mask is not None:
+                os.setxattr(diff, _CONTAINERS_OVERRIDE_XATTR,
+                            _format_override_xattr(st_uid, st_gid, stat.S_IFDIR | st_mode))
+            lid = generate_link_id()
+            os.symlink(os.path.join("..", id, "diff"), os.path.join(homedir, LINK_DIR, lid))
+            _write_file(os.path.join(dir, "link"), lid.encode(), 0o644)
+            _mkdir_as(os.path.join(dir, "work"), 0o700, forced_uid, forced_gid)
+            _mkdir_as(os.path.join(dir, "merged"), 0o700, forced_uid, forced_gid)
+            if not parent:
+                _mkdir_as(os.path.join(dir, "empty"), 0o700, forced_uid, forced_gid)
+                return
+            lower = self._get_lower(parent)
+            if lower:
+                _write_file(os.path.join(dir, LOWER_FILE), lower.encode(), 0o666)
+        except BaseException:
+            try:
+                lid_path = os.path.join(dir, "link")
+                with open(lid_path, encoding="utf-8") as f:
+                    os.unlink(os.path.join(homedir, LINK_DIR, f.read().strip()))
+            except OSError:
+                pass
+            shutil.rmtree(dir, ignore_errors=True)
+            raise
+
+    def _get_lower(self, parent: str) -> str:
+        """The "lower" file content of a child of ``parent``: its link, then its lowers."""
+        parent_dir = self._dir(parent)
+        if not os.path.lexists(parent_dir):
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", parent_dir)
+        link_file = os.path.join(parent_dir, "link")
+        try:
+            with open(link_file, encoding="utf-8") as f:
+                parent_link = f.read()
+        except FileNotFoundError:
+            self.recreate_symlinks()
+            with open(link_file, encoding="utf-8") as f:
+                parent_link = f.read()
+        lowers = [os.path.join(LINK_DIR, parent_link)]
+        try:
+            with open(os.path.join(parent_dir, LOWER_FILE), encoding="utf-8") as f:
+                lowers.extend(f.read().split(":"))
+        except FileNotFoundError:
+            pass
+        return ":".join(lowers)
+
+    def _lower_dirs(self, id: str) -> list[str]:
+        """Absolute diff dirs of every layer below ``id``, nearest first."""
+        try:
+            with open(os.path.join(self._dir(id), LOWER_FILE), encoding="utf-8") as f:
+                content = f.read()
+        except FileNotFoundError:
+            return []
+        out: list[str] = []
+        for s in content.split(":"):
+            lower = self._dir(s)
+            try:
+                target = os.readlink(lower)
+            except FileNotFoundError:
+                self.recreate_symlinks()
+                target = os.readlink(lower)
+            out.append(os.path.normpath(self._dir(os.path.join("link", target))))
+        return out
+
+    def _lower_diff_paths(self, id: str) -> list[str]:
+        out: list[str] = []
+        for lower in self._lower_dirs(id):
+            try:
+                target = os.readlink(lower)
+                out.append(target if os.path.isabs(target) else lower)
+            except OSError:
+                out.append(lower)
+        return out
+
+    def remove(self, id: str) -> None:
+        dir = self._dir(id)
+        try:
+            with open(os.path.join(dir, "link"), encoding="utf-8") as f:
+                lid = f.read()
+            if lid:
+                try:
+                    os.unlink(os.path.join(self.home, LINK_DIR, lid))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        merged = os.path.join(dir, "merged")
+        if om.is_mounted_as(merged, self._ctr.magic):
+            try:
+                om.unmount(merged)
+            except OSError:
+                pass
+        _remove_all(dir)
+
+    def recreate_symlinks(self) -> None:
+        """Repair ``l/`` and the ``link`` files after a crash or a careless ``rm`` (Go's logic)."""
+        try:
+            entries = [e for e in os.scandir(self.home)]
+        except OSError as e:
+            raise DriverError(f'reading driver home directory "{self.home}": {e}') from e
+        link_dir = os.path.join(self.home, LINK_DIR)
+        os.makedirs(link_dir, mode=0o755, exist_ok=True)
+        errors: list[str] = []
+        for _ in range(10):
+            errors = []
+            progress = False
+            for entry in entries:
+                if entry.name in (LINK_DIR, STAGING_DIR, TEMP_DIR_NAME) or not entry.is_dir(
+                        follow_symlinks=False):
+                    continue
+                link_file = os.path.join(self._dir(entry.name), "link")
+                try:
+                    with open(link_file, encoding="utf-8") as f:
+                        name = f.read().strip("\n")
+                except OSError as e:
+                    errors.append(f'reading name of symlink for "{entry.name}": {e}')
+                    continue
+                link_path = os.path.join(link_dir, name)
+                if not os.path.lexists(link_path):
+                    try:
+                        os.symlink(os.path.join("..", entry.name, "diff"), link_path)
+                        progress = True
+                    except OSError as e:
+                        errors.append(str(e))
+            try:
+                links = list(os.scandir(link_dir))
+            except OSError as e:
+                errors.append(str(e))
+                continue
+            for link in links:
+                try:
+                    target = os.readlink(link.path)
+                except OSError as e:
+                    errors.append(str(e))
+                    continue
+                parts = target.split("/")
+                if len(parts) != 3 or parts[0] != ".." or parts[2] != "diff":
+                    errors.append(f'link target of "{link.name}" looks weird: "{target}"')
+                    try:
+                        os.unlink(link.path)
+                        progress = True
+                    except FileNotFoundError:
+                        pass
+                    except OSError as e:
+                        errors.append(f'removing link "{link.name}": {e}')
+                    continue
+                link_file = os.path.join(self._dir(parts[1]), "link")
+                try:
+                    with open(link_file, encoding="utf-8") as f:
+                        current = f.read()
+                except OSError:
+                    current = None
+                if current != link.name:
+                    if not os.path.isdir(os.path.dirname(link_file)):
+                        continue  # a dangling link to a removed layer: nothing to repair
+                    try:
+                        _write_file(link_file, link.name.encode(), 0o644)
+                        progress = True
+                    except OSError as e:
+                        errors.append(f"correcting link for layer {parts[1]}: {e}")
+            if not progress:
+                break
+        if errors:
+            raise DriverError("; ".join(errors))
+
+    # -- mounting --------------------------------------------------------------------------------
+    def get(self, id: str, opts: MountOpts) -> str:
+        dir, _, in_additional = self._dir2(id)
+        if not os.path.exists(dir):
+            raise FileNotFoundError(errno.ENOENT, f"stat {dir}: no such file or directory", dir)
+        root_uid, root_gid = to_host(0, opts.uid_map), to_host(0, opts.gid_map)
+        merged = self._merged_dir(id, dir, in_additional)
+        if not os.path.isdir(merged):
+            os.makedirs(os.path.dirname(merged), mode=0o700, exist_ok=True)
+            try:
+                _mkdir_as(merged, 0o700, root_uid, root_gid)
+            except FileExistsError:
+                pass
+        if self._ctr.increment(merged) > 1:
+            return merged
+        try:
+            self._mount(id, dir, merged, in_additional, opts, root_uid, root_gid)
+        except BaseException:
+            if self._ctr.decrement(merged) <= 0:
+                try:
+                    om.umount(merged)
+                except OSError:
+                    pass
+            raise
+        return merged
+
+    def _mount(self, id: str, dir: str, merged: str, in_additional: bool, opts: MountOpts,
+               root_uid: int, root_gid: int) -> None:
+        read_write = not in_additional
+        disable_shifting = not self.supports_shifting()
+        opts_list = list(opts.options)
+        global_opts = [o for o in self.options.mount_options.split(",") if o]
+        if not opts_list:
+            opts_list = global_opts
+        elif "metacopy=on" in global_opts and "metacopy=on" not in opts_list and self.using_metacopy:
+            opts_list.append("metacopy=on")
+        if not self.using_metacopy:
+            opts_list = [o for o in opts_list if o != "metacopy=on"]
+        if "ro" in opts_list:
+            read_write = False
+
+        try:
+            with open(os.path.join(dir, LOWER_FILE), encoding="utf-8") as f:
+                split_lowers = f.read().split(":")
+        except FileNotFoundError:
+            split_lowers = [""]
+        if len(split_lowers) > MAX_DEPTH:
+            raise DriverError("max depth exceeded")
+
+        abs_lowers: list[str] = []
+        rel_lowers: list[str] = []
+        perms = DEFAULT_PERMS if self.options.force_mask is None else self.options.force_mask
+        perms_known = False
+        n = 1
+        while os.path.exists(os.path.join(dir, f"diff{n}")):
+            if not perms_known:
+                perms, perms_known = stat.S_IMODE(os.stat(os.path.join(dir, "diff1")).st_mode), True
+            abs_lowers.append(os.path.join(dir, f"diff{n}"))
+            rel_lowers.append(os.path.join(id, f"diff{n}"))
+            n += 1
+
+        for l in split_lowers:
+            if not l:
+                continue
+            newpath = os.path.join(self.home, l)
+            lower = ""
+            rel = l
+            try:
+                st = os.stat(newpath)
+                lower = newpath
+            except FileNotFoundError:
+                for store in self._all_image_stores():
+                    candidate = os.path.join(store, self.name, l)
+                    try:
+                        st = os.stat(candidate)
+                    except OSError:
+                        continue
+                    lower = rel = candidate
+                    break
+                if not lower:
+                    self.recreate_symlinks()
+                    lower = newpath
+                    try:
+                        st = os.stat(newpath)
+                    except OSError as e:
+                        raise DriverError(f'can\'t stat lower layer "{newpath}": {e}') from e
+            if not perms_known:
+                perms, perms_known = stat.S_IMODE(st.st_mode), True
+            os.readlink(lower)  # a lower must be one of our links; fail clearly otherwise
+            abs_lowers.append(lower)
+            rel_lowers.append(rel)
+            n = 1
+            while os.path.exists(f"{lower}/../diff{n}"):
+                abs_lowers.append(f"{lower}/../diff{n}")
+                rel_lowers.append(f"{rel}/../diff{n}")
+                n += 1
+
+        if not abs_lowers:
+            abs_lowers.append(os.path.join(dir, "empty"))
+            rel_lowers.append(os.path.join(id, "empty"))
+
+        diff_dir = os.path.join(dir, "diff")
+        if not os.path.isdir(diff_dir):
+            os.makedirs(diff_dir, mode=perms, exist_ok=True)
+        if not in_additional:
+            os.chown(diff_dir, root_uid, root_gid)
+        workdir = os.path.join(dir, "work")
+
+        if not self.options.mount_program and os.geteuid() != 0:
+            opts_list.append("userxattr")
+        if opts.volatile and "volatile" not in opts_list and self.supports_volatile():
+            opts_list.append("volatile")
+
+        def build(lowers: list[str], upper: str, work: str) -> str:
+            if read_write:
+                data = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+            else:
+                data = f"lowerdir={upper}:{':'.join(lowers)}"
+            if opts_list:
+                data += "," + ",".join(opts_list)
+            return _format_mount_label(data, opts.mount_label)
+
+        mount_data = build(abs_lowers, diff_dir, workdir)
+
+        # overlay refuses a second volatile mount of the same upper while this marker exists.
+        shutil.rmtree(os.path.join(workdir, "work", "incompat", "volatile"), ignore_errors=True)
+
+        try:
+            if self.options.mount_program:
+                data = mount_data
+                if not disable_shifting:
+                    data = _append_mappings(data, opts.uid_map, opts.gid_map)
+                if self.options.force_mask is not None:
+                    data += ",xattr_permissions=2"
+                om.mount_program(self.options.mount_program, data, merged, self.home)
+            elif len(mount_data) < om.PAGE_SIZE:
+                flags, data = om.parse_options(mount_data)
+                om.mount("overlay", merged, "overlay", flags, data)
+            else:
+                if read_write:
+                    mount_data = build(rel_lowers, os.path.join(id, "diff"), os.path.join(id, "work"))
+                else:
+                    mount_data = build(rel_lowers, diff_dir, workdir)
+                target = merged if in_additional else os.path.join(id, "merged")
+                flags, data = om.parse_options(mount_data)
+                om.mount_relative(self.home, target, flags, data)
+        except OSError as e:
+            raise DriverError(f"creating overlay mount to {merged}, mount_data={mount_data!r}: "
+                              f"{e.strerror or e}") from e
+
+    def put(self, id: str) -> None:
+        dir, _, in_additional = self._dir2(id)
+        if not os.path.exists(dir):
+            raise FileNotFoundError(errno.ENOENT, f"stat {dir}: no such file or directory", dir)
+        mountpoint = self._merged_dir(id, dir, in_additional)
+        if self._ctr.decrement(mountpoint) > 0:
+            return
+        mapped = os.path.join(self.home, id, "mapped")
+        if os.path.isdir(mapped):
+            for name in os.listdir(mapped):
+                try:
+                    om.umount(os.path.join(mapped, name), om.MNT_DETACH)
+                except OSError:
+                    pass
+        unmounted = False
+        if self.options.mount_program:
+            unmounted = om.fuse_unmount(mountpoint)
+        if not unmounted:
+            try:
+                om.umount(mountpoint, om.MNT_DETACH)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOENT):
+                    raise DriverError(f'unmounting "{mountpoint}": {e.strerror}') from e
+        if in_additional:
+            if mountpoint.startswith(self.runhome) and os.path.basename(mountpoint) == "merged":
+                shutil.rmtree(os.path.dirname(mountpoint), ignore_errors=True)
+            return
+        # Swap in a fresh empty dir by rename so "merged" never goes missing, even for a moment.
+        try:
+            st = os.stat(mountpoint)
+            uid, gid = st.st_uid, st.st_gid
+        except FileNotFoundError:
+            uid = gid = 0
+        tmp = os.path.join(dir, "merged.1")
+        try:
+            _mkdir_as(tmp, 0o700, uid, gid)
+        except FileExistsError:
+            pass
+        try:
+            os.rename(tmp, mountpoint)
+        except OSError as e:
+            raise DriverError(f'replacing mount point "{mountpoint}": {e.strerror}') from e
+
+    def cleanup(self) -> None:
+        """Drop unused staging dirs and the private bind mount of the home (Go's Cleanup)."""
+        if self._prune_staging():
+            return
+        if not self.options.skip_mount_home:
+            om.unmount(self.home)
+
+    # -- diffs -----------------------------------------------------------------------------------
+    def _is_parent(self, id: str, parent: str) -> bool:
+        try:
+            lowers = self._lower_dirs(id)
+        except OSError:
+            return False
+        if not parent:
+            return not lowers
+        if not lowers:
+            return False
+        return os.path.dirname(lowers[0]) == self._dir(parent)
+
+    def _apply_options(self, opts: ApplyDiffOpts, whiteouts: Literal["plain", "overlay"]
+                       ) -> ApplyOptions:
+        from ..archive.apply import ApplyOptions
+
+        return ApplyOptions(
+            whiteouts=whiteouts,
+            uid_map=list(opts.uid_map) or None,
+            gid_map=list(opts.gid_map) or None,
+            ignore_chown_errors=opts.ignore_chown_errors or self.options.ignore_chown_errors,
+            force_mask=self.options.force_mask,
+            tar_split=opts.tar_split,
+            overlay_xattr_prefix=probe.overlay_xattr(""),
+        )
+
+    def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
+        from ..archive.apply import apply_layer
+
+        if not self._is_parent(id, parent):
+            # Not our real parent: apply into the mounted union, deleting as a plain tree would.
+            target = self.get(id, MountOpts(mount_label=opts.mount_label))
+            try:
+                return apply_layer(src, target, self._apply_options(opts, "plain"))
+            finally:
+                self.put(id)
+        return apply_layer(src, self._diff_path(id), self._apply_options(opts, "overlay"))
+
+    def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
+             gid_map: Sequence[IDMap] = ()) -> int:
+        if self.use_naive_diff() or not self._is_parent(id, parent):
+            return super().diff(id, parent, out, uid_map, gid_map)
+        from ..archive.export import export_overlay_diff
+
+        return export_overlay_diff(self._diff_path(id), self._lower_diff_paths(id), out,
+                                   list(uid_map) or None, list(gid_map) or None)
+
+    def changes(self, id: str, parent: str) -> list[Change]:
+        if self.use_naive_diff() or not self._is_parent(id, parent):
+            return super().changes(id, parent)
+        from ..archive.changes import changes_overlay
+
+        return changes_overlay(self._diff_path(id), self._lower_diff_paths(id))
+
+    def diff_size(self, id: str, parent: str) -> int:
+        if not self._is_parent(id, parent):
+            return super().diff_size(id, parent)
+        return _directory_size(self._diff_path(id))
+
+    # -- staged apply ----------------------------------------------------------------------------
+    def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff:
+        """Apply a diff into a fresh staging dir; needs no store lock (Go's ApplyDiffWithDiffer).
+
+        The staging dir is locked while in use so ``cleanup`` of another process leaves it alone.
+        """
+        from ..archive.apply import apply_layer
+        from ..archive.tarsplit import TarSplitWriter
+
+        base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
+        os.makedirs(base_dir, mode=0o700, exist_ok=True)
+        layer_dir = tempfile.mkdtemp(dir=base_dir)
+        lock_fd = os.open(os.path.join(layer_dir, STAGING_LOCK_FILE),
+                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX)
+        with self._staging_mutex:
+            self._staging_locks[layer_dir] = lock_fd
+        try:
+            perms = DEFAULT_PERMS if self.options.force_mask is None else self.options.force_mask
+            apply_dir = os.path.join(layer_dir, "dir")
+            os.mkdir(apply_dir, perms)
+            ts_path = os.path.join(layer_dir, "tar-split.gz")
+            with open(ts_path, "wb") as ts_file:
+                writer = TarSplitWriter(ts_file)
+                options = self._apply_options(ApplyDiffOpts(
+                    uid_map=opts.uid_map, gid_map=opts.gid_map,
+                    ignore_chown_errors=opts.ignore_chown_errors, tar_split=writer), "overlay")
+                result = apply_layer(src, apply_dir, options)
+                writer.close()
+        except BaseException:
+            self._release_staging(layer_dir)
+            shutil.rmtree(layer_dir, ignore_errors=True)
+            raise
+        return StagedDiff(directory=apply_dir, result=result, tar_split=ts_path, lock_fd=lock_fd)
+
+    def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None:
+        """Make a staged dir the layer's diff/ by rename (Go's ApplyDiffFromStagingDirectory)."""
+        try:
+            diff_path = self._diff_path(id)
+            if self.options.force_mask is None and parent:
+                parent_mode = stat.S_IMODE(os.stat(self._diff_path(parent)).st_mode)
+                os.chmod(staged.directory, parent_mode)
+            _remove_all(diff_path)
+            os.rename(staged.directory, diff_path)
+        finally:
+            self._release_staging(staged.base)
+
+    def cleanup_staged(self, staged: StagedDiff) -> None:
+        self._release_staging(staged.base)
+        shutil.rmtree(staged.base, ignore_errors=True)
+
+    def _release_staging(self, layer_dir: str) -> None:
+        with self._staging_mutex:
+            fd = self._staging_locks.pop(layer_dir, -1)
+        if fd >= 0:
+            try:
+                os.unlink(os.path.join(layer_dir, STAGING_LOCK_FILE))
+            except OSError:
+                pass
+            os.close(fd)
+
+    def _prune_staging(self) -> bool:
+        """Remove staging dirs nobody holds locked; True if some are still in use."""
+        with self._staging_mutex:
+            mine = list(self._staging_locks)
+        for layer_dir in mine:
+            self._release_staging(layer_dir)
+        base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
+        try:
+            names = os.listdir(base_dir)
+        except OSError:
+            return False
+        busy = False
+        for name in names:
+            path = os.path.join(base_dir, name)
+            try:
+                fd = os.open(os.path.join(path, STAGING_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                             0o600)
+            except OSError:
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                busy = True
+                os.close(fd)
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
+        return busy
+
+
+def _write_file(path: str, data: bytes, mode: int) -> None:
+    """Create or truncate ``path`` with ``mode`` under the umask (Go's os.WriteFile)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def _format_mount_label(data: str, label: str) -> str:
+    """Append the SELinux context option when SELinux is on (go-selinux FormatMountLabel)."""
+    if not label or not _selinux_enabled():
+        return data
+    return f'{data},context="{label}"' if data else f'context="{label}"'
+
+
+def _append_mappings(data: str, uid_map: Sequence[IDMap], gid_map: Sequence[IDMap]) -> str:
+    """fuse-overlayfs options that shift IDs at mount time (Go's optsAppendMappings)."""
+    if not uid_map:
+        return data
+
+    def render(maps: Sequence[IDMap], squash: str, mapping: str) -> str:
+        if len(maps) == 1 and maps[0].size == 1:
+            return f"{squash}={maps[0].host_id}"
+        return mapping + "=" + ":".join(f"{m.container_id}:{m.host_id}:{m.size}" for m in maps)
+
+    return (f"{data},{render(uid_map, 'squash_to_uid', 'uidmapping')},"
+            f"{render(gid_map, 'squash_to_gid', 'gidmapping')}")
