@@ -1,0 +1,883 @@
+"""Apply a layer tarball to a directory: one streaming pass, confined to the directory.
+
+A reader thread reads the input, hashes it, decompresses it and hashes the result (all in C code
+that releases the GIL) while the calling thread parses the tar, records tar-split entries and
+writes files.  Semantics follow Go's ``archive.UnpackLayer`` (the "plain" target used by vfs and
+naive diff) and ``archive.Unpack`` with the overlay whiteout converter (the "overlay" target), as
+they behave inside the chroot Go runs them in: ``..`` and absolute names stay inside the layer.
+Every path is resolved beneath a directory fd (see ``confine``), so neither hostile names nor
+symlinks planted by earlier entries reach anything outside ``dest``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal, Protocol
+
+from ..errors import InvalidArchive, InvalidMappings
+from ..idtools import IDMap, to_host
+from . import tarread as t
+from .compression import MAGIC_LEN, Compression, Decompressor, detect
+from .confine import open_beneath, open_root
+from .crc64 import crc64
+
+__all__ = ["ApplyOptions", "ApplyResult", "TarSplitSink", "apply_layer"]
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = b".wh."
+WHITEOUT_META_PREFIX = b".wh..wh."
+WHITEOUT_OPAQUE = b".wh..wh..opq"
+WHITEOUT_LINK_DIR = b".wh..wh.plnk"
+OVERRIDE_XATTR = "user.containers.override_stat"
+_IGNORED_XATTRS = frozenset((b"security.selinux",))
+
+READ_SIZE = 1 << 20  # input read size
+QUEUE_DEPTH = 8  # chunks in flight between the threads (each at most 4 MiB): bounds memory
+_DIR_CACHE_MAX = 256
+_MAX_TIME_NS = (1 << 63) - 1
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_PATHDIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Errors that say nothing about the archive: report them as they are.
+_ENVIRONMENT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM,
+                                 errno.EMFILE, errno.ENFILE))
+
+
+class TarSplitSink(Protocol):
+    """What apply needs from ``tarsplit.TarSplitWriter``."""
+
+    def add_segment(self, raw: bytes | bytearray | memoryview) -> None: ...
+    def add_file(self, name: bytes, size: int, crc: bytes | None) -> None: ...
+
+
+@dataclass
+class ApplyOptions:
+    """How to apply: target form, ID mapping, and where tar-split entries go."""
+
+    whiteouts: Literal["plain", "overlay"] = "plain"
+    uid_map: list[IDMap] | None = None
+    gid_map: list[IDMap] | None = None
+    ignore_chown_errors: bool = False
+    force_mask: int | None = None
+    tar_split: TarSplitSink | None = None
+    # Go uses "user.overlay." when rootless; the overlay driver knows which one it mounts with.
+    overlay_xattr_prefix: str = "trusted.overlay."
+
+
+@dataclass
+class ApplyResult:
+    """What layers.json records about an applied diff."""
+
+    compression: Compression
+    compressed_digest: str
+    compressed_size: int
+    uncompressed_digest: str
+    uncompressed_size: int
+    uids: list[int] = field(default_factory=list)
+    gids: list[int] = field(default_factory=list)
+
+
+# --- the reader thread ----------------------------------------------------------------------
+
+class _Stop(Exception):
+    """The consumer gave up; the reader thread just ends."""
+
+
+class _Source:
+    """Reads, hashes and decompresses ``src`` in a thread; the consumer pulls chunks."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUE_DEPTH)
+        self._stop = threading.Event()
+        self.compression = Compression.UNCOMPRESSED
+        self.raw_hash = hashlib.sha256()
+        self.raw_size = 0
+        self.tar_hash = self.raw_hash
+        self.tar_size = 0
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="layer-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Stop
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _read(self) -> bytes:
+        data = self._src.read(READ_SIZE)
+        if data:
+            self.raw_hash.update(data)
+            self.raw_size += len(data)
+        return data
+
+    def _run(self) -> None:
+        try:
+            head = self._read()
+            while head and len(head) < MAGIC_LEN:
+                more = self._read()
+                if not more:
+                    break
+                head += more
+            self.compression = detect(head)
+            if self.compression is Compression.UNCOMPRESSED:
+                chunk = head
+                while chunk:
+                    self.tar_size += len(chunk)
+                    self._put(chunk)
+                    chunk = self._read()
+            else:
+                self.tar_hash = hashlib.sha256()
+                dec = Decompressor(self.compression)
+                chunk = head
+                while chunk:
+                    for out in dec.feed(chunk):
+                        self.tar_hash.update(out)
+                        self.tar_size += len(out)
+                        self._put(out)
+                    chunk = self._read()
+                dec.finish()
+            self._put(None)
+        except _Stop:
+            return
+        except BaseException as e:  # handed to the consumer, which raises it
+            try:
+                self._put(e)
+            except _Stop:
+                return
+
+    def next_chunk(self) -> bytes:
+        """The next piece of the uncompressed tar; ``b""`` at its end."""
+        if self._done:
+            return b""
+        item = self._q.get()
+        if item is None:
+            self._done = True
+            return b""
+        if isinstance(item, BaseException):
+            self._done = True
+            if isinstance(item, InvalidArchive):
+                raise InvalidArchive(str(item)) from item
+            if isinstance(item, OSError):
+                raise item
+            raise InvalidArchive(f"reading layer: {item}") from item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (if still running) without waiting for a blocked read."""
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        if self._done:
+            self._thread.join()
+
+
+# --- names ---------------------------------------------------------------------------------
+
+def go_clean(name: bytes) -> bytes:
+    """Go's ``filepath.Clean`` on bytes."""
+    rooted = name.startswith(b"/")
+    out: list[bytes] = []
+    for comp in name.split(b"/"):
+        if comp == b"" or comp == b".":
+            continue
+        if comp == b"..":
+            if out and out[-1] != b"..":
+                out.pop()
+            elif not rooted:
+                out.append(comp)
+            continue
+        out.append(comp)
+    body = b"/".join(out)
+    if rooted:
+        return b"/" + body
+    return body or b"."
+
+
+def in_root(cleaned: bytes) -> bytes:
+    """The path below the layer root that a cleaned name lands on when joined to ``/`` (as in
+    Go's chroot): leading ``/`` and ``..`` vanish; ``b""`` is the root itself."""
+    comps = cleaned.split(b"/")
+    i = 0
+    while i < len(comps) and comps[i] in (b"", b".", b".."):
+        i += 1
+    return b"/".join(comps[i:])
+
+
+def _split(rel: bytes) -> tuple[bytes, bytes]:
+    slash = rel.rfind(b"/")
+    if slash < 0:
+        return b"", rel
+    return rel[:slash], rel[slash + 1 :]
+
+
+def _clamp_time(ns: int) -> int:
+    """Go's ``system.Chtimes``: times before the epoch or past 2262 become the epoch."""
+    return ns if 0 <= ns <= _MAX_TIME_NS else 0
+
+
+def _detect_userns() -> bool:
+    """True when running in a user namespace without the full ID range (Go: rootless)."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields[:3] != [b"0", b"0", b"4294967295"]
+
+
+class _EntryError(Exception):
+    """Wraps an OSError with the entry it happened on (converted by apply_layer)."""
+
+    def __init__(self, name: bytes, err: OSError) -> None:
+        super().__init__(name, err)
+        self.name = name
+        self.err = err
+
+
+# --- the applier ---------------------------------------------------------------------------
+
+class _Applier:
+    """The state of one apply: root fd, a cache of directory fds, deferred directory times."""
+
+    def __init__(self, dest: str, options: ApplyOptions) -> None:
+        self.opts = options
+        self.overlay = options.whiteouts == "overlay"
+        self.root = open_root(dest)
+        self.cache: dict[bytes, int] = {}
+        # fds dropped from the cache while an entry may still hold them; closed between entries
+        self.stale: list[int] = []
+        self.dir_times: list[tuple[bytes, int, int]] = []
+        self.unpacked: set[bytes] = set()
+        self.plnk: dict[bytes, tuple[t.TarHeader, int, int]] = {}
+        self.plnk_fd = -1
+        self.plnk_end = 0
+        self.force_mask = options.force_mask
+        self.chown = not (self.overlay and options.force_mask is not None)
+        self.userns = _detect_userns()
+        self.uid_map = options.uid_map or None
+        self.gid_map = options.gid_map or None
+        self.root_ids = (self._host_uid(0), self._host_gid(0)) if self.overlay else (-1, -1)
+        self.chown_failures = 0
+        self.root_hdr: t.TarHeader | None = None
+
+    def close(self) -> None:
+        self.forget_dirs()
+        self.close_stale()
+        if self.plnk_fd >= 0:
+            os.close(self.plnk_fd)
+            self.plnk_fd = -1
+        os.close(self.root)
+
+    # -- ids ------------------------------------------------------------------------------
+    def _host_uid(self, uid: int) -> int:
+        try:
+            return to_host(uid, self.uid_map)
+        except InvalidMappings as e:
+            raise InvalidArchive(f"Container ID {uid} cannot be mapped to a host ID") from e
+
+    def _host_gid(self, gid: int) -> int:
+        try:
+            return to_host(gid, self.gid_map)
+        except InvalidMappings as e:
+            raise InvalidArchive(f"Container ID {gid} cannot be mapped to a host ID") from e
+
+    # -- directories -----------------------------------------------------------------------
+    def dir_fd(self, rel: bytes) -> int:
+        """A directory fd for ``rel`` (resolved in-root), creating missing directories as Go does."""
+        if not rel:
+            return self.root
+        fd = self.cache.get(rel)
+        if fd is not None:
+            return fd
+        try:
+            fd = open_beneath(self.root, rel, _O_PATHDIR)
+        except FileNotFoundError:
+            self._mkdir_all(rel)
+            fd = open_beneath(self.root, rel, _O_PATHDIR)
+        self._remember(rel, fd)
+        return fd
+
+    def _remember(self, rel: bytes, fd: int) -> None:
+        cache = self.cache
+        old = cache.pop(rel, None)
+        if old is not None:
+            self.stale.append(old)
+        elif len(cache) >= _DIR_CACHE_MAX:
+            self.stale.append(cache.pop(next(iter(cache))))
+        cache[rel] = fd
+
+    def forget_dirs(self) -> None:
+        """Something was removed or replaced: cached resolutions may be stale."""
+        self.stale.extend(self.cache.values())
+        self.cache.clear()
+
+    def close_stale(self) -> None:
+        for fd in self.stale:
+            os.close(fd)
+        self.stale.clear()
+
+    def _mkdir_all(self, rel: bytes) -> None:
+        """Go's ``MkdirAll(parent, 0755)`` (chowned to the mapped root for overlay), confined."""
+        comps = rel.split(b"/")
+        missing: list[int] = []
+        i = len(comps)
+        while i > 0:  # find the deepest existing ancestor
+            prefix = b"/".join(comps[:i])
+            try:
+                os.close(open_beneath(self.root, prefix, _O_PATHDIR))
+                break
+            except FileNotFoundError:
+                missing.append(i)
+                i -= 1
+        for i in reversed(missing):
+            parent, name = b"/".join(comps[: i - 1]), comps[i - 1]
+            pfd = self.root if not parent else open_beneath(self.root, parent, _O_PATHDIR)
+            try:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=pfd)
+                except FileExistsError:
+                    continue
+                os.chmod(name, 0o755, dir_fd=pfd, follow_symlinks=False)
+                if self.overlay and self.root_ids != (os.geteuid(), os.getegid()):
+                    os.chown(name, *self.root_ids, dir_fd=pfd, follow_symlinks=False)
+            finally:
+                if pfd != self.root:
+                    os.close(pfd)
+
+    # -- removal --------------------------------------------------------------------------
+    def remove_all(self, pfd: int, name: bytes) -> None:
+        """``os.RemoveAll`` of ``name`` in ``pfd``, never following a symlink."""
+        try:
+            os.unlink(name, dir_fd=pfd)
+            self.forget_dirs()
+            return
+        except FileNotFoundError:
+            return
+        except (IsADirectoryError, PermissionError) as e:
+            if isinstance(e, PermissionError) and e.errno != errno.EISDIR:
+                try:
+                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return
+                if not stat.S_ISDIR(st.st_mode):
+                    raise
+        self.forget_dirs()
+        _remove_tree(pfd, name)
+
+    # -- per-entry helpers ---------------------------------------------------------------------
+    def set_owner(self, hdr: t.TarHeader, uid: int, gid: int, fd: int = -1, pfd: int = -1,
+                  name: bytes = b"") -> None:
+        try:
+            if fd >= 0:
+                os.fchown(fd, uid, gid)
+            else:
+                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        except OSError as e:
+            if not self.opts.ignore_chown_errors:
+                raise
+            self.chown_failures += 1
+            log.debug("ignoring chown error on %r: %s", hdr.name, e)
+
+    def set_xattrs(self, hdr: t.TarHeader, fd: int = -1, pfd: int = -1, name: bytes = b"") -> None:
+        for key, value in hdr.xattrs():
+            if key in _IGNORED_XATTRS:
+                continue
+            try:
+                if fd >= 0:
+                    os.setxattr(fd, key, value)
+                else:
+                    os.setxattr(b"/proc/self/fd/%d/%b" % (pfd, name), key, value,
+                                follow_symlinks=False)
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                        self.userns and e.errno == errno.EPERM):
+                    log.warning("ignored xattr %r on %r: %s", key, hdr.name, e.strerror)
+                    continue
+                raise
+
+    def set_override(self, hdr: t.TarHeader, fd: int = -1, pfd: int = -1, name: bytes = b"") -> None:
+        """Go's ``user.containers.override_stat`` for force_mask: the ownership and mode the
+        archive asked for, which the forced mask hides."""
+        kind = {t.DIR: "dir", t.SYMLINK: "symlink", t.FIFO: "pipe",
+                t.CHAR: f"char-{hdr.devmajor}-{hdr.devminor}",
+                t.BLOCKDEV: f"block-{hdr.devmajor}-{hdr.devminor}"}.get(hdr.typeflag, "file")
+        value = f"{hdr.uid}:{hdr.gid}:{hdr.mode & 0o7777:04o}:{kind}".encode()
+        if fd >= 0:
+            os.setxattr(fd, OVERRIDE_XATTR, value)
+        else:
+            os.setxattr(b"/proc/self/fd/%d/%b" % (pfd, name), OVERRIDE_XATTR, value,
+                        follow_symlinks=False)
+
+
+def _remove_tree(pfd: int, name: bytes | str) -> None:
+    """Remove a directory tree below ``pfd`` iteratively (no recursion limit, no symlink follow)."""
+    stack: list[tuple[int, bytes | str, int, list[str]]] = []
+    dfd = os.open(name, _O_DIR, dir_fd=pfd)
+    stack.append((pfd, name, dfd, os.listdir(dfd)))
+    while stack:
+        parent, dname, dfd, children = stack[-1]
+        if not children:
+            stack.pop()
+            os.close(dfd)
+            try:
+                os.rmdir(dname, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            continue
+        child = children.pop()
+        try:
+            os.unlink(child, dir_fd=dfd)
+            continue
+        except FileNotFoundError:
+            continue
+        except (IsADirectoryError, PermissionError):
+            pass
+        try:
+            cfd = os.open(child, _O_DIR, dir_fd=dfd)
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                os.unlink(child, dir_fd=dfd)
+                continue
+            raise
+        stack.append((dfd, child, cfd, os.listdir(cfd)))
+
+
+# --- the main loop --------------------------------------------------------------------------
+
+def apply_layer(src: BinaryIO, dest: str, options: ApplyOptions | None = None) -> ApplyResult:
+    """Extract the layer tarball ``src`` (any supported compression) into ``dest``.
+
+    Returns digests and sizes of the raw and the uncompressed stream, the compression, and the
+    sorted sets of IDs in the headers; records tar-split entries into ``options.tar_split``.
+    Raises ``InvalidArchive`` for bad input; the caller removes ``dest`` on failure.
+    """
+    options = options or ApplyOptions()
+    source = _Source(src)
+    try:
+        applier = _Applier(dest, options)
+    except BaseException:
+        source.close()
+        raise
+    uids: set[int] = set()
+    gids: set[int] = set()
+    try:
+        _run(source, applier, options.tar_split, uids, gids)
+        _finish_dirs(applier)
+    except _EntryError as e:
+        if e.err.errno in _ENVIRONMENT_ERRNOS:
+            raise e.err from None
+        raise InvalidArchive(f"extracting {os.fsdecode(e.name)!r}: {e.err.strerror or e.err}") from e.err
+    finally:
+        source.close()
+        applier.close()
+    if applier.chown_failures:
+        log.warning("Chown error detected. Ignoring due to ignoreChownErrors flag (%d entries)",
+                    applier.chown_failures)
+    return ApplyResult(
+        compression=source.compression,
+        compressed_digest="sha256:" + source.raw_hash.hexdigest(),
+        compressed_size=source.raw_size,
+        uncompressed_digest="sha256:" + source.tar_hash.hexdigest(),
+        uncompressed_size=source.tar_size,
+        uids=sorted(uids),
+        gids=sorted(gids),
+    )
+
+
+def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
+         gids: set[int]) -> None:
+    reader = t.TarReader(source.next_chunk)
+    add_segment: Callable[[bytes], None] = ts.add_segment if ts is not None else _ignore
+    add_file: Callable[[bytes, int, bytes | None], None] = (
+        ts.add_file if ts is not None else _ignore3)
+    while True:
+        hdr = reader.next()
+        for piece in reader.flushed_raw:
+            add_segment(piece)
+        reader.flushed_raw.clear()
+        if hdr is None:
+            break
+        raw = reader.take_raw()
+        if raw:
+            add_segment(raw)
+        name = hdr.name
+        base = name.rstrip(b"/").rpartition(b"/")[2]
+        if not base.startswith(WHITEOUT_PREFIX):
+            uids.add(hdr.uid & 0xFFFFFFFF)
+            gids.add(hdr.gid & 0xFFFFFFFF)
+        try:
+            crc = _entry(ap, reader, hdr)
+        except OSError as e:
+            raise _EntryError(name, e) from e
+        except (OverflowError, ValueError) as e:
+            raise InvalidArchive(f"extracting {os.fsdecode(name)!r}: {e}") from e
+        if ap.stale:
+            ap.close_stale()
+        add_file(name, hdr.size, crc.to_bytes(8, "big") if hdr.size > 0 else None)
+    raw = reader.take_raw()
+    if raw:
+        add_segment(raw)
+    for piece in reader.trailing():
+        add_segment(piece)
+
+
+def _ignore(*_: object) -> None:
+    return None
+
+
+def _ignore3(_a: object, _b: object, _c: object) -> None:
+    return None
+
+
+def _drain(reader: t.TarReader) -> int:
+    crc = 0
+    for piece in reader.content():
+        crc = crc64(piece, crc)
+    return crc
+
+
+def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
+    """Apply one member; returns the CRC-64 of its content (which it always consumes)."""
+    if not (0 <= hdr.uid <= 0xFFFFFFFF and 0 <= hdr.gid <= 0xFFFFFFFF and hdr.size >= 0):
+        raise InvalidArchive(t.ERR_HEADER)
+    flag = hdr.typeflag
+    if flag == t.XGLOBAL:
+        return _drain(reader)
+    cleaned = go_clean(hdr.name)
+    rel = in_root(cleaned)
+    parent, base = _split(rel)
+    # Go makes sure the parent exists for every entry, whiteouts included.
+    try:
+        pfd = ap.dir_fd(parent)
+    except NotADirectoryError:
+        if base.startswith(WHITEOUT_PREFIX) and base != WHITEOUT_OPAQUE:
+            # "rm -rf /foo/bar" layers can whiteout /foo and then /foo/bar; Go ignores the second.
+            return _drain(reader)
+        raise
+
+    if not ap.overlay and cleaned.startswith(WHITEOUT_META_PREFIX):
+        if cleaned.startswith(WHITEOUT_LINK_DIR) and flag == t.REG:
+            return _stash_plnk(ap, reader, hdr, base)
+        if cleaned != WHITEOUT_OPAQUE:
+            return _drain(reader)
+
+    if base.startswith(WHITEOUT_PREFIX):
+        _whiteout(ap, hdr, parent, pfd, base)
+        return _drain(reader)
+
+    if not rel:
+        return _root_entry(ap, reader, hdr, cleaned)
+
+    # Anything but a directory over a directory replaces what is there.  Creation below is
+    # O_EXCL/EEXIST-driven, so the common fresh-tree case costs no extra lstat.
+    force = ap.force_mask
+    if force is not None and flag not in (t.DIR, t.SYMLINK, t.LINK):
+        flag = t.REG
+    link_src = hdr
+    data_fd = -1
+    data_off = 0
+    if hdr.typeflag == t.LINK and go_clean(hdr.linkname).startswith(WHITEOUT_LINK_DIR) and not ap.overlay:
+        key = _split(go_clean(hdr.linkname))[1]
+        found = ap.plnk.get(key)
+        if found is None:
+            raise InvalidArchive("invalid aufs hardlink")
+        link_src, data_off, _size = found
+        data_fd = ap.plnk_fd
+        flag = t.REG
+    uid = ap._host_uid(link_src.uid)
+    gid = ap._host_gid(link_src.gid)
+    crc = 0
+    if flag == t.REG:
+        crc = _write_file(ap, reader, hdr, link_src, pfd, base, uid, gid, data_fd, data_off)
+    elif flag == t.DIR:
+        _make_dir(ap, hdr, rel, pfd, base, uid, gid)
+    elif flag == t.SYMLINK:
+        _replace(ap, pfd, base, lambda: os.symlink(hdr.linkname, base, dir_fd=pfd))
+        _finish_nofd(ap, hdr, pfd, base, uid, gid, chmod=False)
+    elif flag == t.LINK:
+        _hardlink(ap, hdr, pfd, base, uid, gid)
+    elif flag in (t.CHAR, t.BLOCKDEV, t.FIFO):
+        if flag != t.FIFO and ap.userns:
+            log.debug("cannot create device %r in a user namespace", hdr.name)
+            ap.unpacked.add(rel)
+            return _drain(reader)
+        kind = stat.S_IFIFO if flag == t.FIFO else stat.S_IFCHR if flag == t.CHAR else stat.S_IFBLK
+        dev = os.makedev(hdr.devmajor, hdr.devminor)
+        _replace(ap, pfd, base, lambda: os.mknod(base, kind | 0o600, dev, dir_fd=pfd))
+        _finish_nofd(ap, hdr, pfd, base, uid, gid, chmod=True)
+    else:
+        raise InvalidArchive(f"unhandled tar header type {hdr.typeflag}")
+    if not ap.overlay:
+        ap.unpacked.add(rel)
+    if flag != t.REG:
+        crc = _drain(reader)
+    return crc
+
+
+def _replace(ap: _Applier, pfd: int, name: bytes, create: Callable[[], None]) -> None:
+    """Create an entry; if the name is taken, remove what is there (tree included) and retry."""
+    try:
+        create()
+    except FileExistsError:
+        ap.remove_all(pfd, name)
+        create()
+
+
+def _mode_bits(ap: _Applier, hdr: t.TarHeader) -> int:
+    return ap.force_mask if ap.force_mask is not None else hdr.mode & 0o7777
+
+
+def _times(hdr: t.TarHeader) -> tuple[int, int]:
+    mtime = hdr.mtime_ns
+    atime = hdr.atime_ns if hdr.atime_ns is not None and hdr.atime_ns > mtime else mtime
+    return atime, mtime
+
+
+def _write_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, meta: t.TarHeader, pfd: int,
+                name: bytes, uid: int, gid: int, data_fd: int, data_off: int) -> int:
+    try:
+        fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+    except FileExistsError:
+        ap.remove_all(pfd, name)
+        fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+    crc = 0
+    try:
+        write = os.write
+        for piece in reader.content():
+            crc = crc64(piece, crc)
+            while piece:
+                n = write(fd, piece)
+                piece = piece[n:]
+        if data_fd >= 0:  # an AUFS hardlink: the content of the stashed .wh..wh.plnk file
+            _copy_range(data_fd, fd, data_off, meta.size)
+        if ap.chown:
+            ap.set_owner(hdr, uid, gid, fd=fd)
+        os.fchmod(fd, _mode_bits(ap, meta))
+        if meta.pax:
+            ap.set_xattrs(meta, fd=fd)
+        if ap.force_mask is not None:
+            ap.set_override(meta, fd=fd)
+        atime, mtime = _times(meta)
+        os.utime(fd, ns=(_clamp_time(atime), _clamp_time(mtime)))
+    finally:
+        os.close(fd)
+    return crc
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
+    while size > 0:
+        n = os.copy_file_range(src_fd, dst_fd, size, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short copy from the AUFS link stash")
+        offset += n
+        size -= n
+
+
+def _make_dir(ap: _Applier, hdr: t.TarHeader, rel: bytes, pfd: int, name: bytes, uid: int,
+              gid: int) -> None:
+    try:
+        os.mkdir(name, 0o700, dir_fd=pfd)
+    except FileExistsError:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):  # a non-directory is replaced; a directory is merged
+            ap.remove_all(pfd, name)
+            os.mkdir(name, 0o700, dir_fd=pfd)
+    fd = os.open(name, _O_DIR, dir_fd=pfd)
+    try:
+        _finish_dir_fd(ap, hdr, fd, uid, gid)
+    except BaseException:
+        os.close(fd)
+        raise
+    ap._remember(rel, fd)  # its children usually follow: keep the fd as their parent
+    ap.dir_times.append((rel, *_times(hdr)))
+
+
+def _finish_dir_fd(ap: _Applier, hdr: t.TarHeader, fd: int, uid: int, gid: int) -> None:
+    if ap.chown:
+        ap.set_owner(hdr, uid, gid, fd=fd)
+    os.fchmod(fd, _mode_bits(ap, hdr))
+    if hdr.pax:
+        ap.set_xattrs(hdr, fd=fd)
+    if ap.force_mask is not None:
+        ap.set_override(hdr, fd=fd)
+
+
+def _finish_nofd(ap: _Applier, hdr: t.TarHeader, pfd: int, name: bytes, uid: int, gid: int,
+                 chmod: bool) -> None:
+    """Ownership, mode, xattrs and times of an entry we cannot open (symlink, device, fifo)."""
+    if ap.chown:
+        ap.set_owner(hdr, uid, gid, pfd=pfd, name=name)
+    if chmod:
+        os.chmod(name, _mode_bits(ap, hdr), dir_fd=pfd, follow_symlinks=False)
+    if hdr.pax:
+        ap.set_xattrs(hdr, pfd=pfd, name=name)
+    atime, mtime = _times(hdr)
+    if chmod:
+        atime, mtime = _clamp_time(atime), _clamp_time(mtime)
+    else:  # Go's LUtimesNano path for symlinks does not clamp, but the kernel needs int64
+        atime, mtime = (max(min(x, _MAX_TIME_NS), -_MAX_TIME_NS) for x in (atime, mtime))
+    os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+
+def _hardlink(ap: _Applier, hdr: t.TarHeader, pfd: int, name: bytes, uid: int, gid: int) -> None:
+    """A hard link to an existing non-directory inside the layer (resolved in-root)."""
+    target = in_root(go_clean(hdr.linkname))
+    if not target:
+        raise InvalidArchive(f"invalid hardlink {os.fsdecode(hdr.name)!r} -> {os.fsdecode(hdr.linkname)!r}")
+    tparent, tname = _split(target)
+    tpfd = ap.dir_fd(tparent) if tparent else ap.root
+
+    def link() -> None:
+        os.link(tname, name, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+
+    _replace(ap, pfd, name, link)
+    if ap.chown:
+        ap.set_owner(hdr, uid, gid, pfd=pfd, name=name)
+    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):  # Go skips mode and times when the target is a symlink
+        os.chmod(name, _mode_bits(ap, hdr), dir_fd=pfd, follow_symlinks=False)
+    if hdr.pax:
+        ap.set_xattrs(hdr, pfd=pfd, name=name)
+    if not stat.S_ISLNK(st.st_mode):
+        atime, mtime = _times(hdr)
+        os.utime(name, ns=(_clamp_time(atime), _clamp_time(mtime)), dir_fd=pfd,
+                 follow_symlinks=False)
+
+
+def _stash_plnk(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, base: bytes) -> int:
+    """Keep an AUFS ``.wh..wh.plnk`` file's content (in an unnamed file in the layer) so hard
+    links to it can be materialised as copies, as Go does."""
+    if ap.plnk_fd < 0:
+        ap.plnk_fd = os.open(b".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=ap.root)
+    offset = ap.plnk_end
+    crc = 0
+    for piece in reader.content():
+        crc = crc64(piece, crc)
+        while piece:
+            n = os.pwrite(ap.plnk_fd, piece, ap.plnk_end)
+            ap.plnk_end += n
+            piece = piece[n:]
+    ap.plnk[base] = (hdr, offset, ap.plnk_end - offset)
+    return crc
+
+
+def _whiteout(ap: _Applier, hdr: t.TarHeader, parent: bytes, pfd: int, base: bytes) -> None:
+    if base == WHITEOUT_OPAQUE:
+        if ap.overlay:
+            dfd = os.open(b".", _O_DIR, dir_fd=pfd)
+            try:
+                os.setxattr(dfd, ap.opts.overlay_xattr_prefix + "opaque", b"y")
+            finally:
+                os.close(dfd)
+        else:
+            _make_opaque(ap, parent, pfd)
+        return
+    target = base[len(WHITEOUT_PREFIX):]
+    if target in (b"", b".", b".."):
+        raise InvalidArchive(f"invalid whiteout {os.fsdecode(hdr.name)!r}")
+    if ap.overlay:
+        try:
+            os.mknod(target, stat.S_IFCHR, 0, dir_fd=pfd)
+        except NotADirectoryError:
+            return  # "rm -rf /foo/bar" layers whiteout /foo and then /foo/bar, as Go tolerates
+        ap.set_owner(hdr, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid), pfd=pfd, name=target)
+    else:
+        ap.remove_all(pfd, target)
+
+
+def _make_opaque(ap: _Applier, parent: bytes, pfd: int) -> None:
+    """Plain target: remove what the directory held before this layer (Go's opaque walk)."""
+    top = os.open(b".", _O_DIR, dir_fd=pfd)
+    prefix = parent + b"/" if parent else b""
+    stack: list[tuple[int, bytes]] = [(top, prefix)]
+    removed = False
+    try:
+        while stack:
+            dfd, pre = stack.pop()
+            try:
+                for child in os.listdir(dfd):
+                    cname = os.fsencode(child)
+                    if pre + cname in ap.unpacked:
+                        try:
+                            cfd = os.open(cname, _O_DIR, dir_fd=dfd)
+                        except OSError:
+                            continue
+                        stack.append((cfd, pre + cname + b"/"))
+                    else:
+                        removed = True
+                        try:
+                            os.unlink(cname, dir_fd=dfd)
+                        except (IsADirectoryError, PermissionError):
+                            _remove_tree(dfd, cname)
+                        except FileNotFoundError:
+                            pass
+            finally:
+                os.close(dfd)
+    finally:
+        for dfd, _ in stack:
+            os.close(dfd)
+    if removed:
+        ap.forget_dirs()
+
+
+def _root_entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, cleaned: bytes) -> int:
+    """An entry naming the layer root: a directory updates its metadata (plain, and overlay
+    unless it is spelled "."); anything else would replace the root and is refused."""
+    if hdr.typeflag != t.DIR:
+        raise InvalidArchive(f"refusing to replace the layer root with {os.fsdecode(hdr.name)!r}")
+    ap.root_hdr = hdr
+    if ap.overlay and cleaned == b".":
+        return _drain(reader)
+    fd = os.open(b".", _O_DIR, dir_fd=ap.root)
+    try:
+        _finish_dir_fd(ap, hdr, fd, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid))
+    finally:
+        os.close(fd)
+    ap.dir_times.append((b"", *_times(hdr)))
+    ap.unpacked.add(b"")
+    return _drain(reader)
+
+
+def _finish_dirs(ap: _Applier) -> None:
+    """Directory times last, so creating their children does not disturb them."""
+    for rel, atime, mtime in ap.dir_times:
+        parent, name = _split(rel)
+        ns = (_clamp_time(atime), _clamp_time(mtime))
+        try:
+            if not rel:
+                os.utime(b".", ns=ns, dir_fd=ap.root, follow_symlinks=False)
+            else:
+                os.utime(name, ns=ns, dir_fd=ap.dir_fd(parent), follow_symlinks=False)
+        except OSError as e:
+            raise _EntryError(rel, e) from e
+    if ap.overlay and ap.force_mask is not None:
+        hdr = ap.root_hdr or t.TarHeader()
+        if ap.root_hdr is None:
+            hdr.typeflag, hdr.mode = t.DIR, 0o755
+        fd = os.open(b".", _O_DIR, dir_fd=ap.root)
+        try:
+            ap.set_override(hdr, fd=fd)
+        finally:
+            os.close(fd)
+

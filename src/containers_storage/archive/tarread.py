@@ -1,0 +1,453 @@
+"""A streaming tar parser that keeps every byte: headers for the caller, raw bytes for tar-split.
+
+It reads the formats Go's ``archive/tar`` (as forked by tar-split) reads — V7, ustar, PAX (with
+``SCHILY.xattr.*``), GNU long names/link names, base-256 numbers — and follows its rules where they
+matter for compatibility: header-only types carry no data whatever their size field says, input that
+ends cleanly at an entry boundary is a complete archive, and extension records are capped at 1 MiB.
+Names are bytes throughout, so non-UTF-8 names survive.
+
+Bytes that are not file content (headers, extension records, padding, the end-of-archive blocks,
+anything after them) accumulate in a raw buffer that ``take_raw()`` hands out, in stream order;
+content is yielded as zero-copy memoryviews of the input chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..errors import InvalidArchive
+
+__all__ = [
+    "BLOCK",
+    "ERR_HEADER",
+    "ERR_TOO_LONG",
+    "ERR_UNEXPECTED_EOF",
+    "MAX_SPECIAL_FILE",
+    "TarHeader",
+    "TarReader",
+]
+
+BLOCK = 512
+MAX_SPECIAL_FILE = 1 << 20  # Go's maxSpecialFileSize: cap on a PAX record set or a GNU long name
+# Raw bytes kept before they are flushed as a segment anyway (only hostile input gets near this).
+RAW_FLUSH = 8 << 20
+
+# Go's error texts, so messages read the same as the Go tools'.
+ERR_HEADER = "archive/tar: invalid tar header"
+ERR_TOO_LONG = "archive/tar: header field too long"
+ERR_UNEXPECTED_EOF = "unexpected EOF"
+
+# Type flags (as ints: block[156]).
+REG, REGA, LINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO, CONT = 48, 0, 49, 50, 51, 52, 53, 54, 55
+XHEADER, XGLOBAL, GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE = 120, 103, 76, 75, 83
+_HEADER_ONLY = frozenset((LINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO))
+
+_ZERO_BLOCK = bytes(BLOCK)
+_OCTAL_DIGITS = b"01234567"
+_DEC_DIGITS = b"0123456789"
+_MAGIC_USTAR = b"ustar\x00"
+_MAGIC_GNU = b"ustar "
+_VERSION_GNU = b" \x00"
+_TRAILER_STAR = b"tar\x00"
+
+
+class TarHeader:
+    """One archive member after extension headers were merged into it (Go's ``tar.Header``)."""
+
+    __slots__ = (
+        "atime_ns",
+        "devmajor",
+        "devminor",
+        "gid",
+        "linkname",
+        "mode",
+        "mtime_ns",
+        "name",
+        "pax",
+        "size",
+        "typeflag",
+        "uid",
+    )
+
+    def __init__(self) -> None:
+        self.name = b""
+        self.linkname = b""
+        self.typeflag = REG
+        self.size = 0
+        self.mode = 0
+        self.uid = 0
+        self.gid = 0
+        self.mtime_ns = 0
+        self.atime_ns: int | None = None
+        self.devmajor = 0
+        self.devminor = 0
+        self.pax: dict[bytes, bytes] | None = None
+
+    def xattrs(self) -> Iterator[tuple[bytes, bytes]]:
+        """``SCHILY.xattr.<name>`` PAX records as (name, value), empty values included (as Go)."""
+        if self.pax:
+            for key, value in self.pax.items():
+                if key.startswith(b"SCHILY.xattr."):
+                    yield key[13:], value
+
+    def data_size(self) -> int:
+        """Bytes of content that follow in the stream: none for header-only types."""
+        return 0 if self.typeflag in _HEADER_ONLY else self.size
+
+
+def _bad(text: str = ERR_HEADER) -> InvalidArchive:
+    return InvalidArchive(text)
+
+
+def parse_octal(field: bytes) -> int:
+    """Go's ``parseOctal``: NUL/space padded octal; anything else is an invalid header."""
+    field = field.strip(b" \x00")
+    if not field:
+        return 0
+    if field.translate(None, _OCTAL_DIGITS):
+        raise _bad()
+    return int(field, 8)
+
+
+def parse_numeric(field: bytes) -> int:
+    """Go's ``parseNumeric``: octal, or base-256 (two's complement) when the high bit is set."""
+    if field and field[0] & 0x80:
+        inv = 0xFF if field[0] & 0x40 else 0
+        x = 0
+        for i, c in enumerate(field):
+            c ^= inv
+            if i == 0:
+                c &= 0x7F
+            if x >> 56:
+                raise _bad()
+            x = (x << 8) | c
+        if x >> 63:
+            raise _bad()
+        return ~x if inv else x
+    return parse_octal(field)
+
+
+def _cstring(field: bytes) -> bytes:
+    """Go's ``parseString``: the bytes up to the first NUL."""
+    end = field.find(b"\x00")
+    return field if end < 0 else field[:end]
+
+
+def _parse_dec(value: bytes) -> int:
+    """``strconv.ParseInt(v, 10, 64)``: optional sign, decimal digits, within int64."""
+    digits = value[1:] if value[:1] in (b"-", b"+") else value
+    if not digits or digits.translate(None, _DEC_DIGITS):
+        raise _bad()
+    n = int(value)
+    if not -(1 << 63) <= n < (1 << 63):
+        raise _bad()
+    return n
+
+
+def parse_pax_time(value: bytes) -> int:
+    """Go's ``parsePAXTime`` into integer nanoseconds since the epoch."""
+    secs_s, _, frac = value.partition(b".")
+    secs = _parse_dec(secs_s)
+    if not frac:
+        return secs * 1_000_000_000
+    if frac.translate(None, _DEC_DIGITS):
+        raise _bad()
+    nsecs = int((frac + b"000000000")[:9])
+    if secs_s.startswith(b"-"):
+        nsecs = -nsecs
+    return secs * 1_000_000_000 + nsecs
+
+
+def parse_pax(data: bytes) -> dict[bytes, bytes]:
+    """Parse ``"%d %s=%s\\n"`` records (Go's ``parsePAX``/``parsePAXRecord``) into a dict."""
+    records: dict[bytes, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        sp = data.find(b" ", pos, min(end, pos + 20))
+        if sp < 0:
+            raise _bad()
+        length_s = data[pos:sp]
+        if not length_s or length_s.translate(None, _DEC_DIGITS):
+            raise _bad()
+        length = int(length_s)
+        if length < 5 or pos + length > end or length <= len(length_s) + 1:
+            raise _bad()
+        rec_end = pos + length
+        if data[rec_end - 1] != 0x0A:
+            raise _bad()
+        key, eq, value = data[sp + 1 : rec_end - 1].partition(b"=")
+        if not eq or not key:
+            raise _bad()
+        if key in (b"path", b"linkpath", b"uname", b"gname"):
+            if b"\x00" in value:
+                raise _bad()
+        elif b"\x00" in key:
+            raise _bad()
+        if key.startswith(b"GNU.sparse."):
+            # Sparse files would need hole-filling reads and break tar-split round trips.
+            raise InvalidArchive("archive/tar: GNU sparse files are not supported")
+        records[key] = value
+        pos = rec_end
+    return records
+
+
+def _merge_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
+    """Go's ``mergePAX``: known keys override the ustar fields; empty values are ignored."""
+    for key, value in pax.items():
+        if not value:
+            continue
+        if key == b"path":
+            hdr.name = value
+        elif key == b"linkpath":
+            hdr.linkname = value
+        elif key == b"uid":
+            hdr.uid = _parse_dec(value)
+        elif key == b"gid":
+            hdr.gid = _parse_dec(value)
+        elif key == b"mtime":
+            hdr.mtime_ns = parse_pax_time(value)
+        elif key == b"atime":
+            hdr.atime_ns = parse_pax_time(value)
+        elif key == b"ctime":
+            parse_pax_time(value)
+        elif key == b"size":
+            hdr.size = _parse_dec(value)
+    hdr.pax = pax
+
+
+def _checksum_ok(block: bytes) -> bool:
+    try:
+        want = parse_octal(block[148:156])
+    except InvalidArchive:
+        return False
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
+    if want == unsigned:
+        return True
+    signed = sum(b - 256 if b > 127 else b for b in block) - sum(
+        b - 256 if b > 127 else b for b in block[148:156]
+    ) + 8 * 0x20
+    return want == signed
+
+
+def parse_header_block(block: bytes) -> TarHeader:
+    """Decode one 512-byte header (Go's ``readHeader`` after the zero-block checks)."""
+    if not _checksum_ok(block):
+        raise _bad()
+    hdr = TarHeader()
+    hdr.typeflag = block[156]
+    name = _cstring(block[0:100])
+    hdr.linkname = _cstring(block[157:257])
+    hdr.size = parse_numeric(block[124:136])
+    hdr.mode = parse_numeric(block[100:108])
+    hdr.uid = parse_numeric(block[108:116])
+    hdr.gid = parse_numeric(block[116:124])
+    hdr.mtime_ns = parse_numeric(block[136:148]) * 1_000_000_000
+    magic = block[257:263]
+    prefix = b""
+    if magic == _MAGIC_USTAR:
+        hdr.devmajor = parse_numeric(block[329:337])
+        hdr.devminor = parse_numeric(block[337:345])
+        if block[508:512] == _TRAILER_STAR:
+            prefix = _cstring(block[345:476])
+            atime = parse_numeric(block[476:488])
+            if atime:
+                hdr.atime_ns = atime * 1_000_000_000
+        else:
+            prefix = _cstring(block[345:500])
+    elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
+        hdr.devmajor = parse_numeric(block[329:337])
+        hdr.devminor = parse_numeric(block[337:345])
+        if block[345]:
+            try:
+                hdr.atime_ns = parse_numeric(block[345:357]) * 1_000_000_000
+                if block[357]:
+                    parse_numeric(block[357:369])
+            except InvalidArchive:
+                # Pre-Go-1.8 writers put a ustar prefix here; Go reads it back as one.
+                hdr.atime_ns = None
+                candidate = _cstring(block[345:500])
+                if candidate.isascii():
+                    prefix = candidate
+    hdr.name = prefix + b"/" + name if prefix else name
+    return hdr
+
+
+class TarReader:
+    """Pull-based tar parser over a source of byte chunks (``b""`` means end of input).
+
+    Use ``next()`` for each header, ``content()`` (or ``skip_content()``) for its data, and
+    ``take_raw()`` for the non-content bytes read since the last call; after ``next()`` returned
+    None, ``trailing()`` yields whatever follows the end-of-archive marker.
+    """
+
+    def __init__(self, read_chunk: Callable[[], bytes]) -> None:
+        self._read_chunk = read_chunk
+        self._buf = b""
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        self._eof = False
+        self._raw: list[bytes] = []
+        self._raw_len = 0
+        self._remaining = 0  # content bytes of the current entry not read yet
+        self._pad = 0  # padding that follows the current entry's content
+        self.flushed_raw: list[bytes] = []  # raw pieces forced out early (hostile input only)
+
+    # -- low level -------------------------------------------------------------------------
+    def _fill(self) -> bool:
+        """Make the next chunk current; False at end of input."""
+        while not self._eof:
+            chunk = self._read_chunk()
+            if not chunk:
+                self._eof = True
+                break
+            self._buf = chunk
+            self._view = memoryview(chunk)
+            self._pos = 0
+            return True
+        return False
+
+    def _take(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at end of input)."""
+        pos = self._pos
+        end = pos + n
+        if end <= len(self._buf):
+            self._pos = end
+            return self._buf[pos:end]
+        parts = [self._buf[pos:]]
+        got = len(parts[0])
+        self._pos = len(self._buf)
+        while got < n and self._fill():
+            take = min(n - got, len(self._buf))
+            parts.append(self._buf[:take])
+            self._pos = take
+            got += take
+        return b"".join(parts)
+
+    def _keep(self, data: bytes) -> None:
+        if data:
+            self._raw.append(data)
+            self._raw_len += len(data)
+            if self._raw_len > RAW_FLUSH:
+                self.flushed_raw.append(self.take_raw())
+
+    def take_raw(self) -> bytes:
+        """The non-content bytes read since the previous call, in stream order."""
+        raw = self._raw[0] if len(self._raw) == 1 else b"".join(self._raw)
+        self._raw = []
+        self._raw_len = 0
+        return raw
+
+    # -- entries -----------------------------------------------------------------------------
+    def content(self) -> Iterator[memoryview]:
+        """The current entry's data as memoryviews of the input chunks (valid until next read)."""
+        n = self._remaining
+        while n:
+            avail = len(self._buf) - self._pos
+            if avail <= 0:
+                if not self._fill():
+                    raise InvalidArchive(ERR_UNEXPECTED_EOF)
+                avail = len(self._buf)
+            take = n if n < avail else avail
+            pos = self._pos
+            self._pos = pos + take
+            n -= take
+            self._remaining = n
+            yield self._view[pos : pos + take]
+
+    def skip_content(self) -> None:
+        for _ in self.content():
+            pass
+
+    def _special_file(self, size: int) -> bytes:
+        """Read a PAX record set or GNU long name whole (bounded) into raw; returns it."""
+        if size > MAX_SPECIAL_FILE:
+            raise InvalidArchive(ERR_TOO_LONG)
+        data = self._take(size)
+        if len(data) < size:
+            raise InvalidArchive(ERR_UNEXPECTED_EOF)
+        self._keep(data)
+        self._remaining = 0
+        return data
+
+    def next(self) -> TarHeader | None:
+        """The next member, or None at the end of the archive (Go's ``Reader.Next``)."""
+        if self._remaining:
+            self.skip_content()
+        pax: dict[bytes, bytes] | None = None
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        while True:
+            if self._pad:
+                pad = self._take(self._pad)
+                self._keep(pad)
+                short = len(pad) < self._pad
+                self._pad = 0
+                if short:
+                    return None  # Go's tryReadFull: EOF inside padding ends the archive
+            block = self._take(BLOCK)
+            self._keep(block)
+            if len(block) < BLOCK:
+                if not block:
+                    return None
+                raise InvalidArchive(ERR_UNEXPECTED_EOF)
+            if block == _ZERO_BLOCK:
+                block = self._take(BLOCK)
+                self._keep(block)
+                if len(block) < BLOCK:
+                    if not block:
+                        return None
+                    raise InvalidArchive(ERR_UNEXPECTED_EOF)
+                if block == _ZERO_BLOCK:
+                    return None
+                raise _bad()
+            hdr = parse_header_block(block)
+            flag = hdr.typeflag
+            if flag in (XHEADER, XGLOBAL):
+                if hdr.size < 0:
+                    raise _bad()
+                records = parse_pax(self._special_file(hdr.size))
+                self._pad = -hdr.size % BLOCK
+                if flag == XGLOBAL:
+                    glob = TarHeader()
+                    glob.name = hdr.name
+                    glob.typeflag = XGLOBAL
+                    glob.pax = records
+                    return glob
+                pax = records
+                continue
+            if flag in (GNU_LONGNAME, GNU_LONGLINK):
+                if hdr.size < 0:
+                    raise _bad()
+                value = _cstring(self._special_file(hdr.size))
+                self._pad = -hdr.size % BLOCK
+                if flag == GNU_LONGNAME:
+                    long_name = value
+                else:
+                    long_link = value
+                continue
+            if pax:
+                _merge_pax(hdr, pax)
+            if long_name:
+                hdr.name = long_name
+            if long_link:
+                hdr.linkname = long_link
+            if flag == REGA:
+                hdr.typeflag = DIR if hdr.name.endswith(b"/") else REG
+            if flag == GNU_SPARSE:
+                raise InvalidArchive("archive/tar: GNU sparse files are not supported")
+            size = hdr.data_size()
+            if size < 0:
+                raise _bad()
+            self._remaining = size
+            self._pad = -size % BLOCK
+            return hdr
+
+    def trailing(self, piece: int = 1 << 20) -> Iterator[bytes]:
+        """Everything after the end-of-archive marker, in pieces of at most ``piece`` bytes."""
+        while True:
+            if self._pos >= len(self._buf) and not self._fill():
+                return
+            end = min(len(self._buf), self._pos + piece)
+            data = self._buf[self._pos : end]
+            self._pos = end
+            yield data
