@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from ..idtools import IDMap
 
@@ -78,6 +78,29 @@ class Driver(Protocol):
              gid_map: Sequence[IDMap] = ()) -> int: ...
     def changes(self, id: str, parent: str) -> list[Change]: ...
     def diff_size(self, id: str, parent: str) -> int: ...
+
+
+@dataclass
+class StagedDiff:
+    """A diff applied into a staging directory before its layer is locked or even exists.
+
+    Pulls apply layers without holding store locks and commit them by rename (Go's
+    DriverWithDifferOutput, for tarballs).
+    """
+
+    directory: str  # becomes the layer's files on commit
+    result: ApplyResult
+    tar_split: str = ""  # tar-split recorded while applying, moved next to layers.json on commit
+    lock_fd: int = -1  # keeps other processes' cleanup away while the diff waits
+
+
+@runtime_checkable
+class StagingDriver(Protocol):
+    """Drivers that can stage a diff and commit it later (Go's DriverWithDiffer)."""
+
+    def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff: ...
+    def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None: ...
+    def cleanup_staged(self, staged: StagedDiff) -> None: ...
 
 
 class NaiveDiff:
