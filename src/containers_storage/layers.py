@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import errors
-from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts
+from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, StagingDriver
 from .fsutil import atomic_write, read_optional
 from .ids import PrefixIndex, generate_id
 from .idtools import IDMap, maps_to_json
@@ -495,6 +495,32 @@ class LayerStore(ROLayerStore):
         size = self._apply_diff(layer, diff)
         self._save_for(layer)
         return size
+
+    def apply_staged(self, ref: str, staged: StagedDiff) -> int:
+        """Commit a diff the driver staged without locks (Go's applyDiffFromStagingDirectory)."""
+        layer = self.get(ref)
+        driver = self.driver
+        if not isinstance(driver, StagingDriver):
+            raise errors.NotSupported()
+        try:
+            driver.commit_staged(layer.id, layer.parent, staged)
+            if staged.tar_split:
+                ts_path = self.tar_split_path(layer.id)
+                os.chmod(staged.tar_split, 0o600)
+                shutil.move(staged.tar_split, ts_path)
+        finally:
+            driver.cleanup_staged(staged)
+        result = staged.result
+        d = layer.raw
+        d["compressed-diff-digest"] = result.compressed_digest
+        d["compressed-size"] = result.compressed_size
+        d["diff-digest"] = result.uncompressed_digest
+        d["diff-size"] = result.uncompressed_size
+        d["compression"] = int(result.compression)
+        d["uidset"] = sorted(result.uids)
+        d["gidset"] = sorted(result.gids)
+        self._save_for(layer)
+        return result.uncompressed_size
 
     # -- names, metadata, flags, big data -----------------------------------------------------
     def update_names(self, ref: str, names: list[str], op: str) -> None:
