@@ -17,7 +17,7 @@ from . import errors
 from .config import StoreOptions
 from .containers import VOLATILE_FLAG, ContainerStore, new_container_store
 from .drivers import new_driver
-from .drivers.base import Driver, DriverOptions, MountOpts
+from .drivers.base import ApplyDiffOpts, Driver, DriverOptions, MountOpts, StagedDiff, StagingDriver
 from .fsutil import atomic_write
 from .idtools import IDMap
 from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_store
@@ -876,6 +876,45 @@ class Store:
     def apply_diff(self, ref: str, diff: BinaryIO) -> int:
         with self.layer_store.writing() as rl:
             return rl.apply_diff(ref, diff)
+
+    # -- staged layers (Go's PrepareStagedLayer / ApplyStagedLayer / CleanupStagedLayer) ----------
+    def prepare_staged_layer(self, diff: BinaryIO, uid_map: list[IDMap] | None = None,
+                             gid_map: list[IDMap] | None = None) -> StagedDiff:
+        """Apply ``diff`` into a staging directory; takes no store lock, as in Go."""
+        driver = self.driver
+        if not isinstance(driver, StagingDriver):
+            raise errors.NotSupported.after(f"driver {driver.name} cannot stage layers")
+        return driver.prepare_staged(diff, ApplyDiffOpts(uid_map=list(uid_map or []),
+                                                          gid_map=list(gid_map or [])))
+
+    def apply_staged_layer(self, id: str, staged: StagedDiff, parent: str = "",
+                           names: list[str] | None = None, mount_label: str = "",
+                           writeable: bool = False) -> Layer:
+        """Commit a staged diff into layer ``id``, creating the layer when it does not exist."""
+        rl = self.layer_store
+        with rl.writing():
+            existing = rl.lookup(id) if id else None
+            if existing is not None:
+                rl.apply_staged(existing.id, staged)
+                return existing
+        layer, _ = self.put_layer(id, parent, names, mount_label, writeable)
+        try:
+            with rl.writing():
+                rl.apply_staged(layer.id, staged)
+        except BaseException:
+            try:
+                with rl.writing():
+                    rl.delete(layer.id)
+            except Exception:
+                pass
+            raise
+        return layer
+
+    def cleanup_staged_layer(self, staged: StagedDiff) -> None:
+        driver = self.driver
+        if isinstance(driver, StagingDriver):
+            with self.layer_store.writing():
+                driver.cleanup_staged(staged)
 
     # -- whole store ---------------------------------------------------------------------------
     def status(self) -> list[tuple[str, str]]:
