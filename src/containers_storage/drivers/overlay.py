@@ -34,7 +34,7 @@ from ..errors import DriverError
 from ..idtools import IDMap, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
-from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
+from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, StagedDiff
 
 if TYPE_CHECKING:
     from ..archive.apply import ApplyOptions, ApplyResult
@@ -299,20 +299,6 @@ class _RefCounter:
 
     def decrement(self, path: str) -> int:
         return self._step(path, -1)
-
-
-@dataclass
-class StagedDiff:
-    """A layer diff applied into ``overlay/staging/<tmp>/dir`` before any store lock is taken."""
-
-    directory: str  # the staging directory that becomes the layer's diff/
-    result: ApplyResult
-    tar_split: str  # path of the tar-split recorded while applying ("" if none)
-    lock_fd: int = -1
-
-    @property
-    def base(self) -> str:
-        return os.path.dirname(self.directory)
 
 
 class OverlayDriver(NaiveDiff):
@@ -1021,20 +1007,21 @@ class OverlayDriver(NaiveDiff):
         return StagedDiff(directory=apply_dir, result=result, tar_split=ts_path, lock_fd=lock_fd)
 
     def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None:
-        """Make a staged dir the layer's diff/ by rename (Go's ApplyDiffFromStagingDirectory)."""
-        try:
-            diff_path = self._diff_path(id)
-            if self.options.force_mask is None and parent:
-                parent_mode = stat.S_IMODE(os.stat(self._diff_path(parent)).st_mode)
-                os.chmod(staged.directory, parent_mode)
-            _remove_all(diff_path)
-            os.rename(staged.directory, diff_path)
-        finally:
-            self._release_staging(staged.base)
+        """Make a staged dir the layer's diff/ by rename (Go's ApplyDiffFromStagingDirectory).
+
+        The caller takes the tar-split and then calls ``cleanup_staged``.
+        """
+        diff_path = self._diff_path(id)
+        if self.options.force_mask is None and parent:
+            parent_mode = stat.S_IMODE(os.stat(self._diff_path(parent)).st_mode)
+            os.chmod(staged.directory, parent_mode)
+        _remove_all(diff_path)
+        os.rename(staged.directory, diff_path)
 
     def cleanup_staged(self, staged: StagedDiff) -> None:
-        self._release_staging(staged.base)
-        shutil.rmtree(staged.base, ignore_errors=True)
+        base = os.path.dirname(staged.directory)
+        self._release_staging(base)
+        shutil.rmtree(base, ignore_errors=True)
 
     def _release_staging(self, layer_dir: str) -> None:
         with self._staging_mutex:
