@@ -612,7 +612,10 @@ class LayerStore(ROLayerStore):
             return False
 
     def mounted(self, ref: str) -> int:
-        return self.get(ref).mount_count
+        """The mount count, re-read if another process (Go or ours) mounted since we looked."""
+        with self.mounts_lock.reading():
+            self._reload_mounts_if_changed()
+            return self.get(ref).mount_count
 
     # -- deleting ------------------------------------------------------------------------------
     def _internal_delete(self, layer: Layer) -> None:
