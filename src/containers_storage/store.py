@@ -840,8 +840,8 @@ class Store:
 
     def mounted(self, ref: str) -> int:
         ref = self._container_layer(ref)
-        with self.layer_store.reading() as rl:
-            return rl.get(ref).mount_count
+        with self.layer_store.reading():
+            return self.layer_store.mounted(ref)
 
     # -- diffs ---------------------------------------------------------------------------------
     def changes(self, from_ref: str, to_ref: str) -> list[Any]:
