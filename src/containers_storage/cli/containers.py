@@ -1,0 +1,96 @@
+"""Container commands: containers, container, create-container, container-parent-owners."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import CommandError, Context, go_error_text, id_mappings, read_file
+
+if TYPE_CHECKING:
+    from ..records import Container
+
+
+def containers(ctx: Context, args: list[str]) -> int:
+    found = ctx.store.containers()
+    if ctx.json:
+        ctx.out.json([c.to_json() for c in found])
+        return 0
+    parts: list[str] = []
+    add = parts.append
+    for c in found:
+        raw = c.raw
+        add(raw["id"] + "\n")
+        for name in raw.get("names") or ():
+            add("\tname: " + name + "\n")
+        for name in raw.get("big-data-names") or ():
+            add("\tdata: " + name + "\n")
+    ctx.out.out("".join(parts))
+    return 0
+
+
+def container(ctx: Context, args: list[str]) -> int:
+    from ..errors import StorageError
+
+    all_images = ctx.store.images()
+    matches: list[Container] = []
+    for arg in args:
+        try:
+            matches.append(ctx.store.container(arg))
+        except StorageError:
+            pass
+    if ctx.json:
+        ctx.out.json([m.to_json() for m in matches])
+        return 0 if len(matches) == len(args) else 1
+    for m in matches:
+        parts = [f"ID: {m.id}\n"]
+        parts += [f"Name: {name}\n" for name in m.names]
+        parts.append(f"Image: {m.image}\n")
+        for image in all_images:
+            if image.id == m.image:
+                parts += [f"Image name: {name}\n" for name in image.names]
+                break
+        ctx.out.out("".join(parts))
+        try:
+            ctx.out.out(f"Size: {ctx.store.container_size(m.id)}\n")
+        except Exception as e:  # Go prints the reason and carries on
+            ctx.out.out(f"Size unknown: {go_error_text(e)}\n")
+        ctx.out.out(f"Layer: {m.layer}\n" + "".join(f"Data: {name}\n" for name in m.big_data_names))
+    return 0 if len(matches) == len(args) else 1
+
+
+def create_container(ctx: Context, args: list[str]) -> int:
+    metadata = ctx.text("metadata")
+    if ctx.text("metadata_file"):
+        metadata = read_file(ctx.text("metadata_file")).decode("utf-8", "replace")
+    uids, gids, _, _ = id_mappings(ctx)
+    created = ctx.store.create_container(
+        ctx.text("id"), ctx.strings("name"), args[0], "", metadata, uid_map=uids, gid_map=gids,
+        volatile=ctx.flag("volatile"))
+    if ctx.json:
+        ctx.out.json(created.to_json())
+        return 0
+    ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
+    return 0
+
+
+def container_parent_owners(ctx: Context, args: list[str]) -> int:
+    from ..errors import LayerUnknown, StorageError
+    from .layers import parent_owners, print_owners
+
+    matched: list[Container] = []
+    for arg in args:
+        try:
+            matched.append(ctx.store.container(arg))
+        except StorageError:
+            pass
+    for m in matched:
+        try:
+            with ctx.store.layer_store.reading() as rl:
+                layer = rl.lookup(m.layer)
+            if layer is None:
+                raise LayerUnknown()
+            uids, gids = parent_owners(ctx.store, layer)
+        except StorageError as e:
+            raise CommandError(f"ContainerParentOwner: {e}") from None
+        print_owners(ctx, m.id, uids, gids, always=True)
+    return 0 if len(matched) == len(args) else 1

@@ -1,0 +1,98 @@
+"""Image commands: images, images-by-digest, image, create-image."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import CommandError, Context, read_file
+
+if TYPE_CHECKING:
+    from ..records import Image
+
+
+def _list_text(images: list[Image], quiet: bool) -> str:
+    parts: list[str] = []
+    add = parts.append
+    for image in images:
+        add(image.id + "\n")
+        if quiet:
+            continue
+        for name in image.names:
+            add("\tname: " + name + "\n")
+        for digest in image.digests:
+            add("\tdigest: " + digest + "\n")
+        for name in image.big_data_names:
+            add("\tdata: " + name + "\n")
+    return "".join(parts)
+
+
+def images(ctx: Context, args: list[str]) -> int:
+    found = ctx.store.images()
+    if ctx.json:
+        # Go's Store.Images() is a nil slice (JSON null) when there are none.
+        ctx.out.json([i.to_json() for i in found] if found else None)
+        return 0
+    ctx.out.out(_list_text(found, ctx.flag("quiet")))
+    return 0
+
+
+def images_by_digest(ctx: Context, args: list[str]) -> int:
+    from ..digest import validate
+
+    found: list[Image] = []
+    for arg in args:
+        validate(arg)
+        found.extend(ctx.store.images_by_digest(arg))
+    if ctx.json:
+        ctx.out.json([i.to_json() for i in found])
+        return 0
+    ctx.out.out(_list_text(found, ctx.flag("quiet")))
+    return 0
+
+
+def image(ctx: Context, args: list[str]) -> int:
+    from ..errors import StorageError
+
+    matched: list[Image] = []
+    for arg in args:
+        try:
+            matched.append(ctx.store.image(arg))
+        except StorageError:
+            pass
+    if ctx.json:
+        ctx.out.json([m.to_json() for m in matched])
+        return 0 if len(matched) == len(args) else 1
+    for m in matched:
+        parts = [f"ID: {m.id}\n"]
+        parts += [f"Name: {name}\n" for name in m.names]
+        parts.append(f"Top Layer: {m.top_layer}\n")
+        parts += [f"Top Layer: {lid}\n" for lid in m.mapped_top_layers]
+        parts += [f"Digest: {d}\n" for d in m.digests]
+        parts += [f"Data: {name}\n" for name in m.big_data_names]
+        ctx.out.out("".join(parts))
+        try:
+            ctx.out.out(f"Size: {ctx.store.image_size(m.id)}\n")
+        except Exception as e:  # Go prints the reason and carries on
+            from .base import go_error_text
+
+            ctx.out.out(f"Size unknown: {go_error_text(e)}\n")
+        if m.read_only:
+            ctx.out.out("Read Only: true\n")
+    return 0 if len(matched) == len(args) else 1
+
+
+def create_image(ctx: Context, args: list[str]) -> int:
+    metadata = ctx.text("metadata")
+    if ctx.text("metadata_file"):
+        metadata = read_file(ctx.text("metadata_file")).decode("utf-8", "replace")
+    layer = args[0] if args else ""
+    created = ctx.store.create_image(ctx.text("id"), ctx.strings("name"), layer, metadata,
+                                     digest=ctx.text("digest"))
+    if ctx.json:
+        ctx.out.json(created.to_json())
+        return 0
+    ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
+    return 0
+
+
+__all__ = ["CommandError", "create_image", "image", "images", "images_by_digest"]

@@ -1,0 +1,320 @@
+"""Layer commands: layers, storage-layers, layer, layer-parent-owners, create-layer,
+create-storage-layer, import-layer.
+
+``layers`` is the command users run most on big stores, so it touches the records' raw JSON
+objects directly and builds its output as one string.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .base import CommandError, Context, id_mappings
+
+if TYPE_CHECKING:
+    from ..records import Layer
+
+
+def _layers_json(layers: list[Layer]) -> Any:
+    """Go marshals a nil slice as null; the store's Layers() is nil when there are none."""
+    return [layer.to_json() for layer in layers] if layers else None
+
+
+def layers(ctx: Context, args: list[str]) -> int:
+    store = ctx.store
+    all_layers = store.layers()
+    if ctx.json:
+        ctx.out.json(_layers_json(all_layers))
+        return 0
+    quick = ctx.flag("quick")
+    tree = ctx.flag("tree")
+    if quick and not tree:
+        ctx.out.out("".join(layer.id + "\n" for layer in all_layers))
+        return 0
+    image_map: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for image in store.images():
+            raw = image.raw
+            image_map.setdefault(raw.get("layer") or "", []).append(raw)
+            for mapped in raw.get("mapped-layers") or ():
+                image_map.setdefault(mapped, []).append(raw)
+    except Exception:  # Go ignores errors listing images here
+        image_map = {}
+    container_map: dict[str, dict[str, Any]] = {}
+    try:
+        for container in store.containers():
+            container_map[container.raw.get("layer") or ""] = container.raw
+    except Exception:
+        container_map = {}
+    if tree:
+        _print_tree(ctx, all_layers, image_map, container_map)
+        return 0
+    parts: list[str] = []
+    add = parts.append
+    for layer in all_layers:
+        raw = layer.raw
+        lid = raw["id"]
+        add(lid + "\n")
+        for name in raw.get("names") or ():
+            add("\tname: " + name + "\n")
+        images = image_map.get(lid)
+        if images:
+            for img in images:
+                add("\timage: " + img["id"] + "\n")
+                for name in img.get("names") or ():
+                    add("\t\tname: " + name + "\n")
+        ctr = container_map.get(lid)
+        if ctr is not None:
+            add("\tcontainer: " + ctr["id"] + "\n")
+            for name in ctr.get("names") or ():
+                add("\t\tname: " + name + "\n")
+    ctx.out.out("".join(parts))
+    return 0
+
+
+# -- tree output (Go's tree.go) -----------------------------------------------------------------
+_VERTICAL = "\u2502"
+_THIS_AND_MORE = "\u251c"
+_JUST_THIS = "\u2514"
+_STEM = "\u2500"
+_INDENT_STEP = 2
+
+
+def _print_tree(ctx: Context, all_layers: list[Layer], image_map: dict[str, list[dict[str, Any]]],
+                container_map: dict[str, dict[str, Any]]) -> None:
+    nodes: list[tuple[str, str, list[str]]] = []
+    for layer in all_layers:
+        raw = layer.raw
+        notes = ["name: " + n for n in raw.get("names") or ()]
+        if layer.mount_point:
+            notes.append("mount: " + layer.mount_point)
+        for image in image_map.get(layer.id) or ():
+            notes.append("image: " + image["id"])
+            notes.extend("image name: " + n for n in image.get("names") or ())
+        container = container_map.get(layer.id)
+        if container is not None:
+            notes.append("container: " + container["id"])
+            notes.extend("container name: " + n for n in container.get("names") or ())
+        nodes.append((layer.parent or "(base)", layer.id, notes))
+    lines: list[str] = []
+    while nodes:
+        root = _select_root(nodes)
+        lines.append(root + "\n")
+        before = len(nodes)
+        nodes = _print_subtree(lines, root, nodes, 0, [])
+        if len(nodes) == before:
+            break
+    ctx.out.out("".join(lines))
+
+
+def _select_root(nodes: list[tuple[str, str, list[str]]]) -> str:
+    """A parent that is not itself a listed layer, preferring the one with fewest children."""
+    children: dict[str, int] = {}
+    are_children: set[str] = set()
+    for left, right, _ in nodes:
+        are_children.add(right)
+        children[left] = children.get(left, 0) + 1
+    favorite = ""
+    for left, count in children.items():
+        if left in are_children:
+            continue
+        if not favorite or count < children[favorite]:
+            favorite = left
+    return favorite
+
+
+def _print_subtree(lines: list[str], root: str, nodes: list[tuple[str, str, list[str]]], indent: int,
+                   continued: list[int]) -> list[tuple[str, str, list[str]]]:
+    leftovers = [n for n in nodes if n[0] != root]
+    kids = [n for n in nodes if n[0] == root]
+    for i, (_, right, notes) in enumerate(kids):
+        prefix = [" "] * indent
+        for column in continued:
+            prefix[column] = _VERTICAL
+        istring = "".join(prefix)
+        sub = list(continued)
+        header, note_header = _JUST_THIS, " "
+        if i < len(kids) - 1:
+            sub.append(indent)
+            header, note_header = _THIS_AND_MORE, _VERTICAL
+        lines.append(istring + header + _STEM * (_INDENT_STEP - 1) + right + "\n")
+        for note in notes:
+            lines.append(istring + note_header + " " * (_INDENT_STEP - 1) + note + "\n")
+        leftovers = _print_subtree(lines, right, leftovers, indent + _INDENT_STEP, sub)
+    return leftovers
+
+
+# -- one layer ----------------------------------------------------------------------------------
+def layer(ctx: Context, args: list[str]) -> int:
+    from ..errors import StorageError
+
+    matched: list[Layer] = []
+    for arg in args:
+        try:
+            matched.append(ctx.store.layer(arg))
+        except StorageError:
+            pass
+    if ctx.json:
+        ctx.out.json([m.to_json() for m in matched])
+    else:
+        parts: list[str] = []
+        for m in matched:
+            parts.append(f"ID: {m.id}\n")
+            parts += [f"UID mapping: (container={u.container_id}, host={u.host_id}, size={u.size})\n"
+                      for u in m.uid_map]
+            parts += [f"GID mapping: (container={g.container_id}, host={g.host_id}, size={g.size})\n"
+                      for g in m.gid_map]
+            if m.parent:
+                parts.append(f"Parent: {m.parent}\n")
+            parts += [f"Name: {name}\n" for name in m.names]
+            if m.read_only:
+                parts.append("Read Only: true\n")
+        ctx.out.out("".join(parts))
+    return 0 if len(matched) == len(args) else 1
+
+
+def storage_layers(ctx: Context, args: list[str]) -> int:
+    """What the graph driver itself holds, records or not (useful to spot leaked layers)."""
+    found = ctx.store.driver.list_layers()
+    if ctx.json:
+        ctx.out.json(list(found))
+    else:
+        ctx.out.out("".join(f"{lid}\n" for lid in found))
+    return 0
+
+
+# -- parent owners ------------------------------------------------------------------------------
+def parent_owners(store: Any, layer: Layer) -> tuple[list[int] | None, list[int] | None]:
+    """Go's ParentOwners: host IDs owning the mount point's parents that the layer cannot map."""
+    from .. import errors
+    from ..idtools import to_container, to_host
+
+    if not layer.uid_map and not layer.gid_map:
+        return None, None
+    mounts = store.layer_store
+    with mounts.reading():
+        current = mounts.lookup(layer.id)
+        mount_point = current.mount_point if current is not None else ""
+    if not mount_point or not os.path.lexists(mount_point):
+        raise errors.LayerNotMounted()
+    try:
+        root_uid = to_host(0, layer.uid_map)
+        root_gid = to_host(0, layer.gid_map)
+    except errors.StorageError as e:
+        raise CommandError(f'reading root ID values for layer "{layer.id}": {e}') from None
+    _ = root_uid, root_gid
+    uids: set[int] = set()
+    gids: set[int] = set()
+
+    def unmapped(value: int, maps: Any) -> bool:
+        try:
+            to_container(value, maps)
+        except errors.StorageError:
+            return True
+        return False
+
+    directory = os.path.dirname(mount_point)
+    while directory and directory != "/":
+        try:
+            st = os.stat(directory)
+        except OSError as e:
+            raise CommandError(f"read directory ownership: {e}") from None
+        lst = os.lstat(directory)
+        for s in (st, lst):
+            if unmapped(s.st_uid, layer.uid_map):
+                uids.add(s.st_uid)
+            if unmapped(s.st_gid, layer.gid_map):
+                gids.add(s.st_gid)
+        directory = os.path.dirname(directory)
+    return (sorted(uids) or None), (sorted(gids) or None)
+
+
+def print_owners(ctx: Context, id: str, uids: list[int] | None, gids: list[int] | None,
+                 always: bool) -> None:
+    if ctx.json:
+        ctx.out.json({"ID": id, "UIDs": uids, "GIDs": gids})
+        return
+    ctx.out.out(f"ID: {id}\n")
+    if always or uids:
+        ctx.out.out("UIDs: [" + " ".join(str(u) for u in uids or ()) + "]\n")
+    if always or gids:
+        ctx.out.out("GIDs: [" + " ".join(str(g) for g in gids or ()) + "]\n")
+
+
+def layer_parent_owners(ctx: Context, args: list[str]) -> int:
+    from ..errors import StorageError
+
+    matched: list[Layer] = []
+    for arg in args:
+        try:
+            matched.append(ctx.store.layer(arg))
+        except StorageError:
+            pass
+    for m in matched:
+        try:
+            uids, gids = parent_owners(ctx.store, m)
+        except StorageError as e:
+            raise CommandError(f"LayerParentOwner: {e}") from None
+        print_owners(ctx, m.id, uids, gids, always=False)
+    return 0 if len(matched) == len(args) else 1
+
+
+# -- creating -----------------------------------------------------------------------------------
+def _print_created(ctx: Context, record: Any) -> int:
+    if ctx.json:
+        ctx.out.json(record.to_json())
+        return 0
+    ctx.out.out(record.id + "\n" + "".join(f"\t{name}\n" for name in record.names))
+    return 0
+
+
+def create_layer(ctx: Context, args: list[str]) -> int:
+    parent = args[0] if args else ""
+    uids, gids, host_uid, host_gid = id_mappings(ctx)
+    created = ctx.store.create_layer(
+        ctx.text("id"), parent, ctx.strings("name"), ctx.text("label"), not ctx.flag("readonly"),
+        uid_map=uids, gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid)
+    return _print_created(ctx, created)
+
+
+def import_layer(ctx: Context, args: list[str]) -> int:
+    import sys
+
+    from .base import go_os_error
+
+    parent = args[0] if args else ""
+    path = ctx.text("file")
+    if path:
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise CommandError(go_os_error(e)) from None
+    else:
+        stream = sys.stdin.buffer  # type: ignore[assignment]
+    try:
+        uids, gids, host_uid, host_gid = id_mappings(ctx)
+        created, _ = ctx.store.put_layer(
+            ctx.text("id"), parent, ctx.strings("name"), ctx.text("label"), not ctx.flag("readonly"),
+            stream, uid_map=uids, gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid)
+    finally:
+        if path:
+            stream.close()
+    return _print_created(ctx, created)
+
+
+def create_storage_layer(ctx: Context, args: list[str]) -> int:
+    """A layer in the driver only, with no record (Go's create-storage-layer, for tests)."""
+    from ..drivers.base import CreateOpts
+    from ..ids import generate_id
+
+    parent = args[0] if args else ""
+    uids, gids, _, _ = id_mappings(ctx)
+    new_id = ctx.text("id") or generate_id()
+    opts = CreateOpts(mount_label=ctx.text("label"), uid_map=uids, gid_map=gids)
+    ctx.store.driver.create(new_id, parent, opts, not ctx.flag("readonly"))
+    if ctx.json:
+        ctx.out.json(new_id)
+    else:
+        ctx.out.out(new_id + "\n")
+    return 0

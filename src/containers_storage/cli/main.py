@@ -1,0 +1,237 @@
+"""``containers-storage``: the Go CLI's command line, help texts, exit codes and error texts.
+
+The flow is Go's main.go: global options (parsed again after the command name, with the values
+seen so far as defaults), the command's own flags, argument counts, then the store is opened and
+the command runs.  Only the chosen command's module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from .commands import COMMANDS, Command, find
+from .flags import FlagError, FlagSet, go_list
+from .output import Output
+
+if TYPE_CHECKING:
+    from ..config import StoreOptions
+
+PROG = "containers-storage"
+# Commands that only read records: the graph driver is set up lazily for them (Go sets it up in
+# GetStore, which costs nothing in Go but an import and a probe here).
+_LAZY_DRIVER = frozenset({
+    "layers", "layer", "images", "image", "images-by-digest", "containers", "container", "exists",
+    "get-names", "getnames", "metadata", "list-layer-data", "listlayerdata", "list-image-data",
+    "listimagedata", "list-container-data", "listcontainerdata", "get-image-data", "getimagedata",
+    "get-container-data", "getcontainerdata", "get-layer-data", "getlayerdata",
+    "get-image-data-size", "getimagedatasize", "get-image-data-digest", "getimagedatadigest",
+    "get-container-data-size", "getcontainerdatasize", "get-container-data-digest",
+    "getcontainerdatadigest", "version", "config",
+})
+_KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
+
+
+def program_name(argv0: str) -> str:
+    """What Go's os.Args[0] would be: the bare name when the shell found us through $PATH."""
+    if "/" not in argv0:
+        return argv0
+    directory, base = os.path.split(argv0)
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(entry or ".", base)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            same = os.path.abspath(entry or ".") == os.path.abspath(directory or ".")
+            return base if same else argv0
+    return argv0
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _is_rootless() -> bool:
+    return os.geteuid() != 0
+
+
+def _make_flags(name: str, prog: str, values: dict[str, object], exit_on_error: bool, out: Output
+                ) -> FlagSet:
+    """Go's makeFlags: the global options, defaulting to whatever was parsed so far."""
+    fs = FlagSet(name=name, prog=prog, values=values, exit_on_error=exit_on_error, output=out)
+    fs.add_string("run", ["-run", "R"], str(values.get("run", "")), "Root of the runtime state tree")
+    fs.add_string("graph", ["-graph", "g"], str(values.get("graph", "")), "Root of the storage tree")
+    fs.add_string("image_store", ["-image-store"], str(values.get("image_store", "")),
+              "Root of the separate image store")
+    fs.add_bool("transient_store", ["-transient-store"], bool(values.get("transient_store", False)),
+            "Transient store")
+    fs.add_string("storage_driver", ["-storage-driver", "s"], str(values.get("storage_driver", "")),
+              "Storage driver to use ($STORAGE_DRIVER)")
+    fs.add_list("storage_opt", ["-storage-opt"], "Set storage driver options ($STORAGE_OPTS)")
+    fs.add_bool("debug", ["-debug", "D"], bool(values.get("debug", False)), "Print debugging information")
+    rootless = _is_rootless()
+    fs.add_bool("unshare", ["-unshare", "U"], bool(values.get("unshare", rootless)),
+            f"Run in a user namespace (default {'true' if rootless else 'false'})")
+    return fs
+
+
+def _global_usage(fs: FlagSet, out: Output) -> None:
+    lines = ["Usage: containers-storage command [options [...]]\n\n", "Commands:\n\n"]
+    lines += [f"  {command.names[0]:<30}{command.usage}\n" for command in COMMANDS]
+    lines.append("\nOptions:\n")
+    out.out("".join(lines))
+    fs.print_defaults()
+
+
+def _command_usage(fs: FlagSet, name: str, command: Command, out: Output) -> None:
+    out.out(f"Usage: containers-storage {name} {command.options_help}\n\n{command.usage}\n\nOptions:\n")
+    fs.print_defaults()
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run one command line (``argv`` without the program name); returns the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+        if prog is None:
+            prog = program_name(sys.argv[0])
+    out = Output()
+    try:
+        return _run(list(argv), prog or PROG, out)
+    except _Exit as e:
+        return e.code
+    finally:
+        out.flush()
+
+
+def _run(argv: list[str], prog: str, out: Output) -> int:
+    values: dict[str, object] = {}
+    top = _make_flags(PROG, prog, values, False, out)
+    top.usage = lambda: _global_usage(top, out)
+    if not argv:
+        _global_usage(top, out)
+        return 1
+    try:
+        top.parse(argv, with_help=True)
+    except FlagError as e:
+        if e.exit_code is not None:
+            return e.exit_code
+        out.out(f"{e} while parsing arguments (1)\n")
+        top.to_stdout = False
+        _global_usage(top, out)
+        return 1
+    base: StoreOptions | None = None
+    if not (values["graph"] or values["run"] or values["storage_driver"] or values["storage_opt"]):
+        base = _default_options(values)
+    args = top.args
+    if not args:
+        _global_usage(top, out)
+        return 1
+    name = args[0]
+    command = find(name)
+    if command is None:
+        out.out(f"{name}: unrecognized command.\n")
+        return 1
+
+    fs = _make_flags(name, prog, values, True, out)
+    for spec in command.flags:
+        if spec.kind == "bool":
+            fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
+        elif spec.kind == "list":
+            values.pop(spec.dest, None)
+            fs.add_list(spec.dest, list(spec.names), spec.usage)
+        else:
+            fs.add_string(spec.dest, list(spec.names), str(spec.default), spec.usage)
+    fs.usage = lambda: _command_usage(fs, name, command, out)
+    try:
+        fs.parse(args[1:])
+    except FlagError as e:
+        return e.exit_code if e.exit_code is not None else 125
+    args = fs.args
+    if command.min_args and len(args) < command.min_args:
+        out.out(f"{name}: more arguments required.\n")
+        _command_usage(fs, name, command, out)
+        return 1
+    if command.max_args >= 0 and len(args) > command.max_args:
+        out.out(f"{name}: too many arguments ({go_list(args)}).\n")
+        _command_usage(fs, name, command, out)
+        return 1
+
+    options = _store_options(values, base)
+    if values.get("debug"):
+        from .base import debug_line
+
+        out.err("".join(debug_line(m) for m in (
+            f"Root: {options.graph_root}", f"Run Root: {options.run_root}",
+            f"Driver Name: {options.driver_name}", f"Driver Options: {go_list(options.driver_options)}",
+        )))
+        if options.driver_name:
+            out.err(debug_line(f'[graphdriver] trying provided driver "{options.driver_name}"'))
+    store = _open_store(options, name, out)
+    if store is None:
+        return 1
+
+    from .base import Context, go_error_text
+
+    module_name, _, func_name = command.action.partition(":")
+    module = import_module(f"{__package__}.{module_name}")
+    action = getattr(module, func_name)
+    ctx = Context(name, values, store, out)
+    try:
+        return int(action(ctx, args))
+    except (OSError, Exception) as e:  # every failure is reported as Go reports it: text, exit 1
+        if isinstance(e, _Exit):
+            raise
+        out.err(go_error_text(e) + "\n")
+        return 1
+
+
+def _default_options(values: dict[str, object]) -> StoreOptions:
+    """Go replaces the options with DefaultStoreOptions when no root/driver option was given."""
+    from ..config import default_store_options
+
+    base = default_store_options()
+    values["graph"] = base.graph_root
+    values["run"] = base.run_root
+    values["storage_driver"] = base.driver_name
+    values["storage_opt"] = list(base.driver_options)
+    values["image_store"] = base.image_store
+    values["transient_store"] = base.transient_store
+    return base
+
+
+def _store_options(values: dict[str, object], base: StoreOptions | None) -> StoreOptions:
+    from ..config import StoreOptions
+
+    options = base if base is not None else StoreOptions()
+    options.graph_root = str(values.get("graph") or "")
+    options.run_root = str(values.get("run") or "")
+    options.driver_name = str(values.get("storage_driver") or "")
+    opts = values.get("storage_opt")
+    options.driver_options = [str(o) for o in opts] if isinstance(opts, list) else []
+    options.image_store = str(values.get("image_store") or "")
+    options.transient_store = bool(values.get("transient_store"))
+    return options
+
+
+def _open_store(options: StoreOptions, name: str, out: Output):  # type: ignore[no-untyped-def]
+    """get_store plus, as Go's GetStore does, the graph driver: errors are "error initializing"."""
+    from ..errors import StorageError
+    from ..store import get_store
+    from .base import go_error_text
+
+    try:
+        store = get_store(options)
+        lazy = (name in _LAZY_DRIVER and not options.driver_options
+                and store.driver_name in _KNOWN_DRIVERS)
+        if not lazy:
+            store.driver  # noqa: B018 - set the driver up now, so that its errors come first
+    except (StorageError, OSError, ValueError) as e:
+        out.out(f"error initializing: {go_error_text(e)}\n")
+        return None
+    return store
+
+
+if __name__ == "__main__":
+    sys.exit(main())

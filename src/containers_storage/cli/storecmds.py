@@ -1,0 +1,325 @@
+"""Store-wide commands: status, version, shutdown, wipe, config, gc, check, dedup, unshare, copy.
+
+status and version print to stderr (Go does); shutdown/wipe/gc print ``""`` in JSON mode on
+success, and Go's JSON of an error value (``{}``) on failure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .base import CommandError, Context, go_error_text
+from .flags import go_list, go_quote
+
+
+def status(ctx: Context, args: list[str]) -> int:
+    store = ctx.store
+    try:
+        pairs = [list(p) for p in store.status()]
+    except Exception as e:
+        raise CommandError(f"status: {go_error_text(e)}") from None
+    basics = [["Root", store.graph_root], ["Run Root", store.run_root], ["Driver Name", store.driver_name],
+              ["Driver Options", go_list(list(store.options.driver_options))]]
+    rows = basics + pairs
+    if ctx.json:
+        ctx.out.json(rows)
+    else:
+        ctx.out.err("".join(f"{k}: {v}\n" for k, v in rows))
+    return 0
+
+
+def version(ctx: Context, args: list[str]) -> int:
+    rows = [list(p) for p in ctx.store.version()]
+    if ctx.json:
+        ctx.out.json(rows)
+    else:
+        ctx.out.err("".join(f"{k}: {v}\n" for k, v in rows))
+    return 0
+
+
+def _store_wide(ctx: Context, fn: Any) -> int:
+    try:
+        fn()
+    except Exception as e:
+        if ctx.json:
+            ctx.out.json({})  # Go encodes the error value itself, which has no exported fields
+            return 1
+        raise CommandError(f"{ctx.name}: {go_error_text(e)}") from None
+    if ctx.json:
+        ctx.out.json("")
+    return 0
+
+
+def shutdown(ctx: Context, args: list[str]) -> int:
+    return _store_wide(ctx, lambda: ctx.store.shutdown(ctx.flag("force")))
+
+
+def wipe(ctx: Context, args: list[str]) -> int:
+    return _store_wide(ctx, ctx.store.wipe)
+
+
+def gc(ctx: Context, args: list[str]) -> int:
+    try:
+        ctx.store.garbage_collect()
+        if ctx.json:
+            ctx.out.json("")
+        return 0
+    finally:
+        try:
+            ctx.store.shutdown(True)
+        except Exception as e:
+            ctx.out.err(f"shutdown: {go_error_text(e)}\n")
+
+
+def check(ctx: Context, args: list[str]) -> int:
+    """Consistency checking is not implemented; say so plainly rather than pretend."""
+    from ..errors import NotSupported
+
+    raise NotSupported.after("check")
+
+
+def dedup(ctx: Context, args: list[str]) -> int:
+    method = ctx.text("hash_method")
+    if method not in ("crc", "size", "sha256"):
+        raise CommandError(f"invalid hash method: {method}")
+    if ctx.json:
+        ctx.out.json({})
+        return 1
+    raise CommandError(f"{ctx.name}: not supported")
+
+
+def unshare(ctx: Context, args: list[str]) -> int:
+    """Run a command; we are already root, so no user namespace is needed (Go re-execs only
+    when rootless)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        raise CommandError("unshare: running in a user namespace is not supported")
+    if not args:
+        args = [os.environ.get("SHELL") or "/bin/sh"]
+    ctx.out.flush()
+    try:
+        completed = subprocess.run(args, check=False)
+    except OSError as e:
+        raise CommandError(f"exec: {go_quote(args[0])}: {e.strerror.lower() if e.strerror else e}") from None
+    if completed.returncode != 0:
+        code = completed.returncode
+        raise CommandError(f"exit status {code}" if code > 0 else f"signal: {-code}")
+    return 0
+
+
+# -- config ---------------------------------------------------------------------------------------
+def config(ctx: Context, args: list[str]) -> int:
+    """The effective storage.conf settings as Go's types.StoreOptions JSON."""
+    import tomllib
+
+    from ..config import config_file_path, default_store_options, load_config_file
+
+    env = dict(os.environ)
+    path = config_file_path(env)
+    options = default_store_options(env)
+    if args:
+        try:
+            os.stat(args[0])
+        except OSError as e:
+            raise CommandError(f"reload: stat {args[0]}: {_lower(e.strerror)}") from None
+        if os.path.abspath(args[0]) != os.path.abspath(path):
+            path = args[0]
+            options = load_config_file(path, env)
+    try:
+        with open(path, "rb") as f:
+            conf = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        conf = {}
+    storage = conf.get("storage") or {}
+    extra = storage.get("options") or {}
+    out: dict[str, Any] = {}
+    if options.run_root:
+        out["runroot"] = options.run_root
+    if options.graph_root:
+        out["root"] = options.graph_root
+    if options.image_store:
+        out["imagestore"] = options.image_store
+    out["RootlessStoragePath"] = str(storage.get("rootless_storage_path") or "")
+    if options.driver_name:
+        out["driver"] = options.driver_name
+    if options.driver_priority:
+        out["driver-priority"] = list(options.driver_priority)
+    if options.driver_options:
+        out["driver-options"] = list(options.driver_options)
+    if options.uid_map:
+        out["uidmap"] = [m.to_json() for m in options.uid_map]
+    if options.gid_map:
+        out["gidmap"] = [m.to_json() for m in options.gid_map]
+    if extra.get("root-auto-userns-user"):
+        out["root_auto_ns_user"] = str(extra["root-auto-userns-user"])
+    if extra.get("auto-userns-min-size"):
+        out["auto_userns_min_size"] = int(extra["auto-userns-min-size"])
+    if extra.get("auto-userns-max-size"):
+        out["auto_userns_max_size"] = int(extra["auto-userns-max-size"])
+    pull = {str(k): str(v) for k, v in sorted(options.pull_options.items())}
+    out["PullOptions"] = pull or None
+    if options.disable_volatile:
+        out["disable-volatile"] = True
+    if options.transient_store:
+        out["transient_store"] = True
+    ctx.out.json(out)
+    return 0
+
+
+def _lower(text: str | None) -> str:
+    if not text:
+        return ""
+    return text[0].lower() + text[1:]
+
+
+# -- copy ---------------------------------------------------------------------------------------
+def copy(ctx: Context, args: list[str]) -> int:
+    """Copy host paths or ``layer:/path`` sources to ``layer:/path`` (Go's copy command).
+
+    As Go's chrootarchive does, the source is archived and the archive unpacked by processes
+    chrooted into the layers, so symlinks inside a layer can never lead outside it.
+    """
+    from ..errors import StorageError
+
+    owner: tuple[int, int] | None = None
+    spec = ctx.text("chown")
+    if spec:
+        uid_text, sep, gid_text = spec.partition(":")
+        if not sep:
+            gid_text = uid_text
+        owner = (_parse_id(uid_text, "UID"), _parse_id(gid_text, "GID"))
+    store = ctx.store
+    mounted: list[str] = []
+
+    def resolve(location: str) -> tuple[str, str]:
+        """(root to chroot into or "", path inside it)."""
+        layer_ref, sep, rel = location.partition(":")
+        if not sep:
+            return "", location
+        try:
+            layer = store.layer(layer_ref)
+        except StorageError as e:
+            raise CommandError(f"error finding layer {go_quote(layer_ref)}: {e}") from None
+        try:
+            root = store.mount(layer.id, layer.mount_label)
+        except StorageError as e:
+            raise CommandError(f"error mounting layer {go_quote(layer.id)}: {e}") from None
+        mounted.append(layer.id)
+        return root, "/" + rel.lstrip("/")
+
+    try:
+        target_root, target = resolve(args[-1])
+        for source_spec in args[:-1]:
+            source_root, source = resolve(source_spec)
+            shown_source = os.path.join(source_root, source.lstrip("/")) if source_root else source
+            shown_target = os.path.join(target_root, target.lstrip("/")) if target_root else target
+            failure = _copy_with_tar(source_root, source, target_root, target, owner)
+            if failure:
+                raise CommandError(f"error copying {go_quote(shown_source)} to {go_quote(shown_target)}: "
+                                   f"{failure}")
+    finally:
+        for layer_id in reversed(mounted):
+            try:
+                store.unmount(layer_id, False)
+            except Exception as e:
+                ctx.out.err(f"error unmounting layer {go_quote(layer_id)}: {go_error_text(e)}\n")
+    return 0
+
+
+def _parse_id(text: str, what: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF:
+        return int(text)
+    raise CommandError(f"bad {what}: strconv.ParseUint: parsing {go_quote(text)}: invalid syntax")
+
+
+def _copy_with_tar(source_root: str, source: str, target_root: str, target: str,
+                   owner: tuple[int, int] | None) -> str:
+    """Archive ``source`` in one child and unpack it at ``target`` in another; "" on success."""
+    read_fd, write_fd = os.pipe()
+    err_read, err_write = os.pipe()
+    writer = os.fork()
+    if writer == 0:  # pragma: no cover - runs in the child
+        os.close(read_fd)
+        os.close(err_read)
+        _child(lambda: _write_tar(source_root, source, write_fd, owner), err_write)
+    reader = os.fork()
+    if reader == 0:  # pragma: no cover - runs in the child
+        os.close(write_fd)
+        os.close(err_read)
+        _child(lambda: _extract_tar(target_root, target, read_fd), err_write)
+    os.close(read_fd)
+    os.close(write_fd)
+    os.close(err_write)
+    with os.fdopen(err_read, "rb") as f:
+        message = f.read().decode("utf-8", "replace")
+    statuses = [os.waitpid(writer, 0)[1], os.waitpid(reader, 0)[1]]
+    if message:
+        return message.splitlines()[0]
+    if any(statuses):
+        return "copy failed"
+    return ""
+
+
+def _child(work: Any, err_fd: int) -> None:  # pragma: no cover - runs in a forked child
+    code = 0
+    try:
+        work()
+    except BaseException as e:
+        text = go_error_text(e) if isinstance(e, Exception) else "interrupted"
+        os.write(err_fd, (text + "\n").encode("utf-8", "replace"))
+        code = 1
+    os._exit(code)
+
+
+def _write_tar(root: str, source: str, fd: int, owner: tuple[int, int] | None) -> None:
+    import tarfile
+
+    if root:
+        os.chroot(root)
+        os.chdir("/")
+
+    def adjust(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if owner is not None:
+            info.uid, info.gid = owner
+        info.uname = info.gname = ""
+        return info
+
+    with os.fdopen(fd, "wb") as pipe, tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        os.lstat(source)
+        if os.path.isdir(source) and not os.path.islink(source):
+            tar.add(source, arcname=".", recursive=True, filter=adjust)
+        else:
+            tar.add(source, arcname=os.path.basename(source.rstrip("/")) or ".", recursive=False,
+                    filter=adjust)
+
+
+def _extract_tar(root: str, target: str, fd: int) -> None:
+    import tarfile
+
+    if root:
+        os.chroot(root)
+        os.chdir("/")
+    with os.fdopen(fd, "rb") as pipe, tarfile.open(fileobj=pipe, mode="r|") as tar:
+        members = iter(tar)
+        first = next(members, None)
+        if first is None:
+            return
+        if first.name == "." and first.isdir():
+            os.makedirs(target, exist_ok=True)
+            tar.extract(first, target, numeric_owner=True)
+            for member in members:
+                tar.extract(member, target, numeric_owner=True)
+            return
+        if target.endswith("/") or os.path.isdir(target):
+            os.makedirs(target, exist_ok=True)
+            tar.extract(first, target, numeric_owner=True)
+        else:
+            directory = os.path.dirname(target) or "."
+            os.makedirs(directory, exist_ok=True)
+            first.name = os.path.basename(target)
+            tar.extract(first, directory, numeric_owner=True)
+
+
+__all__ = ["check", "config", "copy", "dedup", "gc", "shutdown", "status", "unshare", "version", "wipe"]
