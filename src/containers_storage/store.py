@@ -31,6 +31,13 @@ _stores: dict[tuple[str, str], Store] = {}
 _stores_lock = threading.Lock()
 
 
+def _go_quote(text: str) -> str:
+    """Go's %q for the plain strings (names, IDs) that error messages quote."""
+    import orjson
+
+    return orjson.dumps(text).decode()
+
+
 def additional_image_store_dirs(driver_options: list[str]) -> list[str]:
     """``<driver>.imagestore=a,b`` options name read-only stores (Go's AdditionalImageStores)."""
     dirs: list[str] = []
@@ -562,18 +569,20 @@ class Store:
         return found
 
     def image_big_data(self, ref: str, key: str) -> bytes:
-        last: Exception | None = None
+        found = False
         for store in self.all_image_stores():
             with store.reading():
                 if not store.exists(ref):
                     continue
+                found = True
                 try:
                     return store.big_data(ref, key)
-                except FileNotFoundError as e:
-                    last = e
-        if last is not None:
-            raise errors.StorageError(f"locating item named {key!r} for image with ID {ref!r}: "
-                                      "file does not exist")
+                except (FileNotFoundError, errors.InvalidBigDataName):
+                    continue
+        if found:
+            raise errors.StorageError(
+                f"locating item named {_go_quote(key)} for image with ID {_go_quote(ref)} "
+                "(consider removing the image to resolve the issue): file does not exist")
         raise errors.ImageUnknown.after(f'locating image with ID "{ref}"')
 
     def image_big_data_size(self, ref: str, key: str) -> int:
@@ -601,11 +610,20 @@ class Store:
         return found
 
     def layer_big_data(self, ref: str, key: str) -> bytes:
+        found = False
         for store in self.all_layer_stores():
             with store.reading():
-                if store.exists(ref):
+                if not store.exists(ref):
+                    continue
+                found = True
+                try:
                     return store.big_data(ref, key)
-        raise errors.LayerUnknown.after(f'locating item named "{key}" for layer with ID "{ref}"')
+                except (FileNotFoundError, errors.InvalidBigDataName):
+                    continue
+        if found:  # Go: fmt.Errorf("locating item named %q for layer with ID %q: %w", ..., os.ErrNotExist)
+            raise errors.StorageError(f"locating item named {_go_quote(key)} for layer with ID "
+                                      f"{_go_quote(ref)}: file does not exist")
+        raise errors.LayerUnknown.after(f'locating layer with ID "{ref}"')
 
     def set_layer_big_data(self, ref: str, key: str, data: bytes) -> None:
         with self.layer_store.writing() as rl:
