@@ -80,6 +80,14 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
                 raise errors.DuplicateName(
                     f'image name "{name}" is already associated with image "{other.id}": '
                     f"{errors.DuplicateName.text}")
+        if digest:
+            from .digest import DigestError, validate
+
+            try:
+                validate(digest)
+            except DigestError as e:  # Go's recomputeDigests, as CreateImage reports it
+                raise errors.StorageError(f"validating digests for new image: validating image digest "
+                                          f'"{digest}": {e}') from None
         data: dict[str, Any] = {"id": id}
         if digest:
             data["digest"] = digest
