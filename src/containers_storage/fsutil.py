@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 
 
@@ -145,3 +146,33 @@ def _copy_file(src: str, dst: str) -> None:
             os.close(dfd)
     finally:
         os.close(sfd)
+
+
+def directory_size(path: str) -> int:
+    """Go's directory.Size: bytes of everything under ``path``, hard links counted once.
+
+    Directories themselves count nothing; entries that vanish during the walk are skipped, a
+    missing ``path`` is an error.
+    """
+    os.lstat(path)
+    seen: set[int] = set()
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            continue
+        if st.st_ino in seen:
+            continue
+        seen.add(st.st_ino)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(current) as it:
+                    stack.extend(e.path for e in it)
+            except FileNotFoundError:
+                continue
+            continue
+        total += st.st_size
+    return total

@@ -934,6 +934,116 @@ class Store:
             with self.layer_store.writing():
                 driver.cleanup_staged(staged)
 
+    # -- sizes ---------------------------------------------------------------------------------
+    def image_size(self, ref: str) -> int:
+        """Go's ImageSize: each layer the image uses, counted once, plus its big data items."""
+        layer_stores = self.all_layer_stores()
+        with ExitStack() as stack:
+            for ls in layer_stores:
+                stack.enter_context(ls.reading())
+            image: Image | None = None
+            home: ROImageStore | None = None
+            for ims in self.all_image_stores():
+                stack.enter_context(ims.reading())
+                image = ims.lookup(ref)
+                if image is not None:
+                    home = ims
+                    break
+            if image is None or home is None:
+                raise errors.ImageUnknown.after(f"locating image with ID {_go_quote(ref)}")
+            queue = [lid for lid in [image.top_layer, *image.mapped_top_layers] if lid]
+            visited: set[str] = set()
+            size = 0
+            while queue:
+                layer_id = queue.pop(0)
+                if layer_id in visited:
+                    continue
+                visited.add(layer_id)
+                for ls in layer_stores:
+                    layer = ls.lookup(layer_id)
+                    if layer is not None:
+                        break
+                else:
+                    raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(layer_id)}")
+                n = layer.uncompressed_size
+                if not layer.uncompressed_digest or n == -1:  # the size is only valid with a digest
+                    try:
+                        n = ls.diff_size("", layer.id)
+                    except errors.StorageError as e:
+                        raise type(e)(f"size/digest of layer with ID {_go_quote(layer_id)} could not be "
+                                      f"calculated: {e}") from e
+                size += n
+                if layer.parent:
+                    queue.append(layer.parent)
+            for name in image.big_data_names:
+                size += home.big_data_size(image.id, name)
+            return size
+
+    def container_size(self, ref: str) -> int:
+        """Go's ContainerSize: the container layer's diff, big data and both of its directories."""
+        from .fsutil import directory_size
+
+        layer_stores = self.all_layer_stores()
+        with ExitStack() as stack:
+            for ls in layer_stores:
+                stack.enter_context(ls.reading())
+            cdir = self.container_directory(ref)
+            rdir = self.container_run_directory(ref)
+            with self.container_store.writing() as cs:
+                c = cs.get(ref)
+                for ls in layer_stores:
+                    layer = ls.lookup(c.layer)
+                    if layer is not None:
+                        try:
+                            size = ls.diff_size("", layer.id)
+                        except errors.StorageError as e:
+                            raise type(e)(f"determining size of layer with ID {_go_quote(layer.id)}: "
+                                          f"{e}") from e
+                        break
+                else:
+                    raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(c.layer)}")
+                for name in c.big_data_names:
+                    size += cs.big_data_size(c.id, name)
+                return size + directory_size(cdir) + directory_size(rdir)
+
+    def garbage_collect(self) -> None:
+        """Go's GarbageCollect: remove data directories and driver layers no record refers to."""
+        from .ids import is_full_id
+
+        first: Exception | None = None
+        stores: list[Any] = [self.container_store, self.image_store]
+        for rs in stores:
+            with rs.writing():
+                try:
+                    entries = list(os.scandir(rs.dir))
+                except OSError as e:
+                    first = first or e
+                    continue
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False) or not is_full_id(entry.name):
+                        continue
+                    if entry.name in rs.by_id:
+                        continue
+                    try:
+                        shutil.rmtree(entry.path)
+                    except OSError as e:
+                        first = first or e
+        with self.layer_store.writing() as rl:
+            try:
+                for id in rl.driver.list_layers():
+                    if id in rl.by_id:
+                        continue
+                    rl.driver.remove(id)
+                    try:
+                        os.unlink(rl.tar_split_path(id))
+                    except FileNotFoundError:
+                        pass
+                    shutil.rmtree(rl.data_dir(id), ignore_errors=True)
+            except errors.NotSupported:
+                pass
+        if first is not None:
+            raise first
+
     # -- whole store ---------------------------------------------------------------------------
     def status(self) -> list[tuple[str, str]]:
         return self.driver.status()
