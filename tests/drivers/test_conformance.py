@@ -189,12 +189,18 @@ def test_diff_round_trip(driver: Driver) -> None:
     base = _diff(driver, "base", "")
     for name, kind, content in BASE_ENTRIES:
         assert name in base, name
-        if kind == "f":
+        if kind == "f" and name + "#data" in base:
             assert base[name + "#data"] == content
+        elif kind == "f":
+            member = base[name]
+            assert isinstance(member, tarfile.TarInfo) and member.islnk()  # the other of a pair
+        elif kind == "h":
+            # Whichever of the pair comes first carries the data, the other links to it.
+            first, second = base[name], base[str(content)]
+            assert isinstance(first, tarfile.TarInfo) and isinstance(second, tarfile.TarInfo)
+            assert first.islnk() or second.islnk()
     member = base["bin/link"]
     assert isinstance(member, tarfile.TarInfo) and member.issym() and member.linkname == "sh"
-    hard = [base["bin/hard"], base["bin/sh"]]
-    assert any(isinstance(h, tarfile.TarInfo) and h.islnk() for h in hard)
 
     child = _diff(driver, "child", "base")
     assert "etc/.wh.gone" in child
@@ -239,7 +245,8 @@ def test_changes_after_apply(driver: Driver) -> None:
     assert changes["/added"] == "ADD"
     assert changes["/added/file"] == "ADD"
     assert changes["/opaque/new"] == "ADD"
-    assert changes.get("/opaque/old1") == "DELETE"
+    # Naive diff names what the opaque dir hides; Go's native overlay diff names the dir itself.
+    assert changes.get("/opaque/old1") == "DELETE" or changes.get("/opaque") == "DELETE"
     assert "/etc/keep" not in changes and "/bin/sh" not in changes
     base = _changes(driver, "base", "")
     assert base["/etc/hostname"] == "ADD" and base["/bin/link"] == "ADD"
