@@ -82,9 +82,10 @@ class _Sink:
             return
         if self.fd >= 0:
             with memoryview(self.buf) as view:
-                rest = view
-                while rest:
-                    rest = rest[os.write(self.fd, rest):]
+                done = 0
+                while done < len(view):
+                    with view[done:] as rest:
+                        done += os.write(self.fd, rest)
         else:
             self.obj.write(self.buf)
         self.written += len(self.buf)
