@@ -227,7 +227,7 @@ def test_many_files_cross_parse_blocks(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    data, root, ts = make_layer(tmp_path, MEMBERS)
+    _data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").unlink()
     with pytest.raises(ReassemblyError, match="etc/hosts"):
         reassemble(io.BytesIO(ts), str(root), io.BytesIO())
@@ -235,7 +235,7 @@ def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("new_content", [b"short", b"127.0.0.1 localhost\nand more\n"])
 def test_resized_file_is_an_error_naming_it(tmp_path: Path, new_content: bytes) -> None:
-    data, root, ts = make_layer(tmp_path, MEMBERS)
+    _data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").write_bytes(new_content)
     with pytest.raises(ReassemblyError, match="etc/hosts"):
         reassemble(io.BytesIO(ts), str(root), io.BytesIO(), verify_crc=False)
@@ -244,7 +244,7 @@ def test_resized_file_is_an_error_naming_it(tmp_path: Path, new_content: bytes) 
 def test_changed_content_fails_the_crc_check(tmp_path: Path) -> None:
     data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").write_bytes(b"127.0.0.1 localhosT\n")
-    with pytest.raises(ReassemblyError, match="file integrity checksum failed for './etc/hosts'"):
+    with pytest.raises(ReassemblyError, match=r"file integrity checksum failed for '\./etc/hosts'"):
         reassemble(io.BytesIO(ts), str(root), io.BytesIO())
     # Without the CRC check only sizes are compared, so a same-size edit goes through.
     out = io.BytesIO()
@@ -253,16 +253,16 @@ def test_changed_content_fails_the_crc_check(tmp_path: Path) -> None:
 
 
 def test_big_file_crc_is_checked_too(tmp_path: Path) -> None:
-    data, root, ts = make_layer(tmp_path, MEMBERS)
+    _data, root, ts = make_layer(tmp_path, MEMBERS)
     with open(root / "big.bin", "r+b") as f:
         f.seek(600_000)
         f.write(b"\xff" if f.read(1) != b"\xff" else b"\x00")
-    with open(tmp_path / "out.tar", "wb") as out, pytest.raises(ReassemblyError, match="big.bin"):
+    with open(tmp_path / "out.tar", "wb") as out, pytest.raises(ReassemblyError, match=r"big\.bin"):
         reassemble(io.BytesIO(ts), str(root), out)
 
 
 def test_directory_where_a_file_was_is_an_error(tmp_path: Path) -> None:
-    data, root, ts = make_layer(tmp_path, MEMBERS)
+    _data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").unlink()
     (root / "etc" / "hosts").mkdir()
     with pytest.raises(ReassemblyError, match="hosts"):
