@@ -522,10 +522,10 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
         if raw:
             add_segment(raw)
         name = hdr.name
-        base = name.rstrip(b"/").rpartition(b"/")[2]
-        if not base.startswith(WHITEOUT_PREFIX):
-            uids.add(hdr.uid & 0xFFFFFFFF)
-            gids.add(hdr.gid & 0xFFFFFFFF)
+        if WHITEOUT_PREFIX not in name or not (
+                name.rstrip(b"/").rpartition(b"/")[2].startswith(WHITEOUT_PREFIX)):
+            uids.add(hdr.uid)
+            gids.add(hdr.gid)
         try:
             crc = _entry(ap, reader, hdr)
         except OSError as e:
@@ -564,30 +564,36 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
     flag = hdr.typeflag
     if flag == t.XGLOBAL:
         return _drain(reader)
-    cleaned = go_clean(hdr.name)
-    rel = in_root(cleaned)
-    parent, base = _split(rel)
+    # Most names ("./usr/bin/x", "usr/lib/") are clean already and cannot be whiteouts.
+    rel = _simple_name(hdr.name)
+    simple = rel is not None
+    if rel is None:
+        cleaned = go_clean(hdr.name)
+        rel = in_root(cleaned)
+    slash = rel.rfind(b"/")
+    parent, base = (rel[:slash], rel[slash + 1 :]) if slash >= 0 else (b"", rel)
     # Go makes sure the parent exists for every entry, whiteouts included.
-    try:
-        pfd = ap.dir_fd(parent)
-    except NotADirectoryError:
-        if base.startswith(WHITEOUT_PREFIX) and base != WHITEOUT_OPAQUE:
-            # "rm -rf /foo/bar" layers can whiteout /foo and then /foo/bar; Go ignores the second.
+    pfd = ap.cache.get(parent)
+    if pfd is None:
+        try:
+            pfd = ap.dir_fd(parent)
+        except NotADirectoryError:
+            if base.startswith(WHITEOUT_PREFIX) and base != WHITEOUT_OPAQUE:
+                # "rm -rf /foo/bar" layers whiteout /foo and then /foo/bar; Go ignores the second.
+                return _drain(reader)
+            raise
+
+    if not simple:
+        if not ap.overlay and cleaned.startswith(WHITEOUT_META_PREFIX):
+            if cleaned.startswith(WHITEOUT_LINK_DIR) and flag == t.REG:
+                return _stash_plnk(ap, reader, hdr, base)
+            if cleaned != WHITEOUT_OPAQUE:
+                return _drain(reader)
+        if base.startswith(WHITEOUT_PREFIX):
+            _whiteout(ap, hdr, parent, pfd, base)
             return _drain(reader)
-        raise
-
-    if not ap.overlay and cleaned.startswith(WHITEOUT_META_PREFIX):
-        if cleaned.startswith(WHITEOUT_LINK_DIR) and flag == t.REG:
-            return _stash_plnk(ap, reader, hdr, base)
-        if cleaned != WHITEOUT_OPAQUE:
-            return _drain(reader)
-
-    if base.startswith(WHITEOUT_PREFIX):
-        _whiteout(ap, hdr, parent, pfd, base)
-        return _drain(reader)
-
-    if not rel:
-        return _root_entry(ap, reader, hdr, cleaned)
+        if not rel:
+            return _root_entry(ap, reader, hdr, cleaned)
 
     # Anything but a directory over a directory replaces what is there.  Creation below is
     # O_EXCL/EEXIST-driven, so the common fresh-tree case costs no extra lstat.
@@ -597,7 +603,8 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
     link_src = hdr
     data_fd = -1
     data_off = 0
-    if hdr.typeflag == t.LINK and go_clean(hdr.linkname).startswith(WHITEOUT_LINK_DIR) and not ap.overlay:
+    if (flag == t.LINK and not ap.overlay and WHITEOUT_LINK_DIR in hdr.linkname
+            and go_clean(hdr.linkname).startswith(WHITEOUT_LINK_DIR)):
         key = _split(go_clean(hdr.linkname))[1]
         found = ap.plnk.get(key)
         if found is None:
@@ -605,8 +612,8 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
         link_src, data_off, _size = found
         data_fd = ap.plnk_fd
         flag = t.REG
-    uid = ap._host_uid(link_src.uid)
-    gid = ap._host_gid(link_src.gid)
+    uid = link_src.uid if ap.uid_map is None else ap._host_uid(link_src.uid)
+    gid = link_src.gid if ap.gid_map is None else ap._host_gid(link_src.gid)
     crc = 0
     if flag == t.REG:
         crc = _write_file(ap, reader, hdr, link_src, pfd, base, uid, gid, data_fd, data_off)
@@ -633,6 +640,21 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
     if flag != t.REG:
         crc = _drain(reader)
     return crc
+
+
+def _simple_name(name: bytes) -> bytes | None:
+    """``name`` relative to the root when it is already clean and plain, else None.
+
+    Plain means: no empty, ``.`` or ``..`` components, not absolute, and no component starting
+    with a dot (so no whiteouts); ``./`` in front and ``/`` at the end are allowed.
+    """
+    if name.startswith(b"./"):
+        name = name[2:]
+    if name.endswith(b"/"):
+        name = name[:-1]
+    if not name or name[0] in (0x2E, 0x2F) or b"//" in name or b"/." in name:
+        return None
+    return name
 
 
 def _replace(ap: _Applier, pfd: int, name: bytes, create: Callable[[], None]) -> None:

@@ -101,12 +101,14 @@ def _bad(text: str = ERR_HEADER) -> InvalidArchive:
 
 def parse_octal(field: bytes) -> int:
     """Go's ``parseOctal``: NUL/space padded octal; anything else is an invalid header."""
-    field = field.strip(b" \x00")
-    if not field:
-        return 0
-    if field.translate(None, _OCTAL_DIGITS):
+    digits = field.strip(b" \x00")
+    # isdigit() admits only ASCII 0-9 (no sign, space or "_" that int() would take); an 8 or 9
+    # makes int() raise ValueError, which parse_header_block turns into an invalid header.
+    if digits.isdigit():
+        return int(digits, 8)
+    if digits:
         raise _bad()
-    return int(field, 8)
+    return 0
 
 
 def parse_numeric(field: bytes) -> int:
@@ -124,7 +126,10 @@ def parse_numeric(field: bytes) -> int:
         if x >> 63:
             raise _bad()
         return ~x if inv else x
-    return parse_octal(field)
+    try:
+        return parse_octal(field)
+    except ValueError:
+        raise _bad() from None
 
 
 def _cstring(field: bytes) -> bytes:
@@ -217,16 +222,36 @@ def _merge_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
 
 def _checksum_ok(block: bytes) -> bool:
     try:
-        want = parse_octal(block[148:156])
+        want = parse_numeric(block[148:156])
     except InvalidArchive:
         return False
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
+    field = block[148:156]
+    unsigned = sum(block) - sum(field) + 8 * 0x20
     if want == unsigned:
         return True
-    signed = sum(b - 256 if b > 127 else b for b in block) - sum(
-        b - 256 if b > 127 else b for b in block[148:156]
-    ) + 8 * 0x20
+    # Some old writers summed signed chars; Go accepts either.
+    signed = unsigned - 256 * (sum(1 for b in block if b > 127) - sum(1 for b in field if b > 127))
     return want == signed
+
+
+# Headers of one layer repeat the same mode/uid/gid, mtime and device fields over and over, so
+# their decoded values are memoised by raw bytes (bounded: hostile input cannot grow it).
+_FIELD_CACHE: dict[bytes, tuple[int, ...]] = {}
+_FIELD_CACHE_MAX = 4096
+
+
+def _fields(raw: bytes, *spans: tuple[int, int]) -> tuple[int, ...]:
+    values = _FIELD_CACHE.get(raw)
+    if values is None:
+        values = tuple(parse_numeric(raw[a:b]) for a, b in spans)
+        if len(_FIELD_CACHE) < _FIELD_CACHE_MAX:
+            _FIELD_CACHE[raw] = values
+    return values
+
+
+_MODE_UID_GID = ((0, 8), (8, 16), (16, 24))
+_MTIME = ((0, 12),)
+_DEVS = ((0, 8), (8, 16))
 
 
 def parse_header_block(block: bytes) -> TarHeader:
@@ -235,28 +260,26 @@ def parse_header_block(block: bytes) -> TarHeader:
         raise _bad()
     hdr = TarHeader()
     hdr.typeflag = block[156]
-    name = _cstring(block[0:100])
-    hdr.linkname = _cstring(block[157:257])
+    hdr.mode, hdr.uid, hdr.gid = _fields(block[100:124], *_MODE_UID_GID)
+    hdr.mtime_ns = _fields(block[136:148], *_MTIME)[0] * 1_000_000_000
     hdr.size = parse_numeric(block[124:136])
-    hdr.mode = parse_numeric(block[100:108])
-    hdr.uid = parse_numeric(block[108:116])
-    hdr.gid = parse_numeric(block[116:124])
-    hdr.mtime_ns = parse_numeric(block[136:148]) * 1_000_000_000
+    end = block.find(b"\x00", 0, 100)
+    name = block[:end] if end >= 0 else block[:100]
+    end = block.find(b"\x00", 157, 257)
+    hdr.linkname = block[157:end] if end >= 0 else block[157:257]
     magic = block[257:263]
     prefix = b""
     if magic == _MAGIC_USTAR:
-        hdr.devmajor = parse_numeric(block[329:337])
-        hdr.devminor = parse_numeric(block[337:345])
+        hdr.devmajor, hdr.devminor = _fields(block[329:345], *_DEVS)
         if block[508:512] == _TRAILER_STAR:
             prefix = _cstring(block[345:476])
             atime = parse_numeric(block[476:488])
             if atime:
                 hdr.atime_ns = atime * 1_000_000_000
-        else:
+        elif block[345]:
             prefix = _cstring(block[345:500])
     elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
-        hdr.devmajor = parse_numeric(block[329:337])
-        hdr.devminor = parse_numeric(block[337:345])
+        hdr.devmajor, hdr.devminor = _fields(block[329:345], *_DEVS)
         if block[345]:
             try:
                 hdr.atime_ns = parse_numeric(block[345:357]) * 1_000_000_000
@@ -377,19 +400,16 @@ class TarReader:
         long_name: bytes | None = None
         long_link: bytes | None = None
         while True:
-            if self._pad:
-                pad = self._take(self._pad)
-                self._keep(pad)
-                short = len(pad) < self._pad
-                self._pad = 0
-                if short:
-                    return None  # Go's tryReadFull: EOF inside padding ends the archive
-            block = self._take(BLOCK)
-            self._keep(block)
-            if len(block) < BLOCK:
-                if not block:
+            pad = self._pad
+            self._pad = 0
+            raw = self._take(pad + BLOCK)
+            self._keep(raw)
+            if len(raw) < pad + BLOCK:
+                # Go's tryReadFull: EOF inside the padding, or right after it, ends the archive.
+                if len(raw) <= pad:
                     return None
                 raise InvalidArchive(ERR_UNEXPECTED_EOF)
+            block = raw[pad:] if pad else raw
             if block == _ZERO_BLOCK:
                 block = self._take(BLOCK)
                 self._keep(block)
