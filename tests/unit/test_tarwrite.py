@@ -230,3 +230,35 @@ def test_written_archive_reads_back_with_content() -> None:
             ("dir/hard", tarfile.LNKTYPE, 0o000)]
         f = tf.extractfile(members[1])
         assert f is not None and f.read() == b"abc"
+
+
+def test_fast_path_agrees_with_the_general_encoder() -> None:
+    """Random plain headers: the one-pack USTAR shortcut must give the general path's bytes."""
+    import random
+
+    from containers_storage.archive import tarwrite
+
+    rnd = random.Random(7)
+    checked = 0
+    for _ in range(3000):
+        typeflag = rnd.choice([TYPE_REG, TYPE_DIR, TYPE_SYMLINK, TYPE_LINK, TYPE_CHAR, TYPE_BLOCK, TYPE_REGA])
+        name = bytes(rnd.choice(b"abc/._-\x7f") for _ in range(rnd.choice([0, 1, 50, 99, 100, 101])))
+        if typeflag == TYPE_DIR and rnd.random() < 0.5:
+            name += b"/"
+        hdr = TarHeader(
+            name=name, typeflag=typeflag, mode=rnd.choice([0, 0o644, 0o4755, 0o7777, 1 << 21]),
+            uid=rnd.choice([0, 1000, (1 << 21) - 1, 1 << 21]), gid=rnd.choice([0, 5, 1 << 21]),
+            size=rnd.choice([0, 1, (1 << 33) - 1, 1 << 33]),
+            mtime_ns=rnd.choice([0, MTIME, MTIME + 500_000_000, -1, (1 << 33) * 10**9]),
+            linkname=b"t" * rnd.choice([0, 5, 100, 101]), uname=b"u" * rnd.choice([0, 32, 33]),
+            devmajor=rnd.choice([0, 8, 1 << 21]), devminor=rnd.choice([0, 70000]))
+        fast = tarwrite._fast_ustar(hdr)
+        try:
+            general = tarwrite._encode_general(hdr)
+        except HeaderError:
+            assert fast is None
+            continue
+        if fast is not None:
+            assert fast == general, hdr
+            checked += 1
+    assert checked > 100  # enough plain headers were compared

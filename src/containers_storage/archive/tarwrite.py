@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
+import struct
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -365,11 +367,52 @@ def _raw_file(name: bytes, data: bytes, flag: bytes, fmt: Format) -> bytes:
     return bytes(blk) + data + padding(len(data))
 
 
+_USTAR_BLOCK = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+_OCT7 = 1 << 21  # 8**7: what fits a 7-digit octal field
+_OCT11 = 1 << 33  # 8**11
+_NOT_PLAIN = re.compile(rb"[^\x01-\x7f]")  # NUL or non-ASCII: not for the fast path
+
+
+def _fast_ustar(h: TarHeader) -> bytes | None:
+    """The common case in one pack: a plain USTAR header that needs no choices (or None).
+
+    Equivalent to the general path for headers whose strings are short ASCII, whose numbers fit
+    their octal fields and which carry no PAX records; everything else goes the long way.
+    """
+    if h.format != Format.UNKNOWN or h.pax_records:
+        return None
+    name, link, uname, gname = h.name, h.linkname, h.uname, h.gname
+    if (len(name) > _NAME_SIZE or len(link) > _NAME_SIZE or len(uname) > 32 or len(gname) > 32
+            or _NOT_PLAIN.search(name + link + uname + gname)):
+        return None
+    typeflag = h.typeflag
+    if typeflag == TYPE_REGA:
+        typeflag = TYPE_DIR if name.endswith(b"/") else TYPE_REG
+    elif typeflag in (_TYPE_XHEADER, _TYPE_GNU_LONGNAME, _TYPE_GNU_LONGLINK):
+        return None
+    if typeflag in (TYPE_REG, TYPE_CHAR, TYPE_BLOCK, TYPE_FIFO) and name.endswith(b"/"):
+        return None
+    mtime = (h.mtime_ns + 500_000_000) // 1_000_000_000
+    if not (0 <= h.mode < _OCT7 and 0 <= h.uid < _OCT7 and 0 <= h.gid < _OCT7 and 0 <= h.size < _OCT11
+            and 0 <= h.devmajor < _OCT7 and 0 <= h.devminor < _OCT7 and 0 <= mtime < _OCT11):
+        return None
+    blk = _USTAR_BLOCK.pack(name, b"%07o" % h.mode, b"%07o" % h.uid, b"%07o" % h.gid, b"%011o" % h.size,
+                            b"%011o" % mtime, b"        ", typeflag, link, b"ustar\x0000", uname, gname,
+                            b"%07o" % h.devmajor, b"%07o" % h.devminor, b"")
+    return blk[:148] + b"%06o\x00 " % sum(blk) + blk[156:]
+
+
 def encode_header(hdr: TarHeader) -> bytes:
     """Everything Go's ``WriteHeader`` emits for ``hdr``: pseudo entries, then the header block.
 
     The caller writes ``hdr.data_size`` bytes of content and ``padding(hdr.data_size)`` after it.
     """
+    fast = _fast_ustar(hdr)
+    return fast if fast is not None else _encode_general(hdr)
+
+
+def _encode_general(hdr: TarHeader) -> bytes:
+    """Go's WriteHeader step by step: format choice, then the USTAR, PAX or GNU writer."""
     h = dataclasses.replace(hdr)  # Go works on a copy too
     if h.typeflag == TYPE_REGA:
         h.typeflag = TYPE_DIR if h.name.endswith(b"/") else TYPE_REG
