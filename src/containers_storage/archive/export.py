@@ -92,6 +92,7 @@ class _Sink:
         self.buf.clear()
 
     def copy_fd(self, fd: int, size: int, name: bytes) -> None:
+        """Append ``size`` bytes of ``fd`` and the padding to the next block."""
         if size > _INLINE_MAX and self.fd >= 0:
             self.flush()
             offset = 0
@@ -101,14 +102,36 @@ class _Sink:
                     raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
                 offset += n
             self.written += size
+            self.write(padding(size))
             return
-        remaining = size
-        while remaining:
-            chunk = os.read(fd, min(remaining, _FLUSH_AT))
-            if not chunk:
-                raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
-            remaining -= len(chunk)
-            self.write(chunk)
+        if size > _INLINE_MAX:  # no fd to sendfile to: stream through in chunks
+            remaining = size
+            while remaining:
+                chunk = os.read(fd, min(remaining, _FLUSH_AT))
+                if not chunk:
+                    raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
+                remaining -= len(chunk)
+                self.write(chunk)
+            self.write(padding(size))
+            return
+        # Small files: read straight into the output buffer, one copy, plus the tar padding.
+        buf = self.buf
+        start = len(buf)
+        padded = size + (-size % 512)
+        buf.extend(bytes(padded))
+        got = 0
+        with memoryview(buf) as view:
+            while got < size:
+                with view[start + got:start + size] as dest:
+                    n = os.readv(fd, [dest])
+                if n == 0:
+                    break
+                got += n
+        if got < size:
+            del buf[start:]
+            raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
+        if len(buf) >= _FLUSH_AT:
+            self.flush()
 
 
 def _legacy_major(dev: int) -> int:
@@ -249,7 +272,6 @@ class _Writer:
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 raise ExportError.about(f"{os.fsdecode(rel)}: file changed while being exported")
             self.sink.copy_fd(fd, size, rel)
-            self.sink.write(padding(size))
         finally:
             os.close(fd)
 

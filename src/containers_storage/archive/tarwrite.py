@@ -15,6 +15,7 @@ import enum
 import re
 import struct
 from dataclasses import dataclass, field
+from zlib import adler32
 
 __all__ = [
     "BLOCK",
@@ -162,8 +163,14 @@ def _set_format(blk: bytearray, fmt: Format) -> None:
     else:
         blk[257:265] = b"ustar\x0000"
     blk[148:156] = b"        "
-    _put_octal(blk, 148, 7, sum(blk))
+    _put_octal(blk, 148, 7, _byte_sum(blk))
     blk[155] = ord(" ")
+
+
+def _byte_sum(blk: bytes | bytearray) -> int:
+    """The unsigned byte sum of a 512-byte block, in C: Adler-32's low half is 1 + sum mod 65521,
+    and a 256-byte half cannot exceed 65280, so two halves give the exact sum."""
+    return (adler32(blk[:256]) & 0xFFFF) + (adler32(blk[256:]) & 0xFFFF) - 2
 
 
 def _pax_record(key: bytes, value: bytes) -> bytes:
@@ -399,7 +406,7 @@ def _fast_ustar(h: TarHeader) -> bytes | None:
     blk = _USTAR_BLOCK.pack(name, b"%07o" % h.mode, b"%07o" % h.uid, b"%07o" % h.gid, b"%011o" % h.size,
                             b"%011o" % mtime, b"        ", typeflag, link, b"ustar\x0000", uname, gname,
                             b"%07o" % h.devmajor, b"%07o" % h.devminor, b"")
-    return blk[:148] + b"%06o\x00 " % sum(blk) + blk[156:]
+    return blk[:148] + b"%06o\x00 " % _byte_sum(blk) + blk[156:]
 
 
 def encode_header(hdr: TarHeader) -> bytes:
