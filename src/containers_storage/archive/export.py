@@ -34,7 +34,6 @@ from .tarwrite import (
     HeaderError,
     TarHeader,
     encode_header,
-    padding,
 )
 
 __all__ = ["ExportError", "export_changes", "export_overlay_diff", "export_tree"]
@@ -45,7 +44,8 @@ WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 
 _INLINE_MAX = 256 * 1024
-_FLUSH_AT = 1024 * 1024
+_BUF_SIZE = 1024 * 1024
+_ZEROS = bytes(512)
 _SECURITY_XATTRS = ("security.capability", "security.ima")
 
 
@@ -56,13 +56,16 @@ class ExportError(StorageError):
 
 
 class _Sink:
-    """Batched writes to ``out``; big file bodies go straight to its fd by sendfile."""
+    """Output through one fixed buffer (no reallocation per file); big file bodies go straight
+    to ``out``'s fd by sendfile when it has one."""
 
-    __slots__ = ("buf", "fd", "obj", "written")
+    __slots__ = ("buf", "fd", "obj", "pos", "view", "written")
 
     def __init__(self, out: IO[bytes]) -> None:
         self.obj = out
-        self.buf = bytearray()
+        self.buf = bytearray(_BUF_SIZE)
+        self.view = memoryview(self.buf)
+        self.pos = 0
         self.written = 0
         self.fd = -1
         try:
@@ -72,27 +75,37 @@ class _Sink:
         out.flush()
         self.fd = fd
 
-    def write(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) >= _FLUSH_AT:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if self.pos + n > _BUF_SIZE:
             self.flush()
+            if n > _BUF_SIZE:
+                self._emit(memoryview(data))
+                return
+        self.view[self.pos:self.pos + n] = data
+        self.pos += n
+
+    def _emit(self, data: memoryview) -> None:
+        if self.fd >= 0:
+            done = 0
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        else:
+            self.obj.write(data)
+        self.written += len(data)
 
     def flush(self) -> None:
-        if not self.buf:
-            return
-        if self.fd >= 0:
-            with memoryview(self.buf) as view:
-                done = 0
-                while done < len(view):
-                    with view[done:] as rest:
-                        done += os.write(self.fd, rest)
-        else:
-            self.obj.write(self.buf)
-        self.written += len(self.buf)
-        self.buf.clear()
+        if self.pos:
+            self._emit(self.view[:self.pos])
+            self.pos = 0
+
+    def close(self) -> None:
+        self.flush()
+        self.view.release()
 
     def copy_fd(self, fd: int, size: int, name: bytes) -> None:
         """Append ``size`` bytes of ``fd`` and the padding to the next block."""
+        pad = -size % 512
         if size > _INLINE_MAX and self.fd >= 0:
             self.flush()
             offset = 0
@@ -102,36 +115,18 @@ class _Sink:
                     raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
                 offset += n
             self.written += size
-            self.write(padding(size))
-            return
-        if size > _INLINE_MAX:  # no fd to sendfile to: stream through in chunks
+        else:
             remaining = size
             while remaining:
-                chunk = os.read(fd, min(remaining, _FLUSH_AT))
-                if not chunk:
-                    raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
-                remaining -= len(chunk)
-                self.write(chunk)
-            self.write(padding(size))
-            return
-        # Small files: read straight into the output buffer, one copy, plus the tar padding.
-        buf = self.buf
-        start = len(buf)
-        padded = size + (-size % 512)
-        buf.extend(bytes(padded))
-        got = 0
-        with memoryview(buf) as view:
-            while got < size:
-                with view[start + got:start + size] as dest:
-                    n = os.readv(fd, [dest])
+                if self.pos == _BUF_SIZE:
+                    self.flush()
+                want = min(remaining, _BUF_SIZE - self.pos)
+                n = os.readv(fd, [self.view[self.pos:self.pos + want]])
                 if n == 0:
-                    break
-                got += n
-        if got < size:
-            del buf[start:]
-            raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
-        if len(buf) >= _FLUSH_AT:
-            self.flush()
+                    raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
+                self.pos += n
+                remaining -= n
+        self.write(_ZEROS[:pad])
 
 
 def _legacy_major(dev: int) -> int:
@@ -296,7 +291,7 @@ class _Writer:
 
     def close(self) -> int:
         self.sink.write(END_OF_ARCHIVE)
-        self.sink.flush()
+        self.sink.close()
         return self.sink.written
 
 
