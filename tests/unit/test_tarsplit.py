@@ -6,7 +6,9 @@ import base64
 import gzip
 import io
 import os
+import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -218,8 +220,11 @@ def test_reassemble_after_python_buffered_writes(tmp_path: Path) -> None:
     assert out_path.read_bytes() == b"PREFIX" + data
 
 
-def test_many_files_cross_parse_blocks(tmp_path: Path) -> None:
-    members: list[tuple[str, bytes | None]] = [(f"./d{i // 100}/f{i}", b"%d" % i) for i in range(3000)]
+def test_many_files_cross_parse_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from containers_storage.archive import tarsplit
+
+    monkeypatch.setattr(tarsplit, "_PARSE_BLOCK", 10_000)  # lines split across many reads
+    members: list[tuple[str, bytes | None]] = [(f"./d{i // 100}/f{i}", b"%d" % i) for i in range(400)]
     data, root, ts = make_layer(tmp_path, members)
     out = io.BytesIO()
     reassemble(io.BytesIO(ts), str(root), out, readahead=8)
@@ -329,3 +334,30 @@ def test_escaped_and_raw_names_are_found(tmp_path: Path) -> None:
     out = io.BytesIO()
     reassemble(io.BytesIO(buf.getvalue()), str(root), out)
     assert out.getvalue() == b"htmlraw"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip", "bad deflate"])
+def test_corrupt_gzip_is_an_invalid_archive(tmp_path: Path, damage: str) -> None:
+    data = gzip.compress(b'{"type":2,"payload":"YQ==","position":0}\n' * 1000)
+    bad = {"truncated": data[: len(data) // 2], "not gzip": b"junk" * 10,
+           "bad deflate": data[:20] + bytes(50) + data[70:]}[damage]
+    with pytest.raises(InvalidArchive, match="corrupt tar-split"):
+        reassemble(io.BytesIO(bad), str(tmp_path), io.BytesIO())
+    with pytest.raises(InvalidArchive, match="corrupt tar-split"):
+        list(iter_entries(io.BytesIO(bad)))
+
+
+def test_reassemble_into_a_pipe(tmp_path: Path) -> None:
+    """stdout piped to another process: partial writes and sendfile into a pipe both work."""
+    data, root, ts = make_layer(tmp_path, MEMBERS)
+    proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(stdout.read()))
+    reader.start()
+    reassemble(io.BytesIO(ts), str(root), proc.stdin)
+    proc.stdin.close()
+    reader.join()
+    proc.wait()
+    assert received[0] == data

@@ -226,9 +226,17 @@ def _open_text(src: IO[bytes]) -> IO[bytes]:
 
 def _iter_lines(text: IO[bytes]) -> Iterator[list[bytes]]:
     """Lines in batches of a few MB, so memory stays bounded however long the layer is."""
+    from gzip import BadGzipFile
+
+    from isal.igzip_lib import IsalError
+
+    corrupt: tuple[type[BaseException], ...] = (EOFError, BadGzipFile, cast("type[BaseException]", IsalError))
     rest = b""
     while True:
-        block = text.read(_PARSE_BLOCK)
+        try:
+            block = text.read(_PARSE_BLOCK)
+        except corrupt as e:
+            raise InvalidArchive.about(f"corrupt tar-split: {e}") from None
         if not block:
             break
         data = rest + block
