@@ -11,10 +11,8 @@ rest of the process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +65,8 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
 }
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# libc is already loaded into the interpreter; find_library() would spawn ldconfig (~60 ms).
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -225,6 +224,8 @@ def mount_relative(home: str, target: str, flags: int, data: str) -> None:
 
 def mount_program(program: str, options: str, target: str, cwd: str) -> None:
     """Mount with a FUSE helper such as fuse-overlayfs."""
+    import subprocess
+
     proc = subprocess.run([program, "-o", options, target], cwd=cwd, stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
@@ -234,6 +235,8 @@ def mount_program(program: str, options: str, target: str, cwd: str) -> None:
 
 def fuse_unmount(target: str) -> bool:
     """Unmount a FUSE mount with fusermount3/fusermount; False when neither managed it."""
+    import subprocess
+
     for tool in ("fusermount3", "fusermount"):
         try:
             proc = subprocess.run([tool, "-u", target], stdin=subprocess.DEVNULL,
