@@ -337,3 +337,32 @@ def test_abandoned_staging_dirs_are_pruned(make_driver: DriverFactory) -> None:
     d.cleanup()
     assert os.listdir(staging) == []
     assert not mounts_under(d.home)
+
+
+def test_mount_program_chosen_when_home_needs_it(make_driver: DriverFactory, no_leaked_mounts: str) -> None:
+    """A home written through fuse-overlayfs (flag file "true") keeps using it, as in Go."""
+    if FUSE_OVERLAYFS is None:
+        pytest.skip("fuse-overlayfs not installed")
+    home = os.path.join(no_leaked_mounts, "root", "overlay")
+    os.makedirs(home)
+    with open(os.path.join(home, ".has-mount-program"), "w") as f:
+        f.write("true")
+    d = _overlay(make_driver)
+    assert d.options.mount_program == FUSE_OVERLAYFS
+    d.create("base", "", None, False)
+    path = d.get("base", MountOpts())
+    try:
+        assert " fuse" in _mount_line(path)
+    finally:
+        d.put("base")
+
+
+def test_whiteout_files_in_home_mean_mount_program(make_driver: DriverFactory, no_leaked_mounts: str) -> None:
+    if FUSE_OVERLAYFS is None:
+        pytest.skip("fuse-overlayfs not installed")
+    diff = os.path.join(no_leaked_mounts, "root", "overlay", "x", "diff")
+    os.makedirs(diff)
+    open(os.path.join(diff, ".wh.gone"), "w").close()
+    d = _overlay(make_driver)
+    assert d.options.mount_program == FUSE_OVERLAYFS
+    assert _read(os.path.join(d.home, ".has-mount-program")) == "true"
