@@ -257,3 +257,35 @@ def test_overlay_path_whited_out_in_a_lower_is_an_add(tmp_path: Path) -> None:
     diff = tmp_path / "diff"
     mk(diff, "etc/conf")
     assert pairs(changes_overlay(str(diff), [str(lower1), str(lower2)])) == [("/etc", A), ("/etc/conf", A)]
+
+
+def deep_tree(base: Path, depth: int) -> list[int]:
+    """``base/d/d/.../d/f`` made with dir fds (pathlib and os.makedirs recurse); returns the fds."""
+    fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fds[-1])
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fds[-1]))
+    return fds
+
+
+def remove_deep_tree(fds: list[int]) -> None:
+    """Undo ``deep_tree`` bottom-up (shutil.rmtree would recurse past Python's limit)."""
+    os.unlink("f", dir_fd=fds[-1])
+    for parent, child in zip(reversed(fds[:-1]), reversed(fds[1:]), strict=True):
+        os.close(child)
+        os.rmdir("d", dir_fd=parent)
+    os.close(fds[0])
+
+
+def test_deeper_than_the_python_stack(tmp_path: Path) -> None:
+    """A layer may nest deeper than Python's recursion limit; the walks use explicit stacks."""
+    new = tmp_path / "new"
+    new.mkdir()
+    fds = deep_tree(new, 1200)
+    try:
+        result = changes_dirs(str(new), None)
+        assert len(result) == 1201 and result[-1].path.endswith("/d/f")
+        assert len(changes_overlay(str(new), [])) == 1201
+    finally:
+        remove_deep_tree(fds)

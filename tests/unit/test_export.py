@@ -232,3 +232,33 @@ def test_overlay_hardlinked_whiteouts_keep_gos_linkname(tmp_path: Path) -> None:
     ms = members(out.getvalue())
     assert [(m.name, m.type, m.linkname) for m in ms] == [
         (".wh.a", tarfile.REGTYPE, ""), (".wh.b", tarfile.REGTYPE, ".wh.a")]
+
+
+def deep_tree(base: Path, depth: int) -> list[int]:
+    """``base/d/d/.../d/f`` made with dir fds (pathlib and os.makedirs recurse); returns the fds."""
+    fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fds[-1])
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fds[-1]))
+    return fds
+
+
+def remove_deep_tree(fds: list[int]) -> None:
+    """Undo ``deep_tree`` bottom-up (shutil.rmtree would recurse past Python's limit)."""
+    os.unlink("f", dir_fd=fds[-1])
+    for parent, child in zip(reversed(fds[:-1]), reversed(fds[1:]), strict=True):
+        os.close(child)
+        os.rmdir("d", dir_fd=parent)
+    os.close(fds[0])
+
+
+def test_export_tree_deeper_than_the_python_stack(tmp_path: Path) -> None:
+    fds = deep_tree(tmp_path, 1200)
+    try:
+        out = io.BytesIO()
+        export_tree(str(tmp_path), out)
+        ms = members(out.getvalue())
+        assert len(ms) == 1201 and ms[-1].name == "d/" * 1200 + "f"
+    finally:
+        remove_deep_tree(fds)

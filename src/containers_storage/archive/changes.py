@@ -15,7 +15,7 @@ import enum
 import errno
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidMappings
@@ -30,6 +30,7 @@ __all__ = [
     "changes_overlay",
     "changes_size",
     "go_quote",
+    "lexical_walk",
 ]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -169,24 +170,29 @@ def _lstat(path: bytes) -> os.stat_result | None:
 
 def _walk(old_dir: bytes, new_dir: bytes, old: _Node | None, new: _Node | None,
           st_old: os.stat_result | None, st_new: os.stat_result | None) -> None:
-    """Go's walker: both trees in one pass, skipping names that are the same inode on both sides."""
-    old_is_dir = st_old is not None and stat.S_ISDIR(st_old.st_mode)
-    new_is_dir = st_new is not None and stat.S_ISDIR(st_new.st_mode)
-    if not old_is_dir and not new_is_dir:
-        return
-    same_dev = st_old is not None and st_new is not None and st_old.st_dev == st_new.st_dev
-    names_old = _list_dir(old_dir) if old_is_dir else {}
-    names_new = _list_dir(new_dir) if new_is_dir else {}
-    names = sorted(names_old.keys() | names_new.keys())
-    for name in names:
-        ino_old, ino_new = names_old.get(name), names_new.get(name)
-        if ino_old is not None and ino_new is not None and ino_old == ino_new and same_dev:
+    """Go's walker: both trees in one pass, skipping names that are the same inode on both sides.
+
+    An explicit stack rather than recursion: a layer can nest deeper than Python's stack.
+    """
+    stack = [(old_dir, new_dir, old, new, st_old, st_new)]
+    while stack:
+        old_dir, new_dir, old, new, st_old, st_new = stack.pop()
+        old_is_dir = st_old is not None and stat.S_ISDIR(st_old.st_mode)
+        new_is_dir = st_new is not None and stat.S_ISDIR(st_new.st_mode)
+        if not old_is_dir and not new_is_dir:
             continue
-        c_old = _lstat(old_dir + b"/" + name) if old_is_dir else None
-        c_new = _lstat(new_dir + b"/" + name) if new_is_dir else None
-        n_old = _add_node(old, name, old_dir, c_old) if c_old is not None and old is not None else None
-        n_new = _add_node(new, name, new_dir, c_new) if c_new is not None and new is not None else None
-        _walk(old_dir + b"/" + name, new_dir + b"/" + name, n_old, n_new, c_old, c_new)
+        same_dev = st_old is not None and st_new is not None and st_old.st_dev == st_new.st_dev
+        names_old = _list_dir(old_dir) if old_is_dir else {}
+        names_new = _list_dir(new_dir) if new_is_dir else {}
+        for name in sorted(names_old.keys() | names_new.keys()):
+            ino_old, ino_new = names_old.get(name), names_new.get(name)
+            if ino_old is not None and ino_new is not None and ino_old == ino_new and same_dev:
+                continue
+            c_old = _lstat(old_dir + b"/" + name) if old_is_dir else None
+            c_new = _lstat(new_dir + b"/" + name) if new_is_dir else None
+            n_old = _add_node(old, name, old_dir, c_old) if c_old is not None and old is not None else None
+            n_new = _add_node(new, name, new_dir, c_new) if c_new is not None and new is not None else None
+            stack.append((old_dir + b"/" + name, new_dir + b"/" + name, n_old, n_new, c_old, c_new))
 
 
 class _Maps:
@@ -225,27 +231,36 @@ def _stat_different(old: os.stat_result, new: os.stat_result, old_maps: _Maps, n
 
 
 def _add_changes(new: _Node, old: _Node | None, out: list[Change], old_maps: _Maps, new_maps: _Maps) -> None:
-    """Go's ``FileInfo.addChanges``; the order of ``out`` does not matter, it is sorted after."""
-    size_at_entry = len(out)
-    if old is None:
-        out.append(Change(os.fsdecode(new.path()), ChangeKind.ADD))
-        new.added = True
-    old_children = dict(old.children) if old is not None and new.is_dir() else {}
-    for name, child in new.children.items():
-        old_child = old_children.pop(name, None)
-        if old_child is not None:
-            assert old_child.st is not None and child.st is not None
-            if (_stat_different(old_child.st, child.st, old_maps, new_maps)
-                    or (old_child.capability or b"") != (child.capability or b"")
-                    or old_child.target != child.target
-                    or (old_child.xattrs or None) != (child.xattrs or None)):
-                out.append(Change(os.fsdecode(child.path()), ChangeKind.MODIFY))
-                child.added = True
-        _add_changes(child, old_child, out, old_maps, new_maps)
-    for old_child in old_children.values():
-        out.append(Change(os.fsdecode(old_child.path()), ChangeKind.DELETE))
-    if len(out) > size_at_entry and new.is_dir() and not new.added and new.parent is not None:
-        out.append(Change(os.fsdecode(new.path()), ChangeKind.MODIFY))
+    """Go's ``FileInfo.addChanges``, with a stack; ``out`` comes unordered and is sorted after.
+
+    A directory not itself changed is reported Modify when anything below it changed: a
+    second visit after its subtree (``None`` as the old side marks it) checks that.
+    """
+    stack: list[tuple[_Node, _Node | None, int]] = [(new, old, -1)]
+    while stack:
+        node, old_node, size_at_entry = stack.pop()
+        if size_at_entry >= 0:  # after the subtree
+            if len(out) > size_at_entry and node.is_dir() and not node.added and node.parent is not None:
+                out.append(Change(os.fsdecode(node.path()), ChangeKind.MODIFY))
+            continue
+        stack.append((node, None, len(out)))
+        if old_node is None:
+            out.append(Change(os.fsdecode(node.path()), ChangeKind.ADD))
+            node.added = True
+        old_children = dict(old_node.children) if old_node is not None and node.is_dir() else {}
+        for name, child in node.children.items():
+            old_child = old_children.pop(name, None)
+            if old_child is not None:
+                assert old_child.st is not None and child.st is not None
+                if (_stat_different(old_child.st, child.st, old_maps, new_maps)
+                        or (old_child.capability or b"") != (child.capability or b"")
+                        or old_child.target != child.target
+                        or (old_child.xattrs or None) != (child.xattrs or None)):
+                    out.append(Change(os.fsdecode(child.path()), ChangeKind.MODIFY))
+                    child.added = True
+            stack.append((child, old_child, -1))
+        for old_child in old_children.values():
+            out.append(Change(os.fsdecode(old_child.path()), ChangeKind.DELETE))
 
 
 def _sort_key(change: Change) -> bytes:
@@ -409,18 +424,38 @@ def _overlay_walk(diff: bytes, lower_fds: list[int]) -> list[Change]:
             out.extend(reversed(tail))
         out.append(Change(os.fsdecode(rel), kind))
 
-    def walk(rel: bytes) -> None:
-        with os.scandir(diff + rel if rel else diff) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            child = rel + b"/" + entry.name
-            st = entry.stat(follow_symlinks=False)
-            visit(child, st)
-            if stat.S_ISDIR(st.st_mode):
-                walk(child)
-
-    walk(b"")
+    for rel, st in lexical_walk(diff):
+        visit(rel, st)
     return out
+
+
+def lexical_walk(top: bytes, on_error: Callable[[OSError], None] | None = None,
+                 ) -> Iterator[tuple[bytes, os.stat_result]]:
+    """``(/rel/path, lstat)`` for everything under ``top``, depth first, names in byte order:
+    the order of Go's ``filepath.Walk``; a stack of iterators instead of recursion.
+
+    With ``on_error``, a directory that cannot be listed is reported there and skipped.
+    """
+    def listing(rel: bytes) -> Iterator[tuple[bytes, os.stat_result]]:
+        try:
+            with os.scandir(top + rel) as it:
+                entries = sorted((e.name, e) for e in it)
+        except OSError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            entries = []
+        return ((rel + b"/" + name, e.stat(follow_symlinks=False)) for name, e in entries)
+
+    stack = [listing(b"")]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        yield item
+        if stat.S_ISDIR(item[1].st_mode):
+            stack.append(listing(item[0]))
 
 
 # --- size ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import IO
 
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
-from .changes import OPAQUE_XATTR, Change, ChangeKind, opaque_hides_lower
+from .changes import OPAQUE_XATTR, Change, ChangeKind, lexical_walk, opaque_hides_lower
 from .confine import open_beneath, open_root
 from .tarwrite import (
     END_OF_ARCHIVE,
@@ -327,20 +327,11 @@ def _export_walk(root: str, out: IO[bytes], uid_map: Sequence[IDMap] | None,
     try:
         tw = _Writer(out, uid_map, gid_map, lower_fds)
 
-        def walk(rel: bytes) -> None:
-            try:
-                with os.scandir(root_b + b"/" + rel if rel else root_b) as it:
-                    entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
-            except OSError as e:
-                log.error("Tar: Can't stat file %s to tar: %s", root, e)
-                return
-            for name, is_dir in entries:
-                child = rel + b"/" + name if rel else name
-                tw.add_path(root_b, root_fd, child, child)
-                if is_dir:
-                    walk(child)
+        def skipped(e: OSError) -> None:
+            log.error("Tar: Can't stat file %s to tar: %s", root, e)
 
-        walk(b"")
+        for rel, _st in lexical_walk(root_b, skipped):
+            tw.add_path(root_b, root_fd, rel[1:], rel[1:])
         return tw.close()
     finally:
         os.close(root_fd)
