@@ -17,7 +17,6 @@ otherwise.
 
 from __future__ import annotations
 
-import base64
 import errno
 import fcntl
 import os
@@ -33,6 +32,7 @@ from ..idtools import IDMap, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
 from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, StagedDiff
+from .overlay_links import LINK_DIR, generate_link_id, recreate_symlinks, write_file
 from .overlay_options import parse_options
 
 if TYPE_CHECKING:
@@ -40,20 +40,13 @@ if TYPE_CHECKING:
     from ..archive.changes import Change
 
 DEFAULT_PERMS = 0o555
-LINK_DIR = "l"
 STAGING_DIR = "staging"
 TEMP_DIR_NAME = "tempdirs"
 LOWER_FILE = "lower"
 MAX_DEPTH = 500
-ID_LENGTH = 26
 STAGING_LOCK_FILE = "staging.lock"
 _NOT_LAYERS = {LINK_DIR, STAGING_DIR, TEMP_DIR_NAME, "backingFsBlockDev", probe.MOUNT_PROGRAM_FLAG_FILE}
 _CONTAINERS_OVERRIDE_XATTR = "user.containers.override_stat"
-
-
-def generate_link_id() -> str:
-    """A random 26-character base32 name for ``l/`` (Go's generateID(idLength))."""
-    return base64.b32encode(os.urandom((ID_LENGTH * 5 + 7) // 8)).decode()[:ID_LENGTH]
 
 
 def _format_override_xattr(uid: int, gid: int, mode: int) -> bytes:
@@ -433,7 +426,7 @@ class OverlayDriver(NaiveDiff):
                             _format_override_xattr(st_uid, st_gid, stat.S_IFDIR | st_mode))
             lid = generate_link_id()
             os.symlink(os.path.join("..", id, "diff"), os.path.join(homedir, LINK_DIR, lid))
-            _write_file(os.path.join(dir, "link"), lid.encode(), 0o644)
+            write_file(os.path.join(dir, "link"), lid.encode(), 0o644)
             _mkdir_as(os.path.join(dir, "work"), 0o700, forced_uid, forced_gid)
             _mkdir_as(os.path.join(dir, "merged"), 0o700, forced_uid, forced_gid)
             if not parent:
@@ -441,7 +434,7 @@ class OverlayDriver(NaiveDiff):
                 return
             lower = self._get_lower(parent)
             if lower:
-                _write_file(os.path.join(dir, LOWER_FILE), lower.encode(), 0o666)
+                write_file(os.path.join(dir, LOWER_FILE), lower.encode(), 0o666)
         except BaseException:
             try:
                 lid_path = os.path.join(dir, "link")
@@ -524,74 +517,7 @@ class OverlayDriver(NaiveDiff):
 
     def recreate_symlinks(self) -> None:
         """Repair ``l/`` and the ``link`` files after a crash or a careless ``rm`` (Go's logic)."""
-        try:
-            entries = [e for e in os.scandir(self.home)]
-        except OSError as e:
-            raise DriverError(f'reading driver home directory "{self.home}": {e}') from e
-        link_dir = os.path.join(self.home, LINK_DIR)
-        os.makedirs(link_dir, mode=0o755, exist_ok=True)
-        errors: list[str] = []
-        for _ in range(10):
-            errors = []
-            progress = False
-            for entry in entries:
-                if entry.name in (LINK_DIR, STAGING_DIR, TEMP_DIR_NAME) or not entry.is_dir(
-                        follow_symlinks=False):
-                    continue
-                link_file = os.path.join(self._dir(entry.name), "link")
-                try:
-                    with open(link_file, encoding="utf-8") as f:
-                        name = f.read().strip("\n")
-                except OSError as e:
-                    errors.append(f'reading name of symlink for "{entry.name}": {e}')
-                    continue
-                link_path = os.path.join(link_dir, name)
-                if not os.path.lexists(link_path):
-                    try:
-                        os.symlink(os.path.join("..", entry.name, "diff"), link_path)
-                        progress = True
-                    except OSError as e:
-                        errors.append(str(e))
-            try:
-                links = list(os.scandir(link_dir))
-            except OSError as e:
-                errors.append(str(e))
-                continue
-            for link in links:
-                try:
-                    target = os.readlink(link.path)
-                except OSError as e:
-                    errors.append(str(e))
-                    continue
-                parts = target.split("/")
-                if len(parts) != 3 or parts[0] != ".." or parts[2] != "diff":
-                    errors.append(f'link target of "{link.name}" looks weird: "{target}"')
-                    try:
-                        os.unlink(link.path)
-                        progress = True
-                    except FileNotFoundError:
-                        pass
-                    except OSError as e:
-                        errors.append(f'removing link "{link.name}": {e}')
-                    continue
-                link_file = os.path.join(self._dir(parts[1]), "link")
-                try:
-                    with open(link_file, encoding="utf-8") as f:
-                        current = f.read()
-                except OSError:
-                    current = None
-                if current != link.name:
-                    if not os.path.isdir(os.path.dirname(link_file)):
-                        continue  # a dangling link to a removed layer: nothing to repair
-                    try:
-                        _write_file(link_file, link.name.encode(), 0o644)
-                        progress = True
-                    except OSError as e:
-                        errors.append(f"correcting link for layer {parts[1]}: {e}")
-            if not progress:
-                break
-        if errors:
-            raise DriverError("; ".join(errors))
+        recreate_symlinks(self.home, self._dir)
 
     # -- mounting --------------------------------------------------------------------------------
     def get(self, id: str, opts: MountOpts) -> str:
@@ -943,15 +869,6 @@ class OverlayDriver(NaiveDiff):
             shutil.rmtree(path, ignore_errors=True)
             os.close(fd)
         return busy
-
-
-def _write_file(path: str, data: bytes, mode: int) -> None:
-    """Create or truncate ``path`` with ``mode`` under the umask (Go's os.WriteFile)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def _selinux_enabled() -> bool:
