@@ -431,3 +431,35 @@ def test_pipe_input_is_streamed(tmp_path: Path) -> None:
     os.waitpid(pid, 0)
     assert res.uncompressed_digest == "sha256:" + hashlib.sha256(tar).hexdigest()
     assert (dest / "d" / "f").read_bytes() == (tmp_path / "src" / "d" / "f").read_bytes()
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_regular_file_input_from_its_current_position(tmp_path: Path, compress: bool) -> None:
+    tar = _sample_tar(tmp_path)
+    raw = gzip.compress(tar) if compress else tar
+    path = tmp_path / "layer.tar"
+    path.write_bytes(b"skipped" + raw)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with open(path, "rb") as f:
+        f.read(7)  # the input starts where the caller's file position is
+        res = apply_layer(f, str(dest), ApplyOptions())
+    assert res.compressed_digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert res.uncompressed_digest == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert res.uncompressed_size == len(tar) and res.compressed_size == len(raw)
+    assert (dest / "d" / "f").read_bytes() == (tmp_path / "src" / "d" / "f").read_bytes()
+
+
+def test_reader_errors_and_early_stop(tmp_path: Path) -> None:
+    truncated = tmp_path / "t.tar.gz"
+    data = gzip.compress(TarBuilder().file(b"a", os.urandom(200_000)).build())
+    truncated.write_bytes(data[: len(data) // 2])
+    with open(truncated, "rb") as f, pytest.raises(InvalidArchive, match="gzip: unexpected EOF"):
+        apply_layer(f, str(tmp_path), ApplyOptions())
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"x" * 512 + os.urandom(8 << 20))  # fails on the first header
+    with open(junk, "rb") as f, pytest.raises(InvalidArchive, match="invalid tar header"):
+        apply_layer(f, str(tmp_path), ApplyOptions())
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "layer-reader" and t.is_alive()]

@@ -178,6 +178,11 @@ class _Source:
             raise InvalidArchive(f"reading layer: {item}") from item
         return item
 
+    def summary(self) -> tuple[Compression, str, int, str, int]:
+        """(compression, raw digest, raw size, tar digest, tar size) once the stream ended."""
+        return (self.compression, "sha256:" + self.raw_hash.hexdigest(), self.raw_size,
+                "sha256:" + self.tar_hash.hexdigest(), self.tar_size)
+
     def close(self) -> None:
         """Stop the thread (if still running) without waiting for a blocked read."""
         self._stop.set()
@@ -186,8 +191,9 @@ class _Source:
                 self._q.get_nowait()
         except queue.Empty:
             pass
-        if self._done:
-            self._thread.join()
+        # It notices the stop flag within 0.1 s unless a read of a slow pipe blocks it; it is a
+        # daemon thread, so never wait long for that.
+        self._thread.join(None if self._done else 1.0)
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -494,12 +500,13 @@ def apply_layer(src: BinaryIO, dest: str, options: ApplyOptions | None = None) -
     if applier.chown_failures:
         log.warning("Chown error detected. Ignoring due to ignoreChownErrors flag (%d entries)",
                     applier.chown_failures)
+    compression, raw_digest, raw_size, tar_digest, tar_size = source.summary()
     return ApplyResult(
-        compression=source.compression,
-        compressed_digest="sha256:" + source.raw_hash.hexdigest(),
-        compressed_size=source.raw_size,
-        uncompressed_digest="sha256:" + source.tar_hash.hexdigest(),
-        uncompressed_size=source.tar_size,
+        compression=compression,
+        compressed_digest=raw_digest,
+        compressed_size=raw_size,
+        uncompressed_digest=tar_digest,
+        uncompressed_size=tar_size,
         uids=sorted(uids),
         gids=sorted(gids),
     )
