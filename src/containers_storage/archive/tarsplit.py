@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import binascii
 import errno
-import json
 import os
 import re
 import stat
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, cast
 
 # SIMD base64: with binascii, decoding segment payloads was a tenth of reassembly's CPU time.
@@ -28,6 +26,7 @@ from pybase64 import b64encode as _b64encode
 
 from ..errors import InvalidArchive, StorageError
 from .confine import open_beneath, open_root
+from .crc64 import crc64 as _crc64
 
 __all__ = [
     "FILE_TYPE",
@@ -45,10 +44,10 @@ FILE_TYPE = 1
 SEGMENT_TYPE = 2
 
 # Files up to this size are read into the output buffer (one read each, big batched writes);
-# larger ones go through sendfile(2) so their bytes never enter Python.
+# larger ones go through sendfile(2) so their bytes never enter Python (unless CRCs are checked).
 _INLINE_MAX = 256 * 1024
-# Flush the batched output once it holds this much.
-_FLUSH_AT = 1024 * 1024
+# The output buffer: everything small is batched into writes of this size.
+_BUF_SIZE = 1024 * 1024
 # Decompressed tar-split text is parsed in blocks of about this size, so memory stays bounded
 # however many entries the layer has.
 _PARSE_BLOCK = 4 * 1024 * 1024
@@ -66,15 +65,32 @@ class DuplicatePath(InvalidArchive):
     text = "duplicates of file paths not supported"
 
 
-@dataclass(slots=True)
 class Entry:
-    """One tar-split record; ``name`` is raw bytes whichever JSON field carried it."""
+    """One tar-split record; ``name`` is raw bytes whichever JSON field carried it.
 
-    type: int
-    name: bytes = b""
-    size: int = 0
-    payload: bytes | None = None
-    position: int = 0
+    A plain slotted class rather than a dataclass: importing dataclasses costs CLI start-up time.
+    """
+
+    __slots__ = ("name", "payload", "position", "size", "type")
+
+    def __init__(self, type: int, name: bytes = b"", size: int = 0, payload: bytes | None = None,
+                 position: int = 0) -> None:
+        self.type = type
+        self.name = name
+        self.size = size
+        self.payload = payload
+        self.position = position
+
+    def __repr__(self) -> str:
+        return (f"Entry(type={self.type}, name={self.name!r}, size={self.size}, "
+                f"payload={self.payload!r}, position={self.position})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 # --- Go-compatible JSON -------------------------------------------------------------------------
@@ -269,6 +285,8 @@ def _decode_line(line: bytes) -> Entry | None:
     """Any JSON entry line as Go's decoder reads it; None for a blank line."""
     if not line.strip():
         return None
+    import json  # only for lines off the fast path; keeps it out of CLI start-up
+
     try:
         e = json.loads(line)
     except ValueError as err:
@@ -362,14 +380,17 @@ def _plan(lines: list[bytes], seen: set[bytes], want_crc: bool) -> list[_Op]:
 
 
 class _Output:
-    """Batches small writes; large file bodies go to the fd by sendfile when there is one."""
+    """Output through one fixed buffer: segments are copied in, small files are read straight
+    into it (no per-file allocation, one copy); big files go to the fd by sendfile if there is one.
+    """
 
-    __slots__ = ("buf", "fd", "obj", "scratch", "written")
+    __slots__ = ("buf", "fd", "obj", "pos", "view", "written")
 
     def __init__(self, out: IO[bytes]) -> None:
         self.obj = out
-        self.buf = bytearray()
-        self.scratch: bytearray | None = None
+        self.buf = bytearray(_BUF_SIZE)
+        self.view = memoryview(self.buf)
+        self.pos = 0
         self.written = 0
         self.fd = -1
         try:
@@ -380,16 +401,31 @@ class _Output:
         out.flush()
         self.fd = fd
 
-    def flush(self) -> None:
-        if not self.buf:
-            return
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if self.pos + n > _BUF_SIZE:
+            self.flush()
+            if n > _BUF_SIZE:
+                self._emit(memoryview(data))
+                return
+        self.view[self.pos:self.pos + n] = data
+        self.pos += n
+
+    def _emit(self, data: memoryview) -> None:
         if self.fd >= 0:
-            with memoryview(self.buf) as view:
-                _write_all(self.fd, view)
+            _write_all(self.fd, data)
         else:
-            self.obj.write(self.buf)
-        self.written += len(self.buf)
-        self.buf.clear()
+            self.obj.write(data)
+        self.written += len(data)
+
+    def flush(self) -> None:
+        if self.pos:
+            self._emit(self.view[:self.pos])
+            self.pos = 0
+
+    def close(self) -> None:
+        self.flush()
+        self.view.release()
 
 
 def _open_content(roots: Sequence[int], name: bytes) -> int:
@@ -415,11 +451,7 @@ def _copy_file(out: _Output, fd: int, name: bytes, size: int, crc: bytes | None)
     if st.st_size != size:
         raise ReassemblyError.about(
             f"{os.fsdecode(name)!r} has size {st.st_size}, the layer recorded {size}")
-    if crc is not None:
-        _copy_checked(out, fd, name, size, crc)
-    elif size <= _INLINE_MAX or out.fd < 0:
-        _copy_read(out, fd, name, size)
-    else:
+    if crc is None and size > _INLINE_MAX and out.fd >= 0:
         out.flush()
         offset = 0
         while offset < size:
@@ -428,55 +460,30 @@ def _copy_file(out: _Output, fd: int, name: bytes, size: int, crc: bytes | None)
                 raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
             offset += n
         out.written += size
-
-
-def _copy_read(out: _Output, fd: int, name: bytes, size: int) -> None:
+        return
+    # Through the buffer, CRC-64 over each chunk as it lands when asked to.
+    value = 0
     remaining = size
+    view = out.view
     while remaining:
-        chunk = os.read(fd, min(remaining, _FLUSH_AT))
-        if not chunk:
-            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
-        remaining -= len(chunk)
-        out.buf += chunk
-        if len(out.buf) >= _FLUSH_AT:
+        if out.pos == _BUF_SIZE:
             out.flush()
-
-
-def _copy_checked(out: _Output, fd: int, name: bytes, size: int, expected: bytes) -> None:
-    """Copy through a reused buffer, CRC-64 on the way; Go's integrity check, same message."""
-    from .crc64 import crc64
-
-    if out.scratch is None:
-        out.scratch = bytearray(_FLUSH_AT)
-    view = memoryview(out.scratch)
-    crc = 0
-    remaining = size
-    try:
-        while remaining:
-            chunk = view[:min(remaining, len(view))]
-            n = os.readv(fd, [chunk])
-            if n == 0:
-                raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
-            crc = crc64(chunk[:n], crc)
-            remaining -= n
-            if out.fd >= 0 and n > _INLINE_MAX:
-                out.flush()
-                _write_all(out.fd, chunk[:n])
-                out.written += n
-            else:
-                out.buf += chunk[:n]
-                if len(out.buf) >= _FLUSH_AT:
-                    out.flush()
-    finally:
-        view.release()
-    if crc.to_bytes(8, "big") != expected:
+        pos = out.pos
+        n = os.readv(fd, [view[pos:pos + min(remaining, _BUF_SIZE - pos)]])
+        if n == 0:
+            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
+        if crc is not None:
+            value = _crc64(view[pos:pos + n], value)
+        out.pos = pos + n
+        remaining -= n
+    if crc is not None and value.to_bytes(8, "big") != crc:
         raise ReassemblyError(f"file integrity checksum failed for {os.fsdecode(name)!r}")
 
 
 def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    done = 0
+    while done < len(data):
+        done += os.write(fd, data[done:])
 
 
 class _Lookahead:
@@ -570,9 +577,7 @@ def _reassemble(tar_split: IO[bytes], roots: list[int], out_obj: IO[bytes], veri
                 ahead.reset([op for op in ops if isinstance(op, tuple)])
                 for op in ops:
                     if isinstance(op, bytearray):
-                        out.buf += op
-                        if len(out.buf) >= _FLUSH_AT:
-                            out.flush()
+                        out.write(op)
                         continue
                     fd = ahead.take()
                     try:
@@ -581,5 +586,5 @@ def _reassemble(tar_split: IO[bytes], roots: list[int], out_obj: IO[bytes], veri
                         os.close(fd)
     finally:
         ahead.close()
-    out.flush()
+    out.close()
     return out.written
