@@ -262,3 +262,27 @@ def test_export_tree_deeper_than_the_python_stack(tmp_path: Path) -> None:
         assert len(ms) == 1201 and ms[-1].name == "d/" * 1200 + "f"
     finally:
         remove_deep_tree(fds)
+
+
+def test_read_ahead_leaks_no_fds_even_when_the_export_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(100):
+        mk(tmp_path, f"f{i:03d}", b"%d" % i)
+    before = len(os.listdir("/proc/self/fd"))
+    out = io.BytesIO()
+    export_tree(str(tmp_path), out)
+    assert [m.name for m in members(out.getvalue())] == [f"f{i:03d}" for i in range(100)]
+    assert len(os.listdir("/proc/self/fd")) == before
+
+    real_prepare = export_mod._Writer.prepare
+
+    def prepare_then_truncate(self: export_mod._Writer, path: bytes, name: bytes) -> object:
+        result = real_prepare(self, path, name)
+        if path.endswith(b"f050"):
+            os.truncate(path, 0)
+        return result
+
+    monkeypatch.setattr(export_mod._Writer, "prepare", prepare_then_truncate)
+    with pytest.raises(ExportError, match="f050"):
+        export_changes(str(tmp_path), [Change(f"/f{i:03d}", A) for i in range(100)], io.BytesIO())
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -15,8 +15,9 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Sequence
-from typing import IO
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, TypeVar
 
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 
+_OPEN_CONTENT = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 _INLINE_MAX = 256 * 1024
 _BUF_SIZE = 1024 * 1024
 _ZEROS = bytes(512)
@@ -245,32 +247,38 @@ class _Writer:
         return None
 
     def add(self, root_fd: int, rel: bytes, hdr: TarHeader, extra: TarHeader | None,
-            st: os.stat_result) -> None:
-        """Go's ``addFile``: write the header(s) and the content; errors here abort the export."""
+            st: os.stat_result, fd: int = -1) -> None:
+        """Go's ``addFile``: write the header(s) and the content; errors here abort the export.
+
+        ``fd``, when not -1, is the file already opened by the read-ahead (the caller closes it).
+        """
         orig_name = hdr.name
         if extra is not None:
             self.sink.write(encode_header(hdr))
             hdr = extra
         self.sink.write(encode_header(hdr))
         if hdr.typeflag == TYPE_REG and hdr.size > 0:
-            self._content(root_fd, rel, hdr.size)
+            self._content(root_fd, rel, hdr.size, fd)
         if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and st.st_ino not in self.seen:
             self.seen[st.st_ino] = orig_name
 
-    def _content(self, root_fd: int, rel: bytes, size: int) -> None:
-        try:
-            fd = open_beneath(root_fd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as e:
-            raise ExportError.about(f"open {os.fsdecode(rel)}: {e.strerror}") from e
+    def _content(self, root_fd: int, rel: bytes, size: int, given_fd: int) -> None:
+        fd = given_fd
+        if fd < 0:
+            try:
+                fd = open_beneath(root_fd, rel, _OPEN_CONTENT)
+            except OSError as e:
+                raise ExportError.about(f"open {os.fsdecode(rel)}: {e.strerror}") from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 raise ExportError.about(f"{os.fsdecode(rel)}: file changed while being exported")
             self.sink.copy_fd(fd, size, rel)
         finally:
-            os.close(fd)
+            if given_fd < 0:
+                os.close(fd)
 
-    def add_path(self, root: bytes, root_fd: int, rel: bytes, name: bytes) -> None:
+    def add_path(self, root: bytes, root_fd: int, rel: bytes, name: bytes, fd: int = -1) -> None:
         """Prepare and add one path; preparation errors skip it, as Go logs and goes on."""
         try:
             prepared = self.prepare(root + b"/" + rel, name)
@@ -278,7 +286,7 @@ class _Writer:
             log.debug("Can't add file %s to tar: %s", os.fsdecode(root + b"/" + rel), e)
             return
         if prepared is not None:
-            self.add(root_fd, rel, *prepared)
+            self.add(root_fd, rel, *prepared, fd=fd)
 
     def whiteout(self, path: bytes) -> None:
         """The AUFS whiteout for a deleted path: an empty regular file stamped with the time now."""
@@ -295,6 +303,52 @@ class _Writer:
         return self.sink.written
 
 
+_T = TypeVar("_T")
+
+
+def _read_ahead(root_fd: int, items: Iterable[_T], stat_of: Callable[[_T], os.stat_result | None],
+                rel_of: Callable[[_T], bytes], window: int = 32) -> Iterator[tuple[_T, int]]:
+    """``(item, fd)`` in order, regular files opened ``window`` items early with readahead asked.
+
+    With a cold page cache the export would otherwise wait on the disk one file at a time; here
+    the reads of the next files are in flight while this one is written.  Only what lstat says
+    is a non-empty regular file is opened (opening a device node can have effects); others, or
+    files that fail to open, come with fd -1 and are handled as without read-ahead.  Every fd
+    is closed here, whatever the consumer does.
+    """
+    pending: deque[tuple[_T, int]] = deque()
+    it = iter(items)
+    try:
+        for item in it:
+            fd = -1
+            st = stat_of(item)
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                try:
+                    fd = open_beneath(root_fd, rel_of(item), _OPEN_CONTENT)
+                    os.posix_fadvise(fd, 0, st.st_size, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+            pending.append((item, fd))
+            if len(pending) > window:
+                item, fd = pending.popleft()
+                try:
+                    yield item, fd
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+        while pending:
+            item, fd = pending.popleft()
+            try:
+                yield item, fd
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+    finally:
+        for _item, fd in pending:
+            if fd >= 0:
+                os.close(fd)
+
+
 def export_changes(root: str, changes: Iterable[Change], out: IO[bytes],
                    uid_map: Sequence[IDMap] | None = None, gid_map: Sequence[IDMap] | None = None) -> int:
     """Write a tar of ``changes`` (from ``changes_dirs``) under ``root`` to ``out``; Go's ``ExportChanges``.
@@ -308,13 +362,24 @@ def export_changes(root: str, changes: Iterable[Change], out: IO[bytes],
     root_fd = open_root(root_b)
     try:
         tw = _Writer(out, uid_map, gid_map)
-        for change in sorted(changes, key=lambda c: os.fsencode(c.path)):
-            path = os.fsencode(change.path)
-            if change.kind == ChangeKind.DELETE:
+        items = ((os.fsencode(c.path), c.kind == ChangeKind.DELETE)
+                 for c in sorted(changes, key=lambda c: os.fsencode(c.path)))
+
+        def stat_later(item: tuple[bytes, bool]) -> os.stat_result | None:
+            path, deleted = item
+            if deleted:
+                return None
+            try:
+                return os.lstat(root_b + path)
+            except OSError:
+                return None
+
+        for (path, deleted), fd in _read_ahead(root_fd, items, stat_later, lambda i: i[0].lstrip(b"/")):
+            if deleted:
                 tw.whiteout(path)
             else:
                 rel = path.lstrip(b"/")
-                tw.add_path(root_b, root_fd, rel, rel)
+                tw.add_path(root_b, root_fd, rel, rel, fd)
         return tw.close()
     finally:
         os.close(root_fd)
@@ -330,8 +395,9 @@ def _export_walk(root: str, out: IO[bytes], uid_map: Sequence[IDMap] | None,
         def skipped(e: OSError) -> None:
             log.error("Tar: Can't stat file %s to tar: %s", root, e)
 
-        for rel, _st in lexical_walk(root_b, skipped):
-            tw.add_path(root_b, root_fd, rel[1:], rel[1:])
+        walk = lexical_walk(root_b, skipped)
+        for (rel, _st), fd in _read_ahead(root_fd, walk, lambda item: item[1], lambda item: item[0][1:]):
+            tw.add_path(root_b, root_fd, rel[1:], rel[1:], fd)
         return tw.close()
     finally:
         os.close(root_fd)
