@@ -20,8 +20,9 @@ from containers_storage.mountinfo import is_mountpoint
 RO = MountOpts(options=["ro"])
 
 
-def _overlay(make_driver: DriverFactory, options: list[str] | None = None) -> OverlayDriver:
-    d = make_driver("overlay", options)
+def _overlay(make_driver: DriverFactory, options: list[str] | None = None,
+             image_store: str = "") -> OverlayDriver:
+    d = make_driver("overlay", options, image_store=image_store)
     assert isinstance(d, OverlayDriver)
     return d
 
@@ -366,3 +367,52 @@ def test_whiteout_files_in_home_mean_mount_program(make_driver: DriverFactory, n
     d = _overlay(make_driver)
     assert d.options.mount_program == FUSE_OVERLAYFS
     assert _read(os.path.join(d.home, ".has-mount-program")) == "true"
+
+
+def test_split_image_store(make_driver: DriverFactory, no_leaked_mounts: str) -> None:
+    """Read-only layers live in the image store; containers on top of them in the graph root."""
+    image_store = os.path.join(no_leaked_mounts, "images")
+    d = _overlay(make_driver, image_store=image_store)
+    d.create("base", "", None, False)
+    base_dir = os.path.join(image_store, "overlay", "base")
+    assert os.path.isdir(os.path.join(base_dir, "diff"))
+    link = _read(os.path.join(base_dir, "link"))
+    assert os.readlink(os.path.join(image_store, "overlay", "l", link)) == "../base/diff"
+    with open(os.path.join(base_dir, "diff", "f"), "w") as f:
+        f.write("from image store")
+    d.create("ctr", "base", None, True)
+    assert os.path.isdir(os.path.join(d.home, "ctr", "diff"))
+    path = d.get("ctr", MountOpts())
+    try:
+        assert _read(os.path.join(path, "f")) == "from image store"
+    finally:
+        d.put("ctr")
+    path = d.get("base", MountOpts())
+    try:
+        assert path.startswith(d.runhome)  # never mount inside the image store
+        assert _read(os.path.join(path, "f")) == "from image store"
+    finally:
+        d.put("base")
+    d.remove("ctr")
+    d.remove("base")
+    assert not os.path.lexists(os.path.join(image_store, "overlay", "l", link))
+
+
+def test_lost_lower_layer_is_a_clear_error(make_driver: DriverFactory) -> None:
+    d = _overlay(make_driver)
+    d.create("base", "", None, False)
+    d.create("child", "base", None, True)
+    import shutil
+
+    shutil.rmtree(os.path.join(d.home, "base"))
+    with pytest.raises(DriverError, match="can't stat lower layer"):
+        d.get("child", MountOpts())
+    assert not is_mountpoint(os.path.join(d.home, "child", "merged"))
+    # The failed attempt holds no reference: once the layer is back, a mount works.
+    d.create("base", "", None, False)
+    link = _read(os.path.join(d.home, "base", "link"))
+    with open(os.path.join(d.home, "child", "lower"), "w") as f:
+        f.write(f"l/{link}")
+    path = d.get("child", MountOpts())
+    d.put("child")
+    assert not is_mountpoint(path)
