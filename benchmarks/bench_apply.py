@@ -166,7 +166,8 @@ def main() -> int:
     n_entries = int(subprocess.run(f"tar -tf {inputs['tar']} | wc -l", shell=True, capture_output=True,
                                    text=True).stdout)
     print(f"workload: {inputs['tar'].stat().st_size / 1e6:.1f} MB tar, {n_entries} entries; "
-          f"gz {inputs['tar.gz'].stat().st_size / 1e6:.1f} MB, zst {inputs['tar.zst'].stat().st_size / 1e6:.1f} MB; "
+          f"gz {inputs['tar.gz'].stat().st_size / 1e6:.1f} MB, "
+          f"zst {inputs['tar.zst'].stat().st_size / 1e6:.1f} MB; "
           f"runs={args.runs}, drop_caches={drop}")
     results: dict[str, dict[str, float]] = {}
     tar_median = None
@@ -192,7 +193,8 @@ def main() -> int:
                         samples["go"].append(run_go(src, scratch))
         med = {k: statistics.median(v) for k, v in samples.items() if v}
         results[kind] = med
-        line = f"{kind:8s} ours {med['ours']:.3f}s (apply {med['ours_apply']:.3f}s, peak RSS {med['rss_mib']:.0f} MiB)"
+        line = (f"{kind:8s} ours {med['ours']:.3f}s (apply {med['ours_apply']:.3f}s, "
+                f"peak RSS {med['rss_mib']:.0f} MiB)")
         if "go" in med:
             line += f" | go {med['go']:.3f}s | ours/go {med['ours'] / med['go']:.2f}"
         if "tar" in med:
