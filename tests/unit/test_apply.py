@@ -367,12 +367,13 @@ def test_real_tar_split_writer_round_trip(tmp_path: Path) -> None:
 
 def test_segment_order_matches_go_disassembly(tmp_path: Path) -> None:
     # Go: [pad-of-previous + headers] segment, then the file entry; the end blocks in one
-    # segment; bytes after them in further segments.
+    # segment; bytes after them in further segments; then an empty one.
     data = TarBuilder().file(b"a", b"xyz").file(b"b", b"").build() + b"tail"
     rec = Recorder()
     apply(data, tmp_path, tar_split=rec)
     kinds = [e[0] for e in rec.entries]
-    assert kinds == ["seg", "file", "seg", "file", "seg", "seg"]
+    assert kinds == ["seg", "file", "seg", "file", "seg", "seg", "seg"]
+    assert rec.entries[6] == ("seg", b"")  # Go 1.43's final empty read
     assert len(rec.entries[0][1]) == 512  # type: ignore[arg-type]
     assert len(rec.entries[2][1]) == 509 + 512  # type: ignore[arg-type]
     assert rec.entries[4][1] == b"\0" * 1024
