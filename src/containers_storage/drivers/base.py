@@ -134,19 +134,19 @@ class NaiveDiff:
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
              gid_map: Sequence[IDMap] = ()) -> int:
         from ..archive.changes import changes_dirs
-        from ..archive.export import export_changes
+        from ..archive.export import export_changes, export_tree
 
         ro = MountOpts(options=["ro"])
         layer_fs = self.get(id, ro)
         try:
             if not parent:
-                changes = changes_dirs(layer_fs, None)
-            else:
-                parent_fs = self.get(parent, ro)
-                try:
-                    changes = changes_dirs(layer_fs, parent_fs)
-                finally:
-                    self.put(parent)
+                # Go tars the whole tree in walk order here (TarWithOptions), not a change list.
+                return export_tree(layer_fs, out, list(uid_map), list(gid_map))
+            parent_fs = self.get(parent, ro)
+            try:
+                changes = changes_dirs(layer_fs, parent_fs)
+            finally:
+                self.put(parent)
             return export_changes(layer_fs, changes, out, list(uid_map), list(gid_map))
         finally:
             self.put(id)
