@@ -248,3 +248,18 @@ def test_mounts_are_counted_across_go_and_us(dirs: tuple[str, str]) -> None:
     assert is_mountpoint(mp)
     go(dirs, "unmount", layer)
     assert not is_mountpoint(mp)
+
+
+def test_status_agrees_with_go(dirs: tuple[str, str]) -> None:
+    go_lines = go_cli(dirs[0], dirs[1], "status", driver="overlay").stdout.decode().splitlines()
+    go_status = dict(line.split(": ", 1) for line in go_lines if ": " in line)
+    s = _open(dirs)
+    try:
+        ours = dict(s.status())
+    finally:
+        s.free()
+    # Go 1.43 prints these four; newer Go adds "Supports shifting" and "Supports volatile".
+    for key in ("Backing Filesystem", "Supports d_type", "Native Overlay Diff", "Using metacopy"):
+        assert ours[key] == go_status[key], key
+    # Both read the same probe cache in the run root.
+    assert os.path.exists(os.path.join(dirs[1], "overlay", "overlay-true"))
