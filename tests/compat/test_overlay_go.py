@@ -251,7 +251,8 @@ def test_mounts_are_counted_across_go_and_us(dirs: tuple[str, str]) -> None:
 
 
 def test_status_agrees_with_go(dirs: tuple[str, str]) -> None:
-    go_lines = go_cli(dirs[0], dirs[1], "status", driver="overlay").stdout.decode().splitlines()
+    """The Go CLI prints status on stderr."""
+    go_lines = go_cli(dirs[0], dirs[1], "status", driver="overlay").stderr.decode().splitlines()
     go_status = dict(line.split(": ", 1) for line in go_lines if ": " in line)
     s = _open(dirs)
     try:
