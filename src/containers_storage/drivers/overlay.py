@@ -112,11 +112,7 @@ def _directory_size(path: str) -> int:
     seen: set[int] = set()
     total = 0
     stack = [path]
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise
-    seen.add(st.st_ino)
+    seen.add(os.lstat(path).st_ino)  # a missing layer is an error, as in Go
     while stack:
         current = stack.pop()
         try:
