@@ -105,7 +105,7 @@ class ROLayerStore:
                 raise errors.LoadError(f'loading "{path}": {e}') from None
             read_only = not self.read_write
             for obj in objs:
-                id = obj.get("id")
+                id = str(obj.get("id") or "")
                 if id in ids:
                     continue
                 layer = Layer(obj)

@@ -80,7 +80,7 @@ class RecordStore(Generic[R]):
                 raise errors.LoadError(f'loading "{path}": {e}') from None
             make = self._make
             for obj in objs:
-                id = obj.get("id")
+                id = str(obj.get("id") or "")
                 if id in seen:
                     continue
                 seen.add(id)
