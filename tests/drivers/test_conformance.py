@@ -11,8 +11,8 @@ import stat
 import tarfile
 
 import pytest
+from drivertools import make_tar, mounts_under, read_tar
 
-from conftest import make_tar, mounts_under, read_tar
 from containers_storage.drivers.base import ApplyDiffOpts, Driver, MountOpts
 
 RO = MountOpts(options=["ro"])

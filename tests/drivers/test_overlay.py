@@ -10,8 +10,8 @@ import re
 import stat
 
 import pytest
+from drivertools import FUSE_OVERLAYFS, DriverFactory, make_tar, mounts_under
 
-from conftest import FUSE_OVERLAYFS, DriverFactory, make_tar, mounts_under
 from containers_storage.drivers.base import ApplyDiffOpts, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
 from containers_storage.errors import DriverError

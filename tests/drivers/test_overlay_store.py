@@ -13,8 +13,8 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from drivertools import IS_ROOT, mounts_under
 
-from conftest import IS_ROOT, mounts_under
 from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.mountinfo import is_mountpoint
@@ -176,7 +176,7 @@ def test_shutdown_without_force_keeps_mounts(store: Store) -> None:
 
 
 def test_staged_layer_through_the_store(store: Store) -> None:
-    from conftest import make_tar
+    from drivertools import make_tar
 
     base = store.create_layer("", "")
     staged = store.prepare_staged_layer(make_tar([("f", "f", b"staged")]))
