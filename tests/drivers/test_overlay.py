@@ -416,3 +416,26 @@ def test_lost_lower_layer_is_a_clear_error(make_driver: DriverFactory) -> None:
     path = d.get("child", MountOpts())
     d.put("child")
     assert not is_mountpoint(path)
+
+
+def test_native_diff_opaque_marker_only_over_lower_dirs(make_driver: DriverFactory) -> None:
+    import io
+
+    from drivertools import read_tar
+
+    d = _overlay(make_driver)
+    if dict(d.status())["Native Overlay Diff"] != "true":
+        pytest.skip("kernel needs naive diff")
+    d.create("base", "", None, False)
+    d.apply_diff("base", "", make_tar([("old", "d", ""), ("old/f", "f", b"x")]), ApplyDiffOpts())
+    d.create("child", "base", None, False)
+    d.apply_diff("child", "base", make_tar([
+        ("old", "d", ""), ("old/.wh..wh..opq", "f", b""),
+        ("new", "d", ""), ("new/.wh..wh..opq", "f", b""), ("new/g", "f", b"g")]), ApplyDiffOpts())
+    for name in ("old", "new"):
+        assert os.getxattr(os.path.join(d.diff_root("child"), name), "trusted.overlay.opaque") == b"y"
+    out = io.BytesIO()
+    d.diff("child", "base", out)
+    names = set(read_tar(out.getvalue()))
+    assert "old/.wh..wh..opq" in names
+    assert "new/.wh..wh..opq" not in names and "new/g" in names
