@@ -648,10 +648,11 @@ class LayerStore(ROLayerStore):
             self.driver.remove(layer.id)
         except FileNotFoundError:
             pass
-        try:
-            os.unlink(self.tar_split_path(layer.id))
-        except FileNotFoundError:
-            pass
+        for path in (self.tar_split_path(layer.id), self.tar_split_path(layer.id) + ".tmp"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         shutil.rmtree(self.data_dir(layer.id), ignore_errors=True)
         self.by_id.pop(layer.id, None)
         self._prefix.discard(layer.id)
