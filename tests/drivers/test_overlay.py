@@ -439,3 +439,22 @@ def test_native_diff_opaque_marker_only_over_lower_dirs(make_driver: DriverFacto
     names = set(read_tar(out.getvalue()))
     assert "old/.wh..wh..opq" in names
     assert "new/.wh..wh..opq" not in names and "new/g" in names
+
+
+def test_force_mask_with_mount_program(make_driver: DriverFactory) -> None:
+    """force_mask stores files with the mask's mode and the real one in an xattr (Go's layout)."""
+    if FUSE_OVERLAYFS is None:
+        pytest.skip("fuse-overlayfs not installed")
+    d = _overlay(make_driver, [f"overlay.mount_program={FUSE_OVERLAYFS}", "overlay.force_mask=700"])
+    d.create("base", "", None, False)
+    diff = d.diff_root("base")
+    assert stat.S_IMODE(os.stat(diff).st_mode) == 0o700
+    assert os.getxattr(diff, "user.containers.override_stat").startswith(b"0:0:0555")
+    d.apply_diff("base", "", make_tar([("f", "f", b"x")], mode=0o4755), ApplyDiffOpts())
+    assert stat.S_IMODE(os.stat(os.path.join(diff, "f")).st_mode) == 0o700
+    d.create("ctr", "base", None, True)
+    path = d.get("ctr", MountOpts())
+    try:
+        assert stat.S_IMODE(os.stat(os.path.join(path, "f")).st_mode) == 0o4755
+    finally:
+        d.put("ctr")
