@@ -11,7 +11,7 @@ import stat
 import tarfile
 
 import pytest
-from drivertools import make_tar, mounts_under, read_tar
+from drivertools import Entry, make_tar, mounts_under, read_tar
 
 from containers_storage.drivers.base import ApplyDiffOpts, Driver, MountOpts
 
@@ -114,7 +114,7 @@ def test_read_only_mount_refuses_writes(driver: Driver) -> None:
 
 
 # -- applying and exporting ---------------------------------------------------------------------
-BASE_ENTRIES = [
+BASE_ENTRIES: list[Entry] = [
     ("etc", "d", ""),
     ("etc/hostname", "f", b"base\n"),
     ("etc/gone", "f", b"to be deleted"),
@@ -129,7 +129,7 @@ BASE_ENTRIES = [
     ("bin/hard", "h", "bin/sh"),
 ]
 
-CHILD_ENTRIES = [
+CHILD_ENTRIES: list[Entry] = [
     ("etc", "d", ""),
     ("etc/.wh.gone", "f", b""),
     ("etc/hostname", "f", b"child\n"),
@@ -141,7 +141,7 @@ CHILD_ENTRIES = [
 ]
 
 
-def _apply(driver: Driver, id: str, parent: str, entries: list[tuple[str, str, bytes | str]]) -> int:
+def _apply(driver: Driver, id: str, parent: str, entries: list[Entry]) -> int:
     tar = make_tar(entries)
     size = len(tar.getvalue())
     result = driver.apply_diff(id, parent, tar, ApplyDiffOpts())
