@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 
 # containers-storage: Debian's Go CLI, the reference our compat tests run against.
 # fuse-overlayfs: the overlay driver's mount_program. bats: the upstream CLI suite runner.
-# skopeo: a second Go writer of stores for the compat tests.
-debs=(containers-storage fuse-overlayfs bats skopeo)
+# skopeo, podman (+ runc, busybox-static for a runnable image): Go's image tools, which must
+# read and run what we store.
+debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static)
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
