@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -26,17 +25,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE / "work"
-TREE = WORK / "rootfs"
+sys.path.insert(0, str(HERE))
+from workload import WORK, build_inputs, drop_caches  # noqa: E402
+
 REPO = HERE.parent
 PYTHON = sys.executable
 GO_CLI = shutil.which("containers-storage") or "/usr/bin/containers-storage"
-
-TARGET_BYTES = 170 * 1000 * 1000
-N_DIRS = 900
-N_FILES = 5200
-N_SYMLINKS = 650
-N_HARDLINKS = 60
 
 # Runs apply_layer in a fresh interpreter so that its peak RSS is its own.
 _CHILD = r"""
@@ -54,72 +48,6 @@ t2 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(f"{t1 - t0:.4f} {t2 - t1:.4f} {rss} {r.uncompressed_size}")
 """
-
-
-def build_tree() -> None:
-    """A deterministic tree with minbase's shape; compressible content (ratio ~0.35 with gzip)."""
-    rng = random.Random(1701)
-    if TREE.exists():
-        shutil.rmtree(TREE)
-    TREE.mkdir(parents=True)
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
-             for _ in range(4000)]
-    text = b" ".join(rng.choice(words) for _ in range(1_200_000))  # ~7 MB of "text"
-    binary = rng.randbytes(6 << 20)
-    dirs = [Path("usr"), Path("etc"), Path("var"), Path("usr/lib"), Path("usr/share"), Path("usr/bin")]
-    for i in range(N_DIRS - len(dirs)):
-        parent = rng.choice(dirs[: max(6, len(dirs))])
-        dirs.append(parent / f"d{i:04d}")
-    for d in dirs:
-        (TREE / d).mkdir(parents=True, exist_ok=True)
-    # Log-normal sizes (median ~3 KiB), scaled so the total lands on TARGET_BYTES.
-    sizes = [min(int(rng.lognormvariate(8.0, 1.9)), 12 << 20) for _ in range(N_FILES)]
-    scale = TARGET_BYTES / sum(sizes)
-    files: list[Path] = []
-    for i, size in enumerate(sizes):
-        size = max(0, int(size * scale))
-        path = rng.choice(dirs) / f"f{i:05d}{rng.choice(['', '.so', '.py', '.gz', '.txt'])}"
-        pool = binary if rng.random() < 0.35 else text
-        out = bytearray()
-        while len(out) < size:
-            off = rng.randrange(0, len(pool) - 4096)
-            out += pool[off : off + min(size - len(out), rng.randint(4096, 256 << 10))]
-        (TREE / path).write_bytes(out)
-        os.chmod(TREE / path, rng.choice([0o644, 0o644, 0o755, 0o600, 0o4755]))
-        files.append(path)
-    for i in range(N_SYMLINKS):
-        link = rng.choice(dirs) / f"l{i:04d}"
-        target = os.path.relpath(rng.choice(files), link.parent)
-        os.symlink(target, TREE / link)
-    for i in range(N_HARDLINKS):
-        os.link(TREE / rng.choice(files), TREE / rng.choice(dirs) / f"h{i:03d}")
-    for i, d in enumerate(dirs):
-        if i % 7 == 0:
-            os.chown(TREE / d, 0, 50)
-
-
-def build_inputs() -> dict[str, Path]:
-    WORK.mkdir(exist_ok=True)
-    tar = WORK / "rootfs.tar"
-    stamp = WORK / "rootfs.stamp"
-    if not stamp.exists():
-        print("building the workload tree ...", file=sys.stderr)
-        build_tree()
-        subprocess.run(["tar", "--numeric-owner", "--sort=name", "-cf", str(tar), "-C", str(TREE), "."],
-                       check=True)
-        subprocess.run(f"gzip -6 -c {tar} > {tar}.gz", shell=True, check=True)
-        subprocess.run(["zstd", "-q", "-3", "-f", str(tar), "-o", f"{tar}.zst"], check=True)
-        stamp.write_text("ok\n")
-    return {"tar": tar, "tar.gz": Path(f"{tar}.gz"), "tar.zst": Path(f"{tar}.zst")}
-
-
-def drop_caches(enabled: bool) -> None:
-    os.sync()
-    if enabled:
-        try:
-            Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        except OSError:
-            pass
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
