@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from .flags import go_list, go_quote
 from .output import Output
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..idtools import IDMap
     from ..store import Store

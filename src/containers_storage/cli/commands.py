@@ -7,25 +7,38 @@ files in alphabetical order), which is the order ``containers-storage --help`` l
 
 from __future__ import annotations
 
-from typing import NamedTuple
+
+class FlagSpec:
+    """One flag of a command: kind ("bool", "string" or "list"), value key, Go names, default, help."""
+
+    __slots__ = ("default", "dest", "kind", "names", "usage")
+
+    def __init__(self, kind: str, dest: str, names: tuple[str, ...], default: bool | str, usage: str) -> None:
+        self.kind = kind
+        self.dest = dest
+        self.names = names
+        self.default = default
+        self.usage = usage
 
 
-class FlagSpec(NamedTuple):
-    kind: str  # "bool", "string" or "list"
-    dest: str
-    names: tuple[str, ...]
-    default: bool | str
-    usage: str
+class Command:
+    """One command: its names (first is canonical), help texts, argument counts, flags, code.
 
+    ``max_args`` -1 means unlimited; ``action`` is "module:function" inside this package.
+    (Plain classes rather than NamedTuple: importing typing costs start-up time.)
+    """
 
-class Command(NamedTuple):
-    names: tuple[str, ...]
-    options_help: str
-    usage: str
-    min_args: int
-    max_args: int  # -1: unlimited
-    flags: tuple[FlagSpec, ...]
-    action: str  # "module:function" inside containers_storage.cli
+    __slots__ = ("action", "flags", "max_args", "min_args", "names", "options_help", "usage")
+
+    def __init__(self, names: tuple[str, ...], options_help: str, usage: str, min_args: int, max_args: int,
+                 flags: tuple[FlagSpec, ...], action: str) -> None:
+        self.names = names
+        self.options_help = options_help
+        self.usage = usage
+        self.min_args = min_args
+        self.max_args = max_args
+        self.flags = flags
+        self.action = action
 
 
 JSON = FlagSpec("bool", "json", ("-json", "j"), False, "Prefer JSON output")

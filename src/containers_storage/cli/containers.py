@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .base import CommandError, Context, go_error_text, id_mappings, read_file
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..records import Container
 
 
 def containers(ctx: Context, args: list[str]) -> int:
+    from .listing import containers_json, render_containers
+
     found = ctx.store.containers()
     if ctx.json:
-        ctx.out.json([c.to_json() for c in found])
-        return 0
-    parts: list[str] = []
-    add = parts.append
-    for c in found:
-        raw = c.raw
-        add(raw["id"] + "\n")
-        for name in raw.get("names") or ():
-            add("\tname: " + name + "\n")
-        for name in raw.get("big-data-names") or ():
-            add("\tdata: " + name + "\n")
-    ctx.out.out("".join(parts))
+        ctx.out.json(containers_json([c.raw for c in found]))
+    else:
+        ctx.out.out(render_containers([c.raw for c in found]))
     return 0
 
 
@@ -39,7 +31,9 @@ def container(ctx: Context, args: list[str]) -> int:
         except StorageError:
             pass
     if ctx.json:
-        ctx.out.json([m.to_json() for m in matches])
+        from .gojson import containers_view
+
+        ctx.out.json(containers_view([m.raw for m in matches]))
         return 0 if len(matches) == len(args) else 1
     for m in matches:
         parts = [f"ID: {m.id}\n"]
@@ -67,7 +61,9 @@ def create_container(ctx: Context, args: list[str]) -> int:
         ctx.text("id"), ctx.strings("name"), args[0], "", metadata, uid_map=uids, gid_map=gids,
         volatile=ctx.flag("volatile"))
     if ctx.json:
-        ctx.out.json(created.to_json())
+        from .gojson import CONTAINER_FIELDS, go_view
+
+        ctx.out.json(go_view(created.raw, CONTAINER_FIELDS))
         return 0
     ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
     return 0

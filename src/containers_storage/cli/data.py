@@ -7,9 +7,12 @@ lookup still leaves an empty file behind.
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO
 
 from .base import CommandError, Context, go_os_error, read_file
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def _list(ctx: Context, names: list[str]) -> int:

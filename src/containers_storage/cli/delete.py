@@ -7,10 +7,13 @@ map from argument to error text, keys sorted as Go sorts map keys), and any fail
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from .base import Context, go_error_text
 from .output import go_json_sorted
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _each(ctx: Context, args: list[str], fn: Callable[[str], object]) -> int:

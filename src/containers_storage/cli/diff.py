@@ -5,10 +5,13 @@ applydiff-using-staging-dir.  These are the only commands that load the archive 
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO
 
 from .base import CommandError, Context, go_os_error
 from .flags import go_quote
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 _KIND_TEXT = {0: "Modify", 1: "Add", 2: "Delete"}
 

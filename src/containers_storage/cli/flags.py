@@ -9,10 +9,12 @@ stderr followed by a ``See '... --help'.`` hint.  Help output is aligned as Go's
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from .output import Output
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .output import Output
 
 ERR_HELP = "flag: help requested"
 
@@ -76,30 +78,33 @@ def go_list(values: list[str]) -> str:
     return "[" + " ".join(values) + "]"
 
 
-@dataclass
 class Flag:
     """One flag: every spelling in ``names`` (Go's ``[]string{"-json", "j"}``) shares one value."""
 
-    names: list[str]
-    usage: str
-    kind: str  # "bool", "string" or "list"
-    dest: str
-    default: str  # Go's DefValue, the text shown by PrintDefaults
+    __slots__ = ("default", "dest", "kind", "names", "usage")
+
+    def __init__(self, names: list[str], usage: str, kind: str, dest: str, default: str) -> None:
+        self.names = names
+        self.usage = usage
+        self.kind = kind  # "bool", "string" or "list"
+        self.dest = dest
+        self.default = default  # Go's DefValue, the text shown by PrintDefaults
 
 
-@dataclass
 class FlagSet:
     """A set of flags bound to ``values`` (shared between the global and command sets, as in Go)."""
 
-    name: str
-    prog: str
-    values: dict[str, object]
-    exit_on_error: bool
-    output: Output
-    formal: dict[str, Flag] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)
-    usage: Callable[[], None] | None = None
-    to_stdout: bool = False
+    def __init__(self, name: str, prog: str, values: dict[str, object], exit_on_error: bool,
+                 output: Output) -> None:
+        self.name = name
+        self.prog = prog
+        self.values = values
+        self.exit_on_error = exit_on_error
+        self.output = output
+        self.formal: dict[str, Flag] = {}
+        self.args: list[str] = []
+        self.usage: Callable[[], None] | None = None
+        self.to_stdout = False
 
     # -- definitions ---------------------------------------------------------------------------
     def _define(self, names: list[str], usage: str, kind: str, dest: str, default: str) -> None:

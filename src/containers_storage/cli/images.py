@@ -2,51 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .base import CommandError, Context, read_file
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..records import Image
 
 
-def _list_text(images: list[Image], quiet: bool) -> str:
-    parts: list[str] = []
-    add = parts.append
-    for image in images:
-        add(image.id + "\n")
-        if quiet:
-            continue
-        for name in image.names:
-            add("\tname: " + name + "\n")
-        for digest in image.digests:
-            add("\tdigest: " + digest + "\n")
-        for name in image.big_data_names:
-            add("\tdata: " + name + "\n")
-    return "".join(parts)
-
-
 def images(ctx: Context, args: list[str]) -> int:
+    from .listing import images_json, render_images
+
     found = ctx.store.images()
     if ctx.json:
-        # Go's Store.Images() is a nil slice (JSON null) when there are none.
-        ctx.out.json([i.to_json() for i in found] if found else None)
+        ctx.out.json(images_json([i.raw for i in found]))
         return 0
-    ctx.out.out(_list_text(found, ctx.flag("quiet")))
+    ctx.out.out(render_images([i.raw for i in found], [i.digests for i in found], ctx.flag("quiet")))
     return 0
 
 
 def images_by_digest(ctx: Context, args: list[str]) -> int:
     from ..digest import validate
+    from .gojson import images_view
+    from .listing import render_images
 
     found: list[Image] = []
     for arg in args:
         validate(arg)
         found.extend(ctx.store.images_by_digest(arg))
     if ctx.json:
-        ctx.out.json([i.to_json() for i in found])
+        ctx.out.json(images_view([i.raw for i in found]))
         return 0
-    ctx.out.out(_list_text(found, ctx.flag("quiet")))
+    ctx.out.out(render_images([i.raw for i in found], [i.digests for i in found], ctx.flag("quiet")))
     return 0
 
 
@@ -60,7 +46,9 @@ def image(ctx: Context, args: list[str]) -> int:
         except StorageError:
             pass
     if ctx.json:
-        ctx.out.json([m.to_json() for m in matched])
+        from .gojson import images_view
+
+        ctx.out.json(images_view([m.raw for m in matched]))
         return 0 if len(matched) == len(args) else 1
     for m in matched:
         parts = [f"ID: {m.id}\n"]
@@ -89,7 +77,9 @@ def create_image(ctx: Context, args: list[str]) -> int:
     created = ctx.store.create_image(ctx.text("id"), ctx.strings("name"), layer, metadata,
                                      digest=ctx.text("digest"))
     if ctx.json:
-        ctx.out.json(created.to_json())
+        from .gojson import IMAGE_FIELDS, go_view
+
+        ctx.out.json(go_view(created.raw, IMAGE_FIELDS))
         return 0
     ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
     return 0

@@ -8,68 +8,49 @@ objects directly and builds its output as one string.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from .base import CommandError, Context, id_mappings
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..records import Layer
 
 
-def _layers_json(layers: list[Layer]) -> Any:
-    """Go marshals a nil slice as null; the store's Layers() is nil when there are none."""
-    return [layer.to_json() for layer in layers] if layers else None
-
-
 def layers(ctx: Context, args: list[str]) -> int:
+    from .listing import layers_json, render_layers
+
     store = ctx.store
     all_layers = store.layers()
     if ctx.json:
-        ctx.out.json(_layers_json(all_layers))
+        ctx.out.json(layers_json([layer.raw for layer in all_layers]))
         return 0
     quick = ctx.flag("quick")
     tree = ctx.flag("tree")
     if quick and not tree:
-        ctx.out.out("".join(layer.id + "\n" for layer in all_layers))
+        ctx.out.out(render_layers([layer.raw for layer in all_layers], [], [], True))
         return 0
-    image_map: dict[str, list[dict[str, Any]]] = {}
+    image_raws: list[dict[str, Any]] = []
+    container_raws: list[dict[str, Any]] = []
     try:
-        for image in store.images():
-            raw = image.raw
+        image_raws = [image.raw for image in store.images()]
+    except Exception:  # Go ignores errors listing images and containers here
+        pass
+    try:
+        container_raws = [c.raw for c in store.containers()]
+    except Exception:
+        pass
+    if tree:
+        image_map: dict[str, list[dict[str, Any]]] = {}
+        for raw in image_raws:
             image_map.setdefault(raw.get("layer") or "", []).append(raw)
             for mapped in raw.get("mapped-layers") or ():
                 image_map.setdefault(mapped, []).append(raw)
-    except Exception:  # Go ignores errors listing images here
-        image_map = {}
-    container_map: dict[str, dict[str, Any]] = {}
-    try:
-        for container in store.containers():
-            container_map[container.raw.get("layer") or ""] = container.raw
-    except Exception:
-        container_map = {}
-    if tree:
+        container_map = {raw.get("layer") or "": raw for raw in container_raws}
         _print_tree(ctx, all_layers, image_map, container_map)
         return 0
-    parts: list[str] = []
-    add = parts.append
-    for layer in all_layers:
-        raw = layer.raw
-        lid = raw["id"]
-        add(lid + "\n")
-        for name in raw.get("names") or ():
-            add("\tname: " + name + "\n")
-        images = image_map.get(lid)
-        if images:
-            for img in images:
-                add("\timage: " + img["id"] + "\n")
-                for name in img.get("names") or ():
-                    add("\t\tname: " + name + "\n")
-        ctr = container_map.get(lid)
-        if ctr is not None:
-            add("\tcontainer: " + ctr["id"] + "\n")
-            for name in ctr.get("names") or ():
-                add("\t\tname: " + name + "\n")
-    ctx.out.out("".join(parts))
+    ctx.out.out(render_layers([layer.raw for layer in all_layers], image_raws, container_raws, False))
     return 0
 
 
@@ -156,7 +137,9 @@ def layer(ctx: Context, args: list[str]) -> int:
         except StorageError:
             pass
     if ctx.json:
-        ctx.out.json([m.to_json() for m in matched])
+        from .gojson import layers_view
+
+        ctx.out.json(layers_view([m.raw for m in matched]))
     else:
         parts: list[str] = []
         for m in matched:
@@ -263,7 +246,9 @@ def layer_parent_owners(ctx: Context, args: list[str]) -> int:
 # -- creating -----------------------------------------------------------------------------------
 def _print_created(ctx: Context, record: Any) -> int:
     if ctx.json:
-        ctx.out.json(record.to_json())
+        from .gojson import LAYER_FIELDS, go_view
+
+        ctx.out.json(go_view(record.raw, LAYER_FIELDS))
         return 0
     ctx.out.out(record.id + "\n" + "".join(f"\t{name}\n" for name in record.names))
     return 0

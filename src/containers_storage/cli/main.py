@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import import_module
-from typing import TYPE_CHECKING
 
 from .commands import COMMANDS, Command, find
 from .flags import FlagError, FlagSet, go_list
 from .output import Output
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..config import StoreOptions
 
@@ -32,6 +31,7 @@ _LAZY_DRIVER = frozenset({
     "getcontainerdatadigest", "version", "config",
 })
 _KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
+_FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
 
 
 def program_name(argv0: str) -> str:
@@ -92,17 +92,38 @@ def _command_usage(fs: FlagSet, name: str, command: Command, out: Output) -> Non
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run one command line (``argv`` without the program name); returns the exit status."""
+    console = argv is None
     if argv is None:
         argv = sys.argv[1:]
         if prog is None:
             prog = program_name(sys.argv[0])
     out = Output()
     try:
-        return _run(list(argv), prog or PROG, out)
+        code = _run(list(argv), prog or PROG, out)
     except _Exit as e:
-        return e.code
+        code = e.code
     finally:
         out.flush()
+    if console:
+        _fast_exit(code)
+    return code
+
+
+def _fast_exit(code: int) -> None:
+    """Skip interpreter teardown (freeing every parsed record) when nothing else is running.
+
+    Everything we wrote went through closed files or flushed streams by now; a second thread
+    (the archive engine's) means we leave the ordinary way instead.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code)
 
 
 def _run(argv: list[str], prog: str, out: Output) -> int:
@@ -158,24 +179,31 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         _command_usage(fs, name, command, out)
         return 1
 
-    options = _store_options(values, base)
     if values.get("debug"):
         from .base import debug_line
 
+        driver = str(values.get("storage_driver") or "")
+        opts = values.get("storage_opt")
         out.err("".join(debug_line(m) for m in (
-            f"Root: {options.graph_root}", f"Run Root: {options.run_root}",
-            f"Driver Name: {options.driver_name}", f"Driver Options: {go_list(options.driver_options)}",
+            f"Root: {values.get('graph') or ''}", f"Run Root: {values.get('run') or ''}",
+            f"Driver Name: {driver}", f"Driver Options: {go_list(opts if isinstance(opts, list) else [])}",
         )))
-        if options.driver_name:
-            out.err(debug_line(f'[graphdriver] trying provided driver "{options.driver_name}"'))
-    store = _open_store(options, name, out)
+        if driver:
+            out.err(debug_line(f'[graphdriver] trying provided driver "{driver}"'))
+    if name in _FAST:
+        from .listing import run_fast
+
+        code = run_fast(name, values, out)
+        if code is not None:
+            return code
+    store = _open_store(_store_options(values, base), name, out)
     if store is None:
         return 1
 
     from .base import Context, go_error_text
 
     module_name, _, func_name = command.action.partition(":")
-    module = import_module(f"{__package__}.{module_name}")
+    module = __import__(f"{__package__}.{module_name}", fromlist=[func_name])
     action = getattr(module, func_name)
     ctx = Context(name, values, store, out)
     try:

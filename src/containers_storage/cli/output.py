@@ -8,24 +8,53 @@ with ``surrogateescape`` so arguments that are not UTF-8 come back out byte for 
 from __future__ import annotations
 
 import sys
-from typing import Any, BinaryIO, TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, TextIO
 
 
 def go_json(value: Any) -> bytes:
     """Go's ``json.NewEncoder(w).Encode(value)``: compact, HTML-escaped, newline-terminated.
 
-    Maps built by the CLI are dicts whose keys Go would sort; callers pass them already in the
-    order Go prints (``sort_keys`` below sorts plain maps).
+    Dicts are written in their own order: callers pass records in Go's struct order and plain
+    maps through ``go_json_sorted``.  orjson is used when it is loaded already or the value is
+    big enough to pay for importing it; both encoders produce the same bytes here.
     """
-    import orjson
+    if "orjson" in sys.modules or (isinstance(value, list) and len(value) > _ORJSON_MIN_ITEMS):
+        import orjson
 
-    from ..records import go_escape
+        try:
+            data = orjson.dumps(value)
+        except TypeError:
+            data = orjson.dumps(_scrub(value))
+    else:
+        import json
 
-    try:
-        data = orjson.dumps(value)
-    except TypeError:
-        data = orjson.dumps(_scrub(value))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            data = json.dumps(_scrub(value), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return go_escape(data) + b"\n"
+
+
+_ORJSON_MIN_ITEMS = 2000
+
+
+def go_escape(data: bytes) -> bytes:
+    """Go's encoding/json escapes <, >, & and U+2028/U+2029 inside strings (as records.go_escape)."""
+    if b"<" in data:
+        data = data.replace(b"<", b"\\u003c")
+    if b">" in data:
+        data = data.replace(b">", b"\\u003e")
+    if b"&" in data:
+        data = data.replace(b"&", b"\\u0026")
+    if b"\xe2\x80\xa8" in data:
+        data = data.replace(b"\xe2\x80\xa8", b"\\u2028")
+    if b"\xe2\x80\xa9" in data:
+        data = data.replace(b"\xe2\x80\xa9", b"\\u2029")
+    return data
 
 
 def go_json_sorted(value: dict[str, Any]) -> bytes:

@@ -7,10 +7,13 @@ success, and Go's JSON of an error value (``{}``) on failure.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .base import CommandError, Context, go_error_text
 from .flags import go_list, go_quote
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def status(ctx: Context, args: list[str]) -> int:
