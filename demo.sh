@@ -9,7 +9,7 @@ cs=".venv/bin/containers-storage"
 store="$PWD/demo-store"
 rm -rf "$store"
 opts=(--graph "$store/root" --run "$store/run" --storage-driver vfs)
-run() { echo "\$ containers-storage $*"; "$cs" "${opts[@]}" "$@"; }
+run() { echo "\$ containers-storage $*" >&2; "$cs" "${opts[@]}" "$@"; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -19,14 +19,14 @@ printf '#!/bin/sh\necho hi\n' > "$work/rootfs/bin/hello" && chmod 755 "$work/roo
 tar -C "$work/rootfs" -czf "$work/layer.tar.gz" .
 
 echo "== import a gzip tarball as a layer"
-layer=$(run import-layer --name demo-base "$work/layer.tar.gz" | tail -n1)
+layer=$(run import-layer --name demo-base -f "$work/layer.tar.gz" | head -n1)
 echo "$layer"
 echo "== a second, empty layer on top, and an image of it"
-top=$(run create-layer --name demo-top "$layer" | tail -n1)
+top=$(run create-layer --name demo-top "$layer" | head -n1)
 run create-image --name demo/image:latest "$top"
 echo "== a container from the image, mounted"
 run create-container --name demo-ctr demo/image:latest
-mnt=$(run mount demo-ctr | tail -n1)
+mnt=$(run mount demo-ctr | head -n1)
 echo "mounted at $mnt:"; cat "$mnt/etc/motd"
 run unmount demo-ctr
 echo "== the layer tree"
