@@ -39,14 +39,16 @@ def new_driver(name: str, options: DriverOptions) -> Driver:
 
 
 def _load(name: str, options: DriverOptions) -> Driver:
+    # Go's drivers.GetDriver text: "failed to GetDriver graph <name> <root>: driver not supported".
+    unsupported = f"failed to GetDriver graph {name} {options.root}: driver not supported"
     try:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
-        raise DriverError(f"driver not supported: {name}") from None
+        raise DriverError(unsupported) from None
     try:
         module = importlib.import_module(module_name, __name__)
     except ModuleNotFoundError:
-        raise DriverError(f"driver not supported: {name}") from None
+        raise DriverError(unsupported) from None
     cls = getattr(module, class_name)
     driver: Driver = cls(options)
     return driver
