@@ -7,14 +7,10 @@ from __future__ import annotations
 import sys
 
 from .base import CommandError, Context, go_os_error
-from .flags import go_quote
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
-
-_KIND_TEXT = {0: "Modify", 1: "Add", 2: "Delete"}
-
 
 def _from_to(args: list[str]) -> tuple[str, str]:
     return (args[1] if len(args) >= 2 else ""), args[0]
@@ -27,7 +23,7 @@ def changes(ctx: Context, args: list[str]) -> int:
         # Go's archive.Change has no JSON tags: {"Path": ..., "Kind": 0|1|2}.
         ctx.out.json([{"Path": c.path, "Kind": int(c.kind)} for c in found] if found else None)
         return 0
-    ctx.out.out("".join(f"{_KIND_TEXT.get(int(c.kind), '?')} {go_quote(c.path)}\n" for c in found))
+    ctx.out.out("".join(f"{c}\n" for c in found))
     return 0
 
 
@@ -91,29 +87,30 @@ def applydiff(ctx: Context, args: list[str]) -> int:
 
 
 def applydiff_staging(ctx: Context, args: list[str]) -> int:
-    """Go stages a zstd:chunked copy of the directory; drivers without a differ say "not supported".
-
-    Where the driver can take a plain diff (overlay), the directory's contents are applied as an
-    ordinary layer diff, which leaves the layer holding the same files.
-    """
+    """Go tars the directory, stages it (PrepareStagedLayer) and commits it into the layer
+    (ApplyStagedLayer); drivers that cannot stage (vfs) report "not supported", as Go's do."""
     import os
     import tempfile
 
+    from ..archive.export import export_tree
     from ..errors import NotSupported
 
     store = ctx.store
     layer_id, source = args[0], args[1]
-    if store.driver.name == "vfs":
-        raise NotSupported()
     try:
-        from ..archive.changes import changes_dirs
-        from ..archive.export import export_changes
-    except ImportError:
-        raise NotSupported() from None
-    if not os.path.isdir(source):
-        raise CommandError(f"lstat {source}: no such file or directory")
+        os.lstat(source)
+    except OSError as e:
+        raise CommandError(go_os_error(e, "lstat")) from None
     with tempfile.TemporaryFile(prefix="layer-diff-tar-") as tar:
-        export_changes(source, changes_dirs(source, None), tar)
+        export_tree(source, tar)
         tar.seek(0)
-        store.apply_diff(layer_id, tar)
+        try:
+            staged = store.prepare_staged_layer(tar)
+        except NotSupported:
+            raise NotSupported() from None
+    try:
+        store.apply_staged_layer(layer_id, staged)
+    except BaseException:
+        store.cleanup_staged_layer(staged)
+        raise
     return 0

@@ -100,6 +100,25 @@ def containers_json(containers: list[Raw]) -> Any:
 FAST = frozenset({"layers", "images", "containers"})
 
 
+# Driver options that the driver accepts whatever their value, so skipping the driver's own
+# parsing cannot hide an error it would have reported.
+_HARMLESS_OPTIONS = {
+    "vfs": frozenset({"vfs.imagestore", ".imagestore"}),
+    "overlay": frozenset({"overlay.mountopt", "overlay2.mountopt", ".mountopt"}),
+}
+
+
+def _options_known_valid(driver: str, opts: list[str]) -> bool:
+    harmless = _HARMLESS_OPTIONS.get(driver)
+    if harmless is None:
+        return False
+    for opt in opts:
+        key, sep, _ = opt.partition("=")
+        if not sep or key.strip().lower() not in harmless:
+            return False
+    return True
+
+
 def _layer_users(name: str, values: dict[str, object]) -> bool:
     """Only the full ``layers`` text shows which images and containers use each layer."""
     return name == "layers" and not values.get("json") and not values.get("quick")
@@ -118,6 +137,8 @@ def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
         return None
     import gc
 
+    if not _options_known_valid(driver, [str(o) for o in opts]):
+        return None  # let the driver judge (and report) them
     from ..snapshot import take
 
     gc.disable()  # a short read-only run: collecting the parsed records' cycles would only cost

@@ -256,7 +256,13 @@ def _open_store(options: StoreOptions, name: str, out: Output):  # type: ignore[
         if not lazy:
             store.driver  # noqa: B018 - set the driver up now, so that its errors come first
     except (StorageError, OSError, ValueError) as e:
-        out.out(f"error initializing: {go_error_text(e)}\n")
+        text = go_error_text(e)
+        if text.startswith("failed to GetDriver graph "):
+            from .base import debug_line
+
+            # Go's drivers.GetDriver also logs this at error level (shown without --debug).
+            out.err(debug_line("F" + text[1:].partition(": driver not supported")[0], "error"))
+        out.out(f"error initializing: {text}\n")
         return None
     return store
 
