@@ -105,8 +105,9 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
         image = Image(data)
         image.recompute_digests()
         self._add(image)
-        for d in image.digests:
-            self.by_digest.setdefault(d, []).append(image)
+        if self._by_digest is not None:  # else the lazy index is built from records, this one included
+            for d in image.digests:
+                self._by_digest.setdefault(d, []).append(image)
         try:
             self.save()
             for key, value, item_digest in big_data or ():
