@@ -62,6 +62,7 @@ WRITERS, PER_WRITER = 4, 100
 # Targets: ratio ours/Go (lower is better).
 T_IMPORT, T_DIFF, T_DELETE, T_LIST_1K, T_LIST_10K, T_WRITERS = 0.5, 0.8, 1.0, 0.6, 0.4, 1.0
 RSS_LIMIT_MIB = 100.0
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin") or ""  # Debian package "time"
 MISSING_MARKS = ("unrecognized command", "driver not supported", "not supported by",
                  "No module named", "unknown driver")
 
@@ -127,18 +128,28 @@ class Result:
 # -- running commands ----------------------------------------------------------------------------
 def run(cmd: list[str], *, stdin: Path | None = None, stdout: Path | None = None,
         env: dict[str, str] | None = None) -> tuple[float, int, int, str, str]:
-    """Run ``cmd``; returns (wall seconds, peak RSS KiB of it and its children, rc, stdout, stderr)."""
+    """Run ``cmd``; returns (wall seconds, peak RSS KiB of it and its children, rc, stdout, stderr).
+
+    The peak RSS comes from GNU time: ``wait4`` here would report at least this (large) Python
+    process's own RSS, which a vforked child carries until its exec.
+    """
     out_path = stdout or BENCH / f".out-{os.getpid()}"
     err_path = BENCH / f".err-{os.getpid()}"
+    rss_path = BENCH / f".rss-{os.getpid()}"
+    wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *cmd] if GNU_TIME else cmd
     with open(out_path, "wb") as out, open(err_path, "wb") as err, \
             open(stdin or os.devnull, "rb") as inp:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(wrapped, stdin=inp, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+    rss = usage.ru_maxrss
+    if GNU_TIME:
+        lines = rss_path.read_text().split()
+        rss = int(lines[-1]) if lines and lines[-1].isdigit() else 0
     text = "" if stdout else out_path.read_text(errors="replace")
-    return wall, usage.ru_maxrss, proc.returncode, text, err_path.read_text(errors="replace")
+    return wall, rss, proc.returncode, text, err_path.read_text(errors="replace")
 
 
 def check(impl: str, cmd: list[str], rc: int, out: str, err: str) -> None:
@@ -157,6 +168,7 @@ class Cli:
     binary: str
     root: Path
     driver: str
+    ids: dict[str, str] = field(default_factory=dict)
 
     def argv(self, *args: str) -> list[str]:
         return [self.binary, "--graph", str(self.root / "root"), "--run", str(self.root / "run"),
@@ -182,32 +194,34 @@ class Stores:
         self.binaries = {"ours": str(args.ours), "go": str(args.reference)}
         self.inputs = build_inputs()
         self.drop = not args.no_drop_caches and os.geteuid() == 0
-        self._ready: set[tuple[str, str]] = set()
+        self._ready: dict[tuple[str, str], Cli] = {}
 
     def cli(self, impl: str, driver: str, kind: str) -> Cli:
         return Cli(impl, self.binaries[impl], BENCH / kind / f"{driver}-{impl}", driver)
 
     def heavy(self, impl: str, driver: str) -> Cli:
         """The store holding ``base`` (the rootfs) and ``child`` on top of it, made once."""
-        cli = self.cli(impl, driver, "heavy")
         if (impl, driver) in self._ready:
-            return cli
+            return self._ready[(impl, driver)]
+        cli = self.cli(impl, driver, "heavy")
         stamp = cli.root / "stamp"
         try:
             if stamp.exists():
-                cli.call("layer", "base")
-                cli.call("layer", "child")
-                self._ready.add((impl, driver))
+                ids = json.loads(stamp.read_text())
+                cli.call("layer", ids["base"])
+                cli.call("layer", ids["child"])
+                cli.ids = ids
+                self._ready[(impl, driver)] = cli
                 return cli
-        except Skip:
+        except (Skip, ValueError, KeyError):
             pass
         wipe(cli)
         cli.root.mkdir(parents=True)
         print(f"  [setup] {impl}/{driver}: importing base layer", file=sys.stderr, flush=True)
-        cli.call("import-layer", "-n", "base", "-f", str(self.inputs["tar"]))
-        cli.call("create-layer", "-n", "child", "base")
-        stamp.write_text("ok\n")
-        self._ready.add((impl, driver))
+        cli.ids = {"base": cli.new_id("import-layer", "-n", "base", "-f", str(self.inputs["tar"]))}
+        cli.ids["child"] = cli.new_id("create-layer", "-n", "child", "base")
+        stamp.write_text(json.dumps(cli.ids))
+        self._ready[(impl, driver)] = cli
         return cli
 
     def listing(self, driver: str, size: str) -> tuple[Cli, Cli, dict[str, str]]:
@@ -346,7 +360,8 @@ def heavy_ops(stores: Stores, driver: str) -> list[Op]:
 
     def mount_prepare(impl: str) -> tuple[list[list[str]], Callable[[], None]]:
         cli = stores.heavy(impl, driver)
-        return [cli.argv("mount", "child"), cli.argv("unmount", "child")], lambda: None
+        child = cli.ids["child"]  # Go's mount takes an ID, not a name
+        return [cli.argv("mount", child), cli.argv("unmount", child)], lambda: None
 
     for kind in ("tar", "tar.gz", "tar.zst"):
         ops.append(Op(f"import-layer:{kind}", driver, T_IMPORT, True, import_op(kind)))
@@ -433,14 +448,21 @@ def verify_writers(cli: Cli) -> None:
 
 def run_parallel(workers: list[list[str]]) -> tuple[float, int, int, str, str]:
     """Start every worker at once; wall time until the last ends, the largest peak RSS."""
+    rss_paths = [BENCH / f".rss-{os.getpid()}-{i}" for i in range(len(workers))]
+    if GNU_TIME:
+        workers = [[GNU_TIME, "-f", "%M", "-o", str(p), *w] for p, w in zip(rss_paths, workers, strict=True)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(w, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for w in workers]
     rss, rc, errs = 0, 0, []
-    for p in procs:
+    for p, rss_path in zip(procs, rss_paths, strict=True):
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
-        rss = max(rss, usage.ru_maxrss)
+        if GNU_TIME:
+            words = rss_path.read_text().split()
+            rss = max(rss, int(words[-1]) if words and words[-1].isdigit() else 0)
+        else:
+            rss = max(rss, usage.ru_maxrss)
         rc = rc or p.returncode
         assert p.stderr is not None
         errs.append(p.stderr.read().decode(errors="replace"))
