@@ -1,0 +1,120 @@
+"""The fast listing path (snapshot.py, no Store) must print exactly what the Store path prints,
+and must step aside whenever the store would do something a reader cannot (repairs, errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from clitools import CLI, run_inprocess, run_script
+
+from containers_storage import snapshot
+from containers_storage.cli import gojson
+from containers_storage.cli import main as cli_main
+from containers_storage.records import _CONTAINER_FIELDS, _IMAGE_FIELDS, _LAYER_FIELDS
+
+LISTINGS = [["layers"], ["layers", "--json"], ["layers", "-q"], ["images"], ["images", "--json"],
+            ["images", "-q"], ["containers"], ["containers", "--json"]]
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[bytes, bytes]:
+    fast = run_script(argv)
+    with monkeypatch.context() as m:
+        m.setattr(cli_main, "_FAST", frozenset())
+        slow = run_inprocess(argv)
+    assert fast.code == slow.code == 0, (fast.err, slow.err)
+    return fast.raw, slow.raw
+
+
+def _populate(cli: CLI, *extra: str) -> None:
+    cli.ok(*extra, "create-layer", "-n", "base")
+    cli.ok(*extra, "create-layer", "-n", "top", "base")
+    image = cli.ok(*extra, "create-image", "-n", "img", "top").lines[0]
+    cli.ok(*extra, "set-image-data", image, "manifest", stdin=b'{"schemaVersion":2}')
+    cli.ok(*extra, "create-container", "-n", "ctr", "img")
+    cli.ok(*extra, "create-container", "--volatile", "-n", "vol", "img")
+
+
+def test_field_tables_match_the_records_module() -> None:
+    assert gojson.LAYER_FIELDS == _LAYER_FIELDS
+    assert gojson.IMAGE_FIELDS == _IMAGE_FIELDS
+    assert gojson.CONTAINER_FIELDS == _CONTAINER_FIELDS
+
+
+@pytest.mark.parametrize("extra", [(), ("--transient-store",)], ids=["plain", "transient"])
+def test_fast_and_store_paths_agree(cli_sub: CLI, monkeypatch: pytest.MonkeyPatch, extra: tuple[str, ...]
+                                    ) -> None:
+    _populate(cli_sub, *extra)
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "vfs", transient=bool(extra)) is not None
+    for argv in LISTINGS:
+        fast, slow = _both(monkeypatch, [*cli_sub.globals, *extra, *argv])
+        assert fast == slow, argv
+    # The image's digest comes from its manifest: Go fills it in, in the struct's place.
+    image = json.loads(_both(monkeypatch, [*cli_sub.globals, *extra, "images", "--json"])[0])[0]
+    assert list(image)[:3] == ["id", "digest", "names"]
+
+
+def test_additional_image_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ro = CLI(str(tmp_path / "ro"), str(tmp_path / "ro-run"), "script")
+    ro.ok("create-layer", "-n", "ro-layer")
+    ro.ok("create-image", "-n", "ro-img", "ro-layer")
+    rw = CLI(str(tmp_path / "rw"), str(tmp_path / "rw-run"), "script")
+    rw.ok("create-layer", "-n", "rw-layer")
+    opt = ["--storage-opt", f"vfs.imagestore={ro.root}"]
+    rw.ok(*opt, "layers")  # let the store create whatever it creates on first use
+    for argv in LISTINGS:
+        fast, slow = _both(monkeypatch, [*rw.globals, *opt, *argv])
+        assert fast == slow, argv
+    assert b"ro-img" in _both(monkeypatch, [*rw.globals, *opt, "images"])[0]
+
+
+def test_records_not_in_go_form_are_rewritten(cli_sub: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    _populate(cli_sub)
+    path = os.path.join(cli_sub.root, "vfs-layers", "layers.json")
+    with open(path) as f:
+        layers = json.load(f)
+    layers[0]["future-field"] = "dropped, as Go's struct drops it"
+    layers[0]["names"] = ["base", "caf\u00e9 <x>"]
+    layers[1]["compressed-size"] = 0
+    with open(path, "w") as f:
+        json.dump(layers, f, indent=2)  # pretty-printed, \u-escaped: not Go's bytes
+    fast, slow = _both(monkeypatch, [*cli_sub.globals, "layers", "--json"])
+    assert fast == slow
+    listed = json.loads(fast)
+    assert "future-field" not in listed[0] and "compressed-size" not in listed[1]
+    assert "café \\u003cx\\u003e".encode() in fast
+
+
+def test_incomplete_layer_is_left_to_the_store(cli_sub: CLI) -> None:
+    _populate(cli_sub)
+    path = os.path.join(cli_sub.root, "vfs-layers", "layers.json")
+    with open(path) as f:
+        layers = json.load(f)
+    layers.append({"id": "f" * 64, "created": "2024-01-01T00:00:00Z", "flags": {"incomplete": True}})
+    with open(path, "w") as f:
+        json.dump(layers, f)
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "vfs") is None
+    assert "f" * 64 not in cli_sub.ok("layers").out  # the store finished deleting it
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "vfs") is not None
+
+
+def test_duplicate_names_and_missing_stores(cli_sub: CLI, tmp_path: Path) -> None:
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "vfs") is None  # nothing created yet
+    _populate(cli_sub)
+    path = os.path.join(cli_sub.root, "vfs-images", "images.json")
+    with open(path) as f:
+        images = json.load(f)
+    images.append({**images[0], "id": "e" * 64})
+    with open(path, "w") as f:
+        json.dump(images, f)
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "vfs") is None
+    assert snapshot.take(cli_sub.root, cli_sub.run_root, "") is None
+    assert snapshot.take(cli_sub.root, str(tmp_path / "elsewhere"), "vfs") is None
+
+
+def test_invalid_driver_options_still_fail(cli_sub: CLI) -> None:
+    _populate(cli_sub)
+    result = cli_sub.fails("--storage-opt", "vfs.bogus=1", "layers")
+    assert result.out == "error initializing: vfs driver does not support vfs.bogus options\n"
