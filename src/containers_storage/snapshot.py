@@ -48,8 +48,8 @@ class _GiveUp(Exception):
 class Snapshot:
     """Raw records as the store would list them; ``ro_layers`` marks layers of read-only stores."""
 
-    __slots__ = ("container_sources", "containers", "image_digests", "image_sources", "images",
-                 "layer_sources", "layers", "ro_layers")
+    __slots__ = ("additional_stores", "container_sources", "containers", "image_digests", "image_sources",
+                 "images", "layer_sources", "layers", "ro_layers")
 
     def __init__(self) -> None:
         # The non-empty files each list came from, so callers can tell when the records are
@@ -59,6 +59,7 @@ class Snapshot:
         self.container_sources: list[bytes] = []
         self.layers: list[Raw] = []
         self.ro_layers: set[str] = set()
+        self.additional_stores = False  # read-only stores were merged in (lookups differ per store)
         self.images: list[Raw] = []
         self.image_digests: list[list[str]] = []  # Go's Image.Digests, one list per image
         self.containers: list[Raw] = []
@@ -173,6 +174,7 @@ def take(graph_root: str, run_root: str, driver: str, *, image_store: str = "", 
         return None  # the store creates these
     extra = additional_image_store_dirs(driver_options)
     snap = Snapshot()
+    snap.additional_stores = bool(extra or image_store)
     try:
         if layers:
             _take_layers(snap, graph_root, run_root, driver, image_store, transient, extra)
@@ -248,3 +250,17 @@ def _take_containers(snap: Snapshot, graph_root: str, run_root: str, driver: str
                          os.path.join(volatile_dir, "volatile-containers.json")], False)
     snap.containers = _merge(_loads(data))
     snap.container_sources += [c for c in data if c.strip()]
+
+
+def lookup(records: list[Raw], ref: str) -> Raw | None:
+    """A record of one store by ID, then name, then unique ID prefix (the stores' lookup order)."""
+    for rec in records:
+        if rec["id"] == ref:
+            return rec
+    for rec in records:
+        if ref in (rec.get("names") or ()):
+            return rec
+    if not ref or " " in ref:
+        return None
+    found = [rec for rec in records if rec["id"].startswith(ref)]
+    return found[0] if len(found) == 1 else None

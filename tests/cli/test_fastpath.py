@@ -19,12 +19,14 @@ LISTINGS = [["layers"], ["layers", "--json"], ["layers", "-q"], ["images"], ["im
             ["images", "-q"], ["containers"], ["containers", "--json"]]
 
 
-def _both(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> tuple[bytes, bytes]:
+def _both(monkeypatch: pytest.MonkeyPatch, argv: list[str], code: int = 0) -> tuple[bytes, bytes]:
     fast = run_script(argv)
     with monkeypatch.context() as m:
         m.setattr(cli_main, "_FAST", frozenset())
+        m.setattr(cli_main, "_FAST_LOOKUPS", frozenset())
         slow = run_inprocess(argv)
-    assert fast.code == slow.code == 0, (fast.err, slow.err)
+    assert fast.code == slow.code == code, (fast.err, slow.err)
+    assert fast.err == slow.err
     return fast.raw, slow.raw
 
 
@@ -118,3 +120,20 @@ def test_invalid_driver_options_still_fail(cli_sub: CLI) -> None:
     _populate(cli_sub)
     result = cli_sub.fails("--storage-opt", "vfs.bogus=1", "layers")
     assert result.out == "error initializing: vfs driver does not support vfs.bogus options\n"
+
+
+def test_fast_lookups_agree_with_the_store(cli_sub: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    _populate(cli_sub)
+    base = cli_sub.ok("layer", "--json", "base").out
+    prefix = json.loads(base)[0]["id"][:12]
+    cases: list[tuple[list[str], int]] = [
+        (["exists", "base", "img", "ctr", prefix], 0), (["exists", "nosuch", "base"], 1),
+        (["exists", "--json", "-l", "img", "base"], 1), (["exists", "-c", "ctr"], 0),
+        (["exists", "-q", "-i", "base"], 1), (["layer", "top", "nosuch"], 1),
+        (["layer", "--json", prefix], 0),
+        (["get-names", "img"], 0), (["getnames", "--json", "top"], 0), (["get-names", "nosuch"], 1),
+        (["metadata", "ctr", "img", "nosuch"], 1), (["metadata", "-q", "--json", "base"], 0),
+    ]
+    for argv, code in cases:
+        fast, slow = _both(monkeypatch, [*cli_sub.globals, *argv], code)
+        assert fast == slow, argv

@@ -34,18 +34,22 @@ CONTAINER_FIELDS: tuple[tuple[str, bool], ...] = (
     ("created", True), ("uidmap", False), ("gidmap", False), ("flags", False),
 )
 _MAPS = frozenset({"flags", "big-data-sizes", "big-data-digests"})
-_canonical: dict[tuple[int, tuple[str, ...]], bool] = {}
+# key sequence -> the optional keys to test for emptiness, or None when the order is not Go's
+_canonical: dict[tuple[int, tuple[str, ...]], tuple[str, ...] | None] = {}
 
 
-def _is_canonical(fields: tuple[tuple[str, bool], ...], keys: tuple[str, ...]) -> bool:
+def _is_canonical(fields: tuple[tuple[str, bool], ...], keys: tuple[str, ...]) -> tuple[str, ...] | None:
     rank = {key: i for i, (key, _) in enumerate(fields)}
     last = -1
     for key in keys:
         r = rank.get(key)
         if r is None or r <= last:
-            return False
+            return None
         last = r
-    return all(key in keys for key, always in fields if always)
+    if not all(key in keys for key, always in fields if always):
+        return None
+    required = {key for key, always in fields if always}
+    return tuple(key for key in keys if key not in required)
 
 
 def _empty(value: Any) -> bool:
@@ -64,10 +68,12 @@ def go_view(raw: dict[str, Any], fields: tuple[tuple[str, bool], ...]) -> dict[s
     """``raw`` itself when it is already in Go's form, else a rebuilt copy."""
     keys = tuple(raw)
     cache_key = (id(fields), keys)
-    ok = _canonical.get(cache_key)
-    if ok is None:
-        ok = _canonical[cache_key] = _is_canonical(fields, keys)
-    if ok:
+    if cache_key in _canonical:
+        optional = _canonical[cache_key]
+    else:
+        optional = _canonical[cache_key] = _is_canonical(fields, keys)
+    # Go's order, and no empty value that omitempty would drop (maps are sorted by every writer).
+    if optional is not None and all([raw[key] for key in optional]):
         return raw
     out: dict[str, Any] = {}
     for key, always in fields:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..snapshot import Snapshot
     from .output import Output
 
     Raw = dict[str, Any]
@@ -124,10 +125,8 @@ def _layer_users(name: str, values: dict[str, object]) -> bool:
     return name == "layers" and not values.get("json") and not values.get("quick")
 
 
-def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
-    """Run a listing from a snapshot; None when the ordinary path must run instead."""
-    if name == "layers" and values.get("tree"):
-        return None
+def snapshot_for(values: dict[str, object], layers: bool, images: bool, containers: bool) -> Snapshot | None:
+    """A snapshot of the store the options name, or None when only the Store can answer."""
     graph = values.get("graph")
     run = values.get("run")
     driver = values.get("storage_driver")
@@ -135,21 +134,29 @@ def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
     if not (isinstance(graph, str) and isinstance(run, str) and isinstance(driver, str)
             and isinstance(opts, list)):
         return None
-    import gc
-
     if not _options_known_valid(driver, [str(o) for o in opts]):
         return None  # let the driver judge (and report) them
+    import gc
+
     from ..snapshot import take
 
     gc.disable()  # a short read-only run: collecting the parsed records' cycles would only cost
-
     image_store = values.get("image_store")
     snap = take(graph, run, driver, image_store=image_store if isinstance(image_store, str) else "",
                 transient=bool(values.get("transient_store")), driver_options=[str(o) for o in opts],
-                layers=name == "layers", images=name == "images" or _layer_users(name, values),
-                containers=name == "containers" or _layer_users(name, values))
+                layers=layers, images=images, containers=containers)
     if snap is None:
         gc.enable()
+    return snap
+
+
+def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
+    """Run a listing from a snapshot; None when the ordinary path must run instead."""
+    if name == "layers" and values.get("tree"):
+        return None
+    snap = snapshot_for(values, name == "layers", name == "images" or _layer_users(name, values),
+                        name == "containers" or _layer_users(name, values))
+    if snap is None:
         return None
     as_json = bool(values.get("json"))
     if name == "layers":

@@ -32,6 +32,7 @@ _LAZY_DRIVER = frozenset({
 })
 _KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
 _FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
+_FAST_LOOKUPS = frozenset({"exists", "layer", "get-names", "getnames", "metadata"})  # lookups.FAST
 
 
 def program_name(argv0: str) -> str:
@@ -194,6 +195,12 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         from .listing import run_fast
 
         code = run_fast(name, values, out)
+        if code is not None:
+            return code
+    elif name in _FAST_LOOKUPS:
+        from .lookups import run_fast as run_lookup
+
+        code = run_lookup(name, values, args, out)
         if code is not None:
             return code
     store = _open_store(_store_options(values, base), name, out)

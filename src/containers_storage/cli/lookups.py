@@ -1,0 +1,112 @@
+"""Lookups without a Store: exists, layer, get-names and metadata on the snapshot path.
+
+Like the listings (see listing.py) these read each records file once and import almost nothing,
+so looking items up in a big store costs less than the Go binary does.  Stores with additional
+(read-only) image stores take the ordinary path, where lookups are per store.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..snapshot import Snapshot
+    from .output import Output
+
+FAST = frozenset({"exists", "layer", "get-names", "getnames", "metadata"})
+
+
+def _snapshot(name: str, values: dict[str, object]) -> Snapshot | None:
+    from .listing import snapshot_for
+
+    kinds = {"layer": (True, False, False)}.get(name, (True, True, True))
+    snap = snapshot_for(values, *kinds)
+    if snap is not None and snap.additional_stores:
+        import gc
+
+        gc.enable()
+        return None
+    return snap
+
+
+def run_fast(name: str, values: dict[str, object], args: list[str], out: Output) -> int | None:
+    """Answer from a snapshot; None when the ordinary path must run instead."""
+    snap = _snapshot(name, values)
+    if snap is None:
+        return None
+    from ..snapshot import lookup
+
+    as_json = bool(values.get("json"))
+    if name == "layer":
+        from .gojson import layers_view
+
+        matched = [rec for rec in (lookup(snap.layers, arg) for arg in args) if rec is not None]
+        if as_json:
+            out.json(layers_view(matched))
+        else:
+            out.out("".join(_layer_text(rec) for rec in matched))
+        return 0 if len(matched) == len(args) else 1
+
+    def find(ref: str) -> Any:
+        for records in (snap.layers, snap.images, snap.containers):
+            rec = lookup(records, ref)
+            if rec is not None:
+                return rec
+        return None
+
+    if name in ("get-names", "getnames"):
+        rec = find(args[0])
+        if rec is None:
+            out.err("layer not known\n")
+            return 1
+        names = list(rec.get("names") or ())
+        if as_json:
+            out.json(names)
+        else:
+            out.out("".join(n + "\n" for n in names))
+        return 0
+    if name == "metadata":
+        from .output import go_json_sorted
+
+        found: dict[str, str] = {}
+        for what in args:
+            rec = find(what)
+            if rec is not None:
+                found[what] = str(rec.get("metadata") or "").removesuffix("\n")
+        if as_json:
+            out.out_bytes(go_json_sorted(found))
+        elif values.get("quiet"):
+            out.out("".join(found.get(what, "") + "\n" for what in args))
+        else:
+            out.out("".join(f"{what}: {found.get(what, '')}\n" for what in args))
+        return 0 if len(found) == len(args) else 1
+    # exists
+    from .output import go_json_sorted
+
+    answers: dict[str, bool] = {}
+    missing = False
+    for what in args:
+        present = find(what) is not None
+        answers[what] = present
+        for flag, records in (("container", snap.containers), ("image", snap.images), ("layer", snap.layers)):
+            if values.get(flag) and lookup(records, what) is None:
+                present = False
+        missing = missing or not present
+    if as_json:
+        out.out_bytes(go_json_sorted(answers))
+    elif not values.get("quiet"):
+        out.out("".join(f"{what}: {'true' if found_ else 'false'}\n" for what, found_ in answers.items()))
+    return 1 if missing else 0
+
+
+def _layer_text(rec: dict[str, Any]) -> str:
+    parts = [f"ID: {rec['id']}\n"]
+    for key, label in (("uidmap", "UID"), ("gidmap", "GID")):
+        for m in rec.get(key) or ():
+            parts.append(f"{label} mapping: (container={m['container_id']}, host={m['host_id']}, "
+                         f"size={m['size']})\n")
+    if rec.get("parent"):
+        parts.append(f"Parent: {rec['parent']}\n")
+    parts += [f"Name: {name}\n" for name in rec.get("names") or ()]
+    return "".join(parts)
