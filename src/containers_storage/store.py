@@ -24,6 +24,7 @@ from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_stor
 from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
 from .lockfile import LockFile, get_lock_file
 from .records import Container, Image, Layer, dedupe
+from .snapshot import additional_image_store_dirs
 
 T = TypeVar("T")
 
@@ -36,19 +37,6 @@ def _go_quote(text: str) -> str:
     import orjson
 
     return orjson.dumps(text).decode()
-
-
-def additional_image_store_dirs(driver_options: list[str]) -> list[str]:
-    """``<driver>.imagestore=a,b`` options name read-only stores (Go's AdditionalImageStores)."""
-    dirs: list[str] = []
-    for opt in driver_options:
-        key, sep, value = opt.partition("=")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        if key.endswith(".imagestore") or key.endswith(".additionalimagestore") or key == "imagestore":
-            dirs.extend(v for v in value.split(",") if v)
-    return dirs
 
 
 def get_store(options: StoreOptions) -> Store:
