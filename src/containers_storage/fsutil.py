@@ -44,6 +44,197 @@ def read_optional(path: str) -> bytes:
         return b""
 
 
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# remove_tree: helper threads, started once the tree proves big enough to be worth them.
+_REMOVE_THREADS = 4
+_REMOVE_THREADS_AFTER = 64  # entries
+
+
+class _Dir:
+    """A directory being removed: its fd stays open until every subdirectory below it is gone."""
+
+    __slots__ = ("fd", "name", "parent", "pending")
+
+    def __init__(self, parent: _Dir | None, name: str) -> None:
+        self.parent = parent
+        self.name = name
+        self.fd = -1
+        self.pending = 1  # its own scan, plus one per subdirectory still to remove
+
+
+class _TreeRemover:
+    """``os.RemoveAll`` for big trees: unlinks in several threads (the syscalls release the GIL, so
+    a cold-cache delete keeps several inode reads in flight and both cores busy).
+
+    Every name is resolved relative to its parent's directory fd without following symlinks, so
+    a symlink inside the tree is removed, never followed.  Directories are removed bottom-up as
+    soon as their last subdirectory is gone, which bounds the open fds to the directories on the
+    paths being worked on.  A directory we may not write or read (a rootless layer's 0555 dirs)
+    is made accessible to us (u+rwx) when the kernel refuses, as Go's EnsureRemoveAll does.
+    """
+
+    def __init__(self, top_parent_fd: int, top_name: str) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.stack: list[_Dir] = []
+        self.seen = 0
+        self.error: BaseException | None = None
+        self.done = False
+        self.threads: list[threading.Thread] = []
+        self.open_fds: set[int] = set()
+        self.top_parent_fd = top_parent_fd
+        self.top = _Dir(None, top_name)
+
+    # -- per directory (no lock held) --------------------------------------------------------
+    def _open(self, d: _Dir) -> None:
+        pfd = d.parent.fd if d.parent is not None else self.top_parent_fd
+        try:
+            fd = os.open(d.name, _O_DIR, dir_fd=pfd)
+        except PermissionError:
+            os.chmod(d.name, 0o700, dir_fd=pfd, follow_symlinks=False)
+            fd = os.open(d.name, _O_DIR, dir_fd=pfd)
+        with self.lock:
+            d.fd = fd
+            self.open_fds.add(fd)
+
+    def _scan(self, d: _Dir) -> list[_Dir]:
+        """Unlink everything but subdirectories; return those."""
+        subdirs: list[_Dir] = []
+        fd = d.fd
+        unlink = os.unlink
+        with os.scandir(fd) as it:
+            entries = list(it)
+        made_writable = False
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(_Dir(d, name))
+                    continue
+            except FileNotFoundError:
+                continue
+            try:
+                unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:  # replaced by a directory since the scan
+                subdirs.append(_Dir(d, name))
+            except PermissionError:
+                if made_writable:
+                    raise
+                os.fchmod(fd, 0o700)
+                made_writable = True
+                unlink(name, dir_fd=fd)
+        self.seen += len(entries)  # approximate across threads; only decides when to fan out
+        return subdirs
+
+    def _finish(self, d: _Dir | None) -> None:
+        """One of ``d``'s jobs ended; remove it (and then maybe its parents) once none is left."""
+        while d is not None:
+            with self.lock:
+                d.pending -= 1
+                if d.pending:
+                    return
+                self.open_fds.discard(d.fd)
+            os.close(d.fd)
+            d.fd = -1
+            pfd = d.parent.fd if d.parent is not None else self.top_parent_fd
+            try:
+                os.rmdir(d.name, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                if d.parent is None:
+                    raise
+                os.fchmod(pfd, 0o700)
+                os.rmdir(d.name, dir_fd=pfd)
+            if d.parent is None:
+                with self.lock:
+                    self.done = True
+                    self.cond.notify_all()
+                return
+            d = d.parent
+
+    def _process(self, d: _Dir) -> None:
+        self._open(d)
+        subdirs = self._scan(d)
+        if subdirs:
+            with self.lock:
+                d.pending += len(subdirs)
+                self.stack.extend(subdirs)
+                self.cond.notify(len(subdirs))
+            if not self.threads and self.seen >= _REMOVE_THREADS_AFTER:
+                self._start_helpers()
+        self._finish(d)
+
+    # -- the work loop ---------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                while not self.stack and not self.done and self.error is None:
+                    self.cond.wait()
+                if self.done or self.error is not None:
+                    return
+                d = self.stack.pop()
+            try:
+                self._process(d)
+            except BaseException as e:
+                with self.lock:
+                    if self.error is None:
+                        self.error = e
+                    self.cond.notify_all()
+                return
+
+    def _start_helpers(self) -> None:
+        import threading
+
+        for i in range(_REMOVE_THREADS - 1):
+            t = threading.Thread(target=self._work, name=f"remove-tree-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def run(self) -> None:
+        try:
+            self._process(self.top)
+            self._work()
+        except BaseException as e:
+            with self.lock:
+                if self.error is None:
+                    self.error = e
+                self.cond.notify_all()
+        for t in self.threads:
+            t.join()
+        if self.error is not None:
+            for fd in self.open_fds:  # the directories an error left unfinished
+                os.close(fd)
+            self.open_fds.clear()
+            raise self.error
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything below it, never following symlinks (Go's RemoveAll).
+
+    A missing ``path`` is not an error; a non-directory is simply unlinked.  Mount points below
+    ``path`` make it fail with EBUSY, as ``rmdir`` does.
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    pfd = os.open(parent or "/", _O_DIR)
+    try:
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=pfd)
+            return
+        _TreeRemover(pfd, name).run()
+    finally:
+        os.close(pfd)
+
+
 def mkdir_all(path: str, mode: int = 0o700) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
