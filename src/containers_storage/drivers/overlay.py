@@ -81,8 +81,10 @@ def _mkdir_as(path: str, mode: int, uid: int, gid: int, exist_ok: bool = False) 
 
 def _remove_all(path: str) -> None:
     """Remove a layer directory even when mounts or read-only dirs are left inside it."""
+    from ..fsutil import remove_tree  # threaded: a cold-cache delete of a big layer waits on I/O
+
     try:
-        shutil.rmtree(path)
+        remove_tree(path)
         return
     except FileNotFoundError:
         return
@@ -104,7 +106,7 @@ def _remove_all(path: str) -> None:
                     os.chmod(full, 0o700)
             except OSError:
                 pass
-    shutil.rmtree(path, ignore_errors=False)
+    remove_tree(path)
 
 
 def _directory_size(path: str) -> int:
