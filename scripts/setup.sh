@@ -27,3 +27,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]'
+# Byte-compile now: this environment may set PYTHONDONTWRITEBYTECODE, and every CLI call would
+# otherwise recompile the modules it imports.
+.venv/bin/python -m compileall -q -j 0 src/containers_storage >/dev/null
