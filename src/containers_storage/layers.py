@@ -279,7 +279,9 @@ class ROLayerStore:
                 from .archive.tarsplit import reassemble
 
                 with open(ts_path, "rb") as ts:
-                    reassemble(ts, self.driver.diff_root(to_layer.id), sink)
+                    driver = self.driver
+                    reassemble(ts, driver.diff_root(to_layer.id), sink,
+                               lowers=driver.diff_lowers(to_layer.id))
             else:
                 self.driver.diff(to_layer.id, from_id, sink, to_layer.uid_map, to_layer.gid_map)
         finally:

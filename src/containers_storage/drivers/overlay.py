@@ -324,6 +324,10 @@ class OverlayDriver(NaiveDiff):
     def diff_root(self, id: str) -> str:
         return self._diff_path(id)
 
+    def diff_lowers(self, id: str) -> list[str]:
+        """Lower diff dirs, nearest first: Go's overlay file getter falls back to them."""
+        return self._lower_diff_paths(id)
+
     def _diff_path(self, id: str) -> str:
         diff = os.path.join(self._dir(id), "diff")
         try:

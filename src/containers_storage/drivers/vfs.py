@@ -72,6 +72,9 @@ class VfsDriver(NaiveDiff):
     def diff_root(self, id: str) -> str:
         return self._dir(id)
 
+    def diff_lowers(self, id: str) -> list[str]:
+        return []  # a vfs layer directory holds its parents' files already
+
     # -- lifecycle ---------------------------------------------------------------------------
     def create(self, id: str, parent: str, opts: CreateOpts | None, read_write: bool) -> None:
         if opts is not None and opts.storage_opt:
