@@ -144,6 +144,22 @@ def _clean_slow(name: bytes) -> bytes:
     return body or b"."
 
 
+# A name whose cleaned form is itself minus "./" in front and one "/" behind (no empty, "." or
+# ".." components: no component may start with a dot) and that JSON needs no escape in: printable
+# ASCII without '"', '\\', '<', '>' and '&'.  Group 1 is the clean_path() key.
+_PLAIN_NAME = re.compile(rb'(?:\./)?([^./"\\<>&\x00-\x1f\x80-\xff][^/"\\<>&\x00-\x1f\x80-\xff]*'
+                         rb'(?:/[^./"\\<>&\x00-\x1f\x80-\xff][^/"\\<>&\x00-\x1f\x80-\xff]*)*)/?')
+
+
+def _name_field(name: bytes) -> bytes:
+    """The ``"name":...,`` (or ``"name_raw":...,``) JSON field of a file entry, any name."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return b'"name_raw":"%b",' % _b64encode(name)
+    return b'"name":%b,' % go_json_string(text).encode("utf-8") if text else b""
+
+
 class TarSplitWriter:
     """Writes a tar-split stream exactly as Go's ``storage.NewJSONPacker`` over gzip would.
 
@@ -178,16 +194,17 @@ class TarSplitWriter:
 
         Raises ``DuplicatePath`` when the cleaned name was recorded before, as Go's packer does.
         """
-        key = clean_path(name)
+        # Fast path, one regex match: a clean relative name ("./" in front and one "/" behind
+        # allowed) of plain printable ASCII is its own duplicate key and its own JSON text.
+        plain = _PLAIN_NAME.fullmatch(name)
+        key = plain.group(1) if plain is not None else clean_path(name)
         if key in self._seen:
             raise DuplicatePath.about(os.fsdecode(name))
         self._seen.add(key)
-        try:
-            text = name.decode("utf-8")
-        except UnicodeDecodeError:
-            name_field = b'"name_raw":"%b",' % _b64encode(name)
+        if plain is not None:
+            name_field = b'"name":"%b",' % name
         else:
-            name_field = b'"name":%b,' % go_json_string(text).encode("utf-8") if text else b""
+            name_field = _name_field(name)
         size_field = b'"size":%d,' % size if size else b""
         payload = b'"%b"' % _b64encode(crc) if crc is not None else b"null"
         line = b'{"type":1,%b%b"payload":%b,"position":%d}\n' % (name_field, size_field, payload, self._pos)

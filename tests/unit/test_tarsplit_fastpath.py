@@ -1,0 +1,58 @@
+"""TarSplitWriter.add_file's one-regex fast path agrees with the general path on every name."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import random
+
+import pytest
+
+from containers_storage.archive import tarsplit as T
+
+ALPHABET = [b"a", b"Z", b"0", b".", b"/", b'"', b"\\", b"<", b">", b"&", b"\x01", b"\x1f", b" ",
+            b"\x7f", "é".encode(), b"\xff", "\u2028".encode()]
+
+
+def _general(name: bytes, size: int, crc: bytes | None, pos: int) -> bytes:
+    """The entry line as the general (slow) path writes it."""
+    size_field = b'"size":%d,' % size if size else b""
+    payload = b'"%b"' % T._b64encode(crc) if crc is not None else b"null"
+    return b'{"type":1,%b%b"payload":%b,"position":%d}\n' % (T._name_field(name), size_field, payload, pos)
+
+
+def _names() -> list[bytes]:
+    rng = random.Random(5)
+    names = [b"", b".", b"./", b"/", b"a", b"./a", b"a/", b"./a/", b"a//b", b"a/./b", b"a/../b", b"../a",
+             b"/abs", b".hidden", b"d/.wh.x", b"d/.wh..wh..opq", b"usr/lib/x86_64-linux-gnu/libc.so.6",
+             b"./etc/d0025/f02712.so", b"a b/c d", b"x\x7fy"]
+    for length in range(1, 6):
+        names += [b"".join(p) for p in itertools.product([b"a", b".", b"/"], repeat=length)]
+    names += [b"".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    return names
+
+
+@pytest.mark.parametrize("size", [0, 7])
+def test_fast_path_bytes_match_general_path(size: int) -> None:
+    crc = b"\x01\x02\x03\x04\x05\x06\x07\x08" if size else None
+    for name in _names():
+        out = io.BytesIO()
+        w = T.TarSplitWriter(out)
+        w.add_file(name, size, crc)
+        w.close()
+        assert gzip.decompress(out.getvalue()) == _general(name, size, crc, 0), name
+
+
+def test_fast_path_duplicate_keys_are_clean_paths() -> None:
+    names = _names()
+    for name in names:
+        plain = T._PLAIN_NAME.fullmatch(name)
+        if plain is not None:
+            assert plain.group(1) == T.clean_path(name), name
+    # Spellings of one path are duplicates whichever path they take.
+    for first, second in [(b"a/b", b"./a/b/"), (b"./a/b", b"a//b"), (b"a", b"./a/../a")]:
+        w = T.TarSplitWriter(io.BytesIO())
+        w.add_file(first, 0, None)
+        with pytest.raises(T.DuplicatePath):
+            w.add_file(second, 0, None)
