@@ -262,36 +262,50 @@ def copy_tree(src: str, dst: str) -> None:
         if not is_link:
             os.chmod(dpath, st.S_IMODE(s.st_mode))
 
+    reflink = [True]  # FICLONE until the filesystem says it cannot
+
     def walk(sdir: str, ddir: str) -> None:
         with os.scandir(sdir) as it:
-            entries = list(it)
-        for entry in entries:
-            spath = entry.path
-            dpath = os.path.join(ddir, entry.name)
-            s = entry.stat(follow_symlinks=False)
-            mode = s.st_mode
-            if st.S_ISDIR(mode):
+            entries = [(e, e.stat(follow_symlinks=False)) for e in it]
+        # Everything but subdirectories first, through a directory fd, which is closed before
+        # descending: open fds do not grow with the depth of the tree.
+        sdir_fd = os.open(sdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for entry, s in entries:
+                if not st.S_ISDIR(s.st_mode):
+                    copy_entry(entry, s, sdir_fd, ddir)
+        finally:
+            os.close(sdir_fd)
+        for entry, s in entries:
+            if st.S_ISDIR(s.st_mode):
+                dpath = os.path.join(ddir, entry.name)
                 os.mkdir(dpath, 0o700)
-                walk(spath, dpath)
-                copy_meta(spath, dpath, s, False)
+                walk(entry.path, dpath)
+                copy_meta(entry.path, dpath, s, False)
                 dir_times.append((dpath, s.st_atime_ns, s.st_mtime_ns))
-                continue
-            key = (s.st_dev, s.st_ino)
-            if s.st_nlink > 1 and key in links:
-                os.link(links[key], dpath)
-                continue
-            if st.S_ISREG(mode):
-                _copy_file(spath, dpath)
-            elif st.S_ISLNK(mode):
+
+    def copy_entry(entry: os.DirEntry[str], s: os.stat_result, sdir_fd: int, ddir: str) -> None:
+        spath = entry.path
+        dpath = os.path.join(ddir, entry.name)
+        mode = s.st_mode
+        key = (s.st_dev, s.st_ino)
+        if s.st_nlink > 1 and key in links:
+            os.link(links[key], dpath)
+            return
+        if st.S_ISREG(mode):
+            # Contents and metadata through the open fds: no path lookups per step.
+            _copy_file(entry.name, sdir_fd, dpath, s, reflink)
+        else:
+            if st.S_ISLNK(mode):
                 os.symlink(os.readlink(spath), dpath)
             elif st.S_ISCHR(mode) or st.S_ISBLK(mode) or st.S_ISFIFO(mode):
                 os.mknod(dpath, mode, s.st_rdev)
             else:
-                continue  # sockets are not layer content
+                return  # sockets are not layer content
             copy_meta(spath, dpath, s, st.S_ISLNK(mode))
             os.utime(dpath, ns=(s.st_atime_ns, s.st_mtime_ns), follow_symlinks=False)
-            if s.st_nlink > 1:
-                links[key] = dpath
+        if s.st_nlink > 1:
+            links[key] = dpath
 
     top = os.lstat(src)
     walk(src, dst)
@@ -311,20 +325,23 @@ def _listxattr(path: str) -> list[str]:
 _FICLONE = 0x40049409
 
 
-def _copy_file(src: str, dst: str) -> None:
+def _copy_file(name: str, sdir_fd: int, dst: str, s: os.stat_result, reflink: list[bool]) -> None:
+    """Copy a regular file with its owner, xattrs, mode and times, all through its fds."""
     import fcntl
 
-    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    sfd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=sdir_fd)
     try:
         dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            try:
-                fcntl.ioctl(dfd, _FICLONE, sfd)
-                return
-            except OSError:
-                pass
-            size = os.fstat(sfd).st_size
-            copied = 0
+            cloned = False
+            if reflink[0] and s.st_size:
+                try:
+                    fcntl.ioctl(dfd, _FICLONE, sfd)
+                    cloned = True
+                except OSError:
+                    reflink[0] = False  # not on this filesystem: do not ask again per file
+            size = s.st_size
+            copied = size if cloned else 0
             while copied < size:
                 try:
                     n = os.copy_file_range(sfd, dfd, size - copied)
@@ -333,6 +350,19 @@ def _copy_file(src: str, dst: str) -> None:
                 if n == 0:
                     break
                 copied += n
+            # chown before chmod so setuid/setgid bits survive
+            os.fchown(dfd, s.st_uid, s.st_gid)
+            try:
+                names = os.listxattr(sfd)
+            except OSError:
+                names = []
+            for xname in names:
+                try:
+                    os.setxattr(dfd, xname, os.getxattr(sfd, xname))
+                except OSError:
+                    pass
+            os.fchmod(dfd, stat.S_IMODE(s.st_mode))
+            os.utime(dfd, ns=(s.st_atime_ns, s.st_mtime_ns))
         finally:
             os.close(dfd)
     finally:
