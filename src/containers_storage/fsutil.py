@@ -248,7 +248,6 @@ def copy_tree(src: str, dst: str) -> None:
     import stat as st
 
     links: dict[tuple[int, int], str] = {}
-    dir_times: list[tuple[str, int, int]] = []
 
     def copy_meta(spath: str, dpath: str, s: os.stat_result, is_link: bool) -> None:
         # chown before chmod so setuid/setgid bits survive; never chmod through a symlink.
@@ -281,8 +280,7 @@ def copy_tree(src: str, dst: str) -> None:
                 dpath = os.path.join(ddir, entry.name)
                 os.mkdir(dpath, 0o700)
                 walk(entry.path, dpath)
-                copy_meta(entry.path, dpath, s, False)
-                dir_times.append((dpath, s.st_atime_ns, s.st_mtime_ns))
+                dirs.append((entry.path, dpath, s))
 
     def copy_entry(entry: os.DirEntry[str], s: os.stat_result, sdir_fd: int, ddir: str) -> None:
         spath = entry.path
@@ -290,11 +288,18 @@ def copy_tree(src: str, dst: str) -> None:
         mode = s.st_mode
         key = (s.st_dev, s.st_ino)
         if s.st_nlink > 1 and key in links:
-            os.link(links[key], dpath)
+            if st.S_ISREG(mode):
+                pending_links.append((links[key], dpath))
+            else:
+                os.link(links[key], dpath)
             return
         if st.S_ISREG(mode):
-            # Contents and metadata through the open fds: no path lookups per step.
-            _copy_file(entry.name, sdir_fd, dpath, s, reflink)
+            # Contents and metadata through the open fds, in a pool of threads: the syscalls
+            # release the GIL, and a cold-cache copy keeps several reads in flight.
+            if s.st_nlink > 1:
+                links[key] = dpath  # later links to it wait until every copy is done
+            copies.append(pool.submit(_copy_file, spath, dpath, s, reflink))
+            return
         else:
             if st.S_ISLNK(mode):
                 os.symlink(os.readlink(spath), dpath)
@@ -307,11 +312,29 @@ def copy_tree(src: str, dst: str) -> None:
         if s.st_nlink > 1:
             links[key] = dpath
 
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    copies: list[Future[None]] = []
+    pending_links: list[tuple[str, str]] = []
+    dirs: list[tuple[str, str, os.stat_result]] = []  # children before their parents
     top = os.lstat(src)
-    walk(src, dst)
+    with ThreadPoolExecutor(_COPY_THREADS, thread_name_prefix="copy-tree") as pool:
+        try:
+            walk(src, dst)
+        finally:
+            # Let the copies already queued finish (or fail) before anything else happens.
+            for f in copies:
+                f.exception()
+    for f in copies:
+        f.result()  # the first failure, if any
+    for target, dpath in pending_links:
+        os.link(target, dpath)
+    # Directory metadata last (a read-only directory must not stop its children from being
+    # copied into it), times after modes.
+    for spath, dpath, s in dirs:
+        copy_meta(spath, dpath, s, False)
+        os.utime(dpath, ns=(s.st_atime_ns, s.st_mtime_ns), follow_symlinks=False)
     copy_meta(src, dst, top, False)
-    for path, atime, mtime in dir_times:
-        os.utime(path, ns=(atime, mtime), follow_symlinks=False)
     os.utime(dst, ns=(top.st_atime_ns, top.st_mtime_ns))
 
 
@@ -325,11 +348,14 @@ def _listxattr(path: str) -> list[str]:
 _FICLONE = 0x40049409
 
 
-def _copy_file(name: str, sdir_fd: int, dst: str, s: os.stat_result, reflink: list[bool]) -> None:
+_COPY_THREADS = 4
+
+
+def _copy_file(src: str, dst: str, s: os.stat_result, reflink: list[bool]) -> None:
     """Copy a regular file with its owner, xattrs, mode and times, all through its fds."""
     import fcntl
 
-    sfd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=sdir_fd)
+    sfd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -121,6 +121,8 @@ def test_copy_tree_exact(tmp_path: Path) -> None:
     (src / "d0" / "setuid").write_bytes(b"#!")
     os.chmod(src / "d0" / "setuid", 0o4755)
     os.utime(src / "d0", ns=(1_000_000_000, 2_000_000_123))
+    (src / "d1").chmod(0o555)  # a read-only directory still gets its children
+    os.utime(src / "d1", ns=(3_000_000_000, 4_000_000_000))
     dst = tmp_path / "dst"
     dst.mkdir()
     fsutil.copy_tree(str(src), str(dst))
@@ -144,6 +146,7 @@ def test_copy_tree_exact(tmp_path: Path) -> None:
     assert snapshot(dst) == snapshot(src)
     assert os.stat(dst / "hardlink").st_ino == os.stat(dst / "d0" / "sub0" / "f1").st_ino
     assert os.stat(dst / "d0").st_mtime_ns == 2_000_000_123
+    assert os.stat(dst / "d1").st_mtime_ns == 4_000_000_000
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
