@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .gojson import go_escape
 from .idtools import IDMap, maps_from_json, maps_to_json
 
 INCOMPLETE_FLAG = "incomplete"
@@ -327,21 +328,6 @@ class Container(_BigDataSized):
     @property
     def gid_map(self) -> list[IDMap]:
         return maps_from_json(self._d.get("gidmap"))
-
-
-def go_escape(data: bytes) -> bytes:
-    """Go's encoding/json escapes <, >, & and U+2028/U+2029 inside strings; match its bytes."""
-    if b"<" in data:
-        data = data.replace(b"<", b"\\u003c")
-    if b">" in data:
-        data = data.replace(b">", b"\\u003e")
-    if b"&" in data:
-        data = data.replace(b"&", b"\\u0026")
-    if b"\xe2\x80\xa8" in data:
-        data = data.replace(b"\xe2\x80\xa8", b"\\u2028")
-    if b"\xe2\x80\xa9" in data:
-        data = data.replace(b"\xe2\x80\xa9", b"\\u2029")
-    return data
 
 
 def dumps_records(records: Iterable[Record]) -> bytes:

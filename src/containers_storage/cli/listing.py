@@ -183,7 +183,7 @@ def _json_out(out: Output, records: list[Raw], sources: list[bytes],
     value = view(records)
     unchanged = isinstance(value, list) and all(a is b for a, b in zip(value, records, strict=True))
     if len(sources) == 1 and unchanged and _go_encoded(sources[0]):
-        from .output import go_escape
+        from ..gojson import go_escape
 
         out.out_bytes(go_escape(sources[0].strip()) + b"\n")
         return

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from ..gojson import go_escape
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TextIO
@@ -40,21 +42,6 @@ def go_json(value: Any) -> bytes:
 
 
 _ORJSON_MIN_ITEMS = 2000
-
-
-def go_escape(data: bytes) -> bytes:
-    """Go's encoding/json escapes <, >, & and U+2028/U+2029 inside strings (as records.go_escape)."""
-    if b"<" in data:
-        data = data.replace(b"<", b"\\u003c")
-    if b">" in data:
-        data = data.replace(b">", b"\\u003e")
-    if b"&" in data:
-        data = data.replace(b"&", b"\\u0026")
-    if b"\xe2\x80\xa8" in data:
-        data = data.replace(b"\xe2\x80\xa8", b"\\u2028")
-    if b"\xe2\x80\xa9" in data:
-        data = data.replace(b"\xe2\x80\xa9", b"\\u2029")
-    return data
 
 
 def go_json_sorted(value: dict[str, Any]) -> bytes:
