@@ -4,7 +4,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench.py [--quick] [--reference /usr/bin/containers-storage]
-        [--ops OPS] [--drivers vfs,overlay] [--runs N] [--no-drop-caches]
+        [--ops OPS] [--drivers vfs,overlay] [--runs N] [--no-drop-caches] [--update-readme]
 
 Workloads (built once under benchmarks/work/, reused by later runs):
 
@@ -22,12 +22,14 @@ Operations (``--ops`` takes a comma list of names or prefixes, e.g. ``import-lay
   ``image <name>``, ``exists -i <name>``, ``layer <id>`` (warm caches, as a user sees them);
 - ``writers``: 4 processes, each creating 100 layers and 100 images at once in a fresh store; the
   wall time of all of it, then every layer and image is checked to be there;
-- ``ref:*`` physical references on the same tree: GNU ``tar -xf``, ``cp -a``, ``rm -rf``.
+- physical references on the same tree, in the same rounds: GNU ``tar -xf`` (with
+  ``import-layer:tar``), ``cp -a`` (with vfs ``create-layer``), ``rm -rf`` (with ``delete-layer``).
 
 Our CLI and the reference run alternately (which goes first alternates too), with the page cache
 dropped before every heavy run.  Each operation reports the median wall time of each, the median
-of the pairwise ratios ours/reference, and the peak RSS of each (``ru_maxrss`` from ``wait4``, so
-child processes count too).  Commands our CLI or driver lacks are reported as "missing".  Writes
+of the pairwise ratios ours/reference, and the peak RSS of each (GNU time's ``%M``, so child
+processes count too; ``wait4`` here would count this Python process's own RSS in every child).
+Commands our CLI or driver lacks are reported as "missing".  Writes
 benchmarks/results.json and benchmarks/ratios.png (matplotlib, ``pip install -e .[bench]``).
 """
 
@@ -61,6 +63,7 @@ WRITERS, PER_WRITER = 4, 100
 
 # Targets: ratio ours/Go (lower is better).
 T_IMPORT, T_DIFF, T_DELETE, T_LIST_1K, T_LIST_10K, T_WRITERS = 0.5, 0.8, 1.0, 0.6, 0.4, 1.0
+T_TAR = 1.5  # import of the .tar against GNU tar -xf of it
 RSS_LIMIT_MIB = 100.0
 GNU_TIME = shutil.which("time", path="/usr/bin:/bin") or ""  # Debian package "time"
 MISSING_MARKS = ("unrecognized command", "driver not supported", "not supported by",
@@ -86,10 +89,18 @@ class Result:
     op: str
     driver: str
     target: float | None
-    samples: dict[str, list[Sample]] = field(default_factory=lambda: {i: [] for i in IMPLS})
+    samples: dict[str, list[Sample]] = field(default_factory=lambda: {i: [] for i in (*IMPLS, "ref")})
     status: dict[str, str] = field(default_factory=dict)  # impl -> "missing: ..."/"error: ..."
     load: list[float] = field(default_factory=list)
     note: str = ""
+    ref_label: str = ""
+    ref_target: float | None = None
+
+    def ref_ratio(self) -> float | None:
+        """Median of the pairwise ratios ours / physical reference, from the same rounds."""
+        pairs = [o.wall / r.wall for o, r in zip(self.samples["ours"], self.samples["ref"], strict=False)
+                 if r.wall > 0]
+        return statistics.median(pairs) if pairs and self.ok("ours") else None
 
     def ok(self, impl: str) -> bool:
         return impl not in self.status and bool(self.samples[impl])
@@ -322,9 +333,13 @@ class Op:
     heavy: bool
     prepare: Callable[[str], tuple[list[list[str]], Callable[[], None]]]
     note: str = ""
+    # A physical reference run in the same rounds (same prepare protocol, impl "ref").
+    ref: Callable[[str], tuple[list[list[str]], Callable[[], None]]] | None = None
+    ref_label: str = ""
+    ref_target: float | None = None
 
 
-def heavy_ops(stores: Stores, driver: str) -> list[Op]:
+def heavy_ops(stores: Stores, driver: str, with_refs: bool = True) -> list[Op]:
     ops: list[Op] = []
     out_file = BENCH / "diff-out.tar"
 
@@ -363,15 +378,20 @@ def heavy_ops(stores: Stores, driver: str) -> list[Op]:
         child = cli.ids["child"]  # Go's mount takes an ID, not a name
         return [cli.argv("mount", child), cli.argv("unmount", child)], lambda: None
 
+    refs = ref_callables(stores) if with_refs else {}
     for kind in ("tar", "tar.gz", "tar.zst"):
         ops.append(Op(f"import-layer:{kind}", driver, T_IMPORT, True, import_op(kind)))
+    if refs:
+        ops[0].ref, ops[0].ref_label, ops[0].ref_target = refs["tar -xf"], "GNU tar -xf rootfs.tar", T_TAR
     for kind in ("tar", "tar.gz", "tar.zst"):
         ops.append(Op(f"applydiff:{kind}", driver, T_IMPORT, True, applydiff_op(kind)))
     ops.append(Op("diff-u", driver, T_DIFF, True, diff_op("-u")))
     ops.append(Op("diff-c", driver, T_DIFF, True, diff_op("-c")))
-    ops.append(Op("delete-layer", driver, T_DELETE, True, delete_prepare))
+    ops.append(Op("delete-layer", driver, T_DELETE, True, delete_prepare, ref=refs.get("rm -rf"),
+                  ref_label="rm -rf of the extracted tree"))
     ops.append(Op("create-layer", driver, None, True, create_prepare,
-                  "on top of base" + (" (copies it)" if driver == "vfs" else "")))
+                  "on top of base" + (" (copies it)" if driver == "vfs" else ""),
+                  ref=refs.get("cp -a") if driver == "vfs" else None, ref_label="cp -a of the tree"))
     ops.append(Op("mount-unmount", driver, None, False, mount_prepare))
     return ops
 
@@ -470,8 +490,8 @@ def run_parallel(workers: list[list[str]]) -> tuple[float, int, int, str, str]:
     return time.perf_counter() - t0, rss, rc, "", "".join(errs)
 
 
-def ref_ops(stores: Stores) -> list[Op]:
-    """Physical references (one "implementation" only: their times go in the ``ours`` column)."""
+def ref_callables(stores: Stores) -> dict[str, Callable[[str], tuple[list[list[str]], Callable[[], None]]]]:
+    """Physical references on the same tree, run in the same rounds as the operation they frame."""
     dest = BENCH / "ref"
 
     def fresh() -> None:
@@ -492,21 +512,24 @@ def ref_ops(stores: Stores) -> list[Op]:
         subprocess.run(["tar", "-xf", str(stores.inputs["tar"]), "-C", str(dest)], check=True)
         return [["rm", "-rf", str(dest)]], fresh
 
-    return [Op("ref:tar-xf", "-", None, True, tar_prepare, "GNU tar -xf rootfs.tar"),
-            Op("ref:cp-a", "-", None, True, cp_prepare, "cp -a of the rootfs tree"),
-            Op("ref:rm-rf", "-", None, True, rm_prepare, "rm -rf of the extracted tree")]
+    return {"tar -xf": tar_prepare, "cp -a": cp_prepare, "rm -rf": rm_prepare}
 
 
 def measure(op: Op, runs: int, warmup: int, stores: Stores) -> Result:
-    res = Result(op.name, op.driver, op.target, note=op.note)
-    impls = ("ours",) if op.name.startswith("ref:") else IMPLS
+    res = Result(op.name, op.driver, op.target, note=op.note, ref_label=op.ref_label,
+                 ref_target=op.ref_target)
+    impls: tuple[str, ...] = IMPLS + (("ref",) if op.ref is not None else ())
     for r in range(warmup + runs):
         order = impls if r % 2 == 0 else tuple(reversed(impls))
         for impl in order:
             if impl in res.status:
                 continue
             try:
-                cmds, cleanup = op.prepare(impl)
+                if impl == "ref":
+                    assert op.ref is not None
+                    cmds, cleanup = op.ref(impl)
+                else:
+                    cmds, cleanup = op.prepare(impl)
                 if op.heavy:
                     drop_caches(stores.drop)
                 wall, rss = 0.0, 0
@@ -562,23 +585,16 @@ def markdown(results: list[Result], refs: dict[str, str]) -> str:
 
 
 def references(results: list[Result]) -> dict[str, str]:
-    """Ours against the physical references: import vs tar -xf (target 1.5), create vs cp, delete vs rm."""
-    by = {(r.op, r.driver): r for r in results}
-    pairs = [("ref:tar-xf", "import-layer:tar", 1.5), ("ref:cp-a", "create-layer", None),
-             ("ref:rm-rf", "delete-layer", None)]
+    """Ours against the physical references measured in the same rounds."""
     out = {}
-    for ref, ours_op, target in pairs:
-        rr = by.get((ref, "-"))
-        if rr is None or rr.median("ours") is None:
+    for r in results:
+        ref_t = statistics.median(x.wall for x in r.samples["ref"]) if r.samples["ref"] else None
+        if ref_t is None:
             continue
-        ref_t = rr.median("ours")
-        assert ref_t is not None
-        for driver in ("vfs", "overlay"):
-            r = by.get((ours_op, driver))
-            t = r.median("ours") if r else None
-            ratio = f"{t / ref_t:.2f}" + (f" (target {target})" if target else "") if t else "-"
-            out[f"{ref}/{driver}"] = (f"| {rr.note} | {ref_t:.3f} | {ours_op} ({driver}): "
-                                      f"{fmt(t, '.3f')} s | {ratio} |")
+        ratio = r.ref_ratio()
+        target = f" (target {r.ref_target})" if r.ref_target else ""
+        out[f"{r.op}/{r.driver}"] = (f"| {r.ref_label} | {ref_t:.3f} | {r.op} ({r.driver}): "
+                                     f"{fmt(r.median('ours'), '.3f')} s | {fmt(ratio, '.2f')}{target} |")
     return out
 
 
@@ -588,6 +604,7 @@ def chart(results: list[Result], path: Path) -> str:
         return "no ratios to plot"
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -595,8 +612,8 @@ def chart(results: list[Result], path: Path) -> str:
         return "matplotlib is not installed (pip install -e '.[bench]'): no chart"
     labels = [f"{r.op} [{r.driver}]" for r in rows]
     ratios = [r.ratio() or 0.0 for r in rows]
-    colors = ["#2e7d32" if r.verdict() == "ok" else ("#c62828" if "MISS" in r.verdict() else "#f9a825")
-              for r in rows]
+    colors = ["#9e9e9e" if r.target is None else "#2e7d32" if r.verdict() == "ok"
+              else "#c62828" if "MISS" in r.verdict() else "#f9a825" for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.26 * len(rows) + 1.4))
     y = list(range(len(rows)))[::-1]
     ax.barh(y, ratios, color=colors, height=0.7)
@@ -605,9 +622,13 @@ def chart(results: list[Result], path: Path) -> str:
             ax.plot([r.target, r.target], [yy - 0.42, yy + 0.42], color="black", lw=1.5)
         ax.text((r.ratio() or 0) + 0.01, yy, f"{r.ratio():.2f}", va="center", fontsize=7)
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(0.1, min(ratios) * 0.8), max(2.0, max(ratios) * 1.6))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=7)
-    ax.set_xlabel("time ours / Go (lower is better; black tick = target; green = meets it)")
+    ax.set_xlabel("time ours / Go, log scale (lower is better; black tick = target; green meets it, "
+                  "red misses it, grey has none)", fontsize=8)
     ax.set_title("containers-storage: Python CLI vs Go CLI, median of pairwise ratios", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -649,6 +670,51 @@ def prepare_bytecode(ours: str) -> None:
         subprocess.run([str(python), "-m", "compileall", "-q", where], check=False)
 
 
+def results_from_json(doc: dict[str, Any]) -> list[Result]:
+    out = []
+    for d in doc["results"]:
+        r = Result(d["op"], d["driver"], d["target"], note=d.get("note", ""))
+        for impl, samples in d["samples"].items():
+            r.samples[impl] = [Sample(w, rss) for w, rss in samples]
+        r.status = dict(d.get("problems") or {})
+        out.append(r)
+    return out
+
+
+README_START, README_END = "<!-- bench-table -->", "<!-- /bench-table -->"
+
+
+def readme_block(doc: dict[str, Any], chart_path: str) -> str:
+    """The generated part of README.md's Benchmarks section: where, how, the table, the chart."""
+    m = doc["machine"]
+    rel_chart = os.path.relpath(chart_path, REPO)
+    return "\n".join([
+        README_START,
+        f"Run {doc['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, "
+        f"Python {m['python']}, against Debian's containers-storage {m['go_package']}; workload "
+        f"{doc['workload']['tar_mb']} MB / {doc['workload']['entries']} entries. Command:",
+        "",
+        "```",
+        f".venv/bin/{doc['command']}",
+        "```",
+        "",
+        doc["markdown"],
+        "",
+        f"![ours/Go per operation]({rel_chart})",
+        README_END,
+    ])
+
+
+def update_readme(block: str) -> str:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < 0:
+        return "README.md has no bench-table markers: not updated"
+    readme.write_text(text[:start] + block + text[end + len(README_END):])
+    return "README.md: benchmark table updated"
+
+
 def select(ops: list[Op], patterns: list[str]) -> list[Op]:
     if not patterns:
         return ops
@@ -668,10 +734,19 @@ def main() -> int:
     ap.add_argument("--no-refs", action="store_true", help="skip the physical references")
     ap.add_argument("--results", default=str(HERE / "results.json"))
     ap.add_argument("--chart", default=str(HERE / "ratios.png"))
+    ap.add_argument("--update-readme", action="store_true",
+                    help="replace the table between README.md's bench-table markers")
+    ap.add_argument("--readme-only", action="store_true",
+                    help="only write README.md's table from --results (an earlier run)")
     ap.add_argument("--build-store", nargs=3, metavar=("ROOT", "DRIVER", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_store:
         build_store(args.build_store[0], args.build_store[1], int(args.build_store[2]))
+        return 0
+    if args.readme_only:  # the README table (and the chart) from an earlier run's results
+        doc = json.loads(Path(args.results).read_text())
+        print(chart(results_from_json(doc), Path(args.chart)))
+        print(update_readme(readme_block(doc, args.chart)))
         return 0
     if not os.path.exists(args.reference):
         sys.exit(f"{args.reference}: not found (Debian package containers-storage, or --reference)")
@@ -686,14 +761,12 @@ def main() -> int:
     writer_runs = args.runs or (1 if args.quick else 3)
     plan: list[tuple[Op, int, int]] = []
     for driver in drivers:
-        plan += [(op, heavy_runs, 0) for op in select(heavy_ops(stores, driver), patterns)]
+        plan += [(op, heavy_runs, 0) for op in select(heavy_ops(stores, driver, not args.no_refs), patterns)]
     for size in LIST_SIZES:
         for driver in drivers:
             plan += [(op, list_runs, 1) for op in select(listing_ops(stores, driver, size), patterns)]
     for driver in drivers:
         plan += [(op, writer_runs, 0) for op in select([writers_op(stores, driver)], patterns)]
-    if not args.no_refs:
-        plan += [(op, heavy_runs, 0) for op in select(ref_ops(stores), patterns)]
 
     info = machine()
     tar_mb = stores.inputs["tar"].stat().st_size / 1e6
@@ -718,13 +791,11 @@ def main() -> int:
     print(table([r for r in results if not r.op.startswith("ref:")]))
     refs = references(results)
     if refs:
-        print("\nphysical references:")
-        for r in results:
-            if r.op.startswith("ref:"):
-                print(f"  {r.note:32s} {fmt(r.median('ours'), '.3f')} s")
+        print("\nphysical references (same rounds):")
         for v in refs.values():
             print("  " + v.strip("| ").replace(" | ", "  "))
-    command = "python benchmarks/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python benchmarks/bench.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:] if a != "--update-readme")
     doc = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command.strip(),
         "machine": info, "workload": {"tar_mb": round(tar_mb, 1), "entries": entries},
@@ -734,12 +805,15 @@ def main() -> int:
             "ours_s": r.median("ours"), "go_s": r.median("go"), "ratio": r.ratio(),
             "ours_rss_mib": r.rss_mib("ours"), "go_rss_mib": r.rss_mib("go"), "status": r.verdict(),
             "problems": r.status, "load": r.load,
-            "samples": {i: [[round(s.wall, 4), s.rss_kib] for s in r.samples[i]] for i in IMPLS},
+            "samples": {i: [[round(s.wall, 4), s.rss_kib] for s in r.samples[i]] for i in (*IMPLS, "ref")},
+            "reference": r.ref_label, "ours_per_reference": r.ref_ratio(),
         } for r in results],
         "markdown": markdown(results, refs),
     }
     Path(args.results).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\nresults: {args.results}\n{chart(results, Path(args.chart))}")
+    if args.update_readme:
+        print(update_readme(readme_block(doc, args.chart)))
     return 0
 
 
