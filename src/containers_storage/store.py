@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from . import errors
 from .config import StoreOptions
@@ -200,19 +200,25 @@ class Store:
         return None
 
     # -- listing and lookups -------------------------------------------------------------------
-    def layers(self) -> list[Layer]:
+    def _all_layers(self, fn: Callable[[ROLayerStore], list[Layer]]) -> list[Layer]:
         out: list[Layer] = []
         for store in self.all_layer_stores():
             with store.reading():
-                out.extend(store.layers)
+                out.extend(fn(store))
         return out
 
-    def images(self) -> list[Image]:
+    def _all_images(self, fn: Callable[[ROImageStore], list[Image]]) -> list[Image]:
         out: list[Image] = []
         for store in self.all_image_stores():
             with store.reading():
-                out.extend(store.records)
+                out.extend(fn(store))
         return out
+
+    def layers(self) -> list[Layer]:
+        return self._all_layers(lambda s: s.layers)
+
+    def images(self) -> list[Image]:
+        return self._all_images(lambda s: s.records)
 
     def containers(self) -> list[Container]:
         with self.container_store.reading():
@@ -266,33 +272,17 @@ class Store:
         return found
 
     def images_by_digest(self, digest: str) -> list[Image]:
-        out: list[Image] = []
-        for store in self.all_image_stores():
-            with store.reading():
-                out.extend(store.images_by_digest(digest))
-        return out
+        return self._all_images(lambda s: s.images_by_digest(digest))
 
     def images_by_top_layer(self, ref: str) -> list[Image]:
-        layer = self.layer(ref)
-        out: list[Image] = []
-        for store in self.all_image_stores():
-            with store.reading():
-                out.extend(store.images_by_top_layer(layer.id))
-        return out
+        layer_id = self.layer(ref).id
+        return self._all_images(lambda s: s.images_by_top_layer(layer_id))
 
     def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
-        out: list[Layer] = []
-        for store in self.all_layer_stores():
-            with store.reading():
-                out.extend(store.by_compressed_digest(digest))
-        return out
+        return self._all_layers(lambda s: s.by_compressed_digest(digest))
 
     def layers_by_uncompressed_digest(self, digest: str) -> list[Layer]:
-        out: list[Layer] = []
-        for store in self.all_layer_stores():
-            with store.reading():
-                out.extend(store.by_uncompressed_digest(digest))
-        return out
+        return self._all_layers(lambda s: s.by_uncompressed_digest(digest))
 
     def layer_size(self, ref: str) -> int:
         found = self._first_layer_store(lambda s: s.size(ref) if s.exists(ref) else None)
@@ -557,21 +547,14 @@ class Store:
         return found
 
     def image_big_data(self, ref: str, key: str) -> bytes:
-        found = False
-        for store in self.all_image_stores():
-            with store.reading():
-                if not store.exists(ref):
-                    continue
-                found = True
-                try:
-                    return store.big_data(ref, key)
-                except (FileNotFoundError, errors.InvalidBigDataName):
-                    continue
-        if found:
+        known, data = _first_big_data(self.all_image_stores(), ref, key)
+        if data is None and known:
             raise errors.StorageError(
                 f"locating item named {_go_quote(key)} for image with ID {_go_quote(ref)} "
                 "(consider removing the image to resolve the issue): file does not exist")
-        raise errors.ImageUnknown.after(f'locating image with ID "{ref}"')
+        if data is None:
+            raise errors.ImageUnknown.after(f'locating image with ID "{ref}"')
+        return data
 
     def image_big_data_size(self, ref: str, key: str) -> int:
         found = self._first_image_store(lambda s: s.big_data_size(ref, key) if s.exists(ref) else None)
@@ -598,20 +581,13 @@ class Store:
         return found
 
     def layer_big_data(self, ref: str, key: str) -> bytes:
-        found = False
-        for store in self.all_layer_stores():
-            with store.reading():
-                if not store.exists(ref):
-                    continue
-                found = True
-                try:
-                    return store.big_data(ref, key)
-                except (FileNotFoundError, errors.InvalidBigDataName):
-                    continue
-        if found:  # Go: fmt.Errorf("locating item named %q for layer with ID %q: %w", ..., os.ErrNotExist)
+        known, data = _first_big_data(self.all_layer_stores(), ref, key)
+        if data is None and known:  # Go: fmt.Errorf("locating item named %q for layer with ID %q: %w", ...)
             raise errors.StorageError(f"locating item named {_go_quote(key)} for layer with ID "
                                       f"{_go_quote(ref)}: file does not exist")
-        raise errors.LayerUnknown.after(f'locating layer with ID "{ref}"')
+        if data is None:
+            raise errors.LayerUnknown.after(f'locating layer with ID "{ref}"')
+        return data
 
     def set_layer_big_data(self, ref: str, key: str, data: bytes) -> None:
         with self.layer_store.writing() as rl:
@@ -1072,3 +1048,27 @@ class Store:
         """Forget this process's cached handle so the next get_store re-reads everything."""
         with _stores_lock:
             _stores.pop((self.graph_root, self.run_root), None)
+
+
+class _BigDataSource(Protocol):
+    def reading(self) -> AbstractContextManager[object]: ...
+    def exists(self, ref: str) -> bool: ...
+    def big_data(self, ref: str, key: str) -> bytes: ...
+
+
+def _first_big_data(stores: Sequence[_BigDataSource], ref: str, key: str) -> tuple[bool, bytes | None]:
+    """Whether any store knows ``ref``, and the item from the first store that has it.
+
+    Callers word "unknown record" and "record without that item" differently, as Go does.
+    """
+    known = False
+    for store in stores:
+        with store.reading():
+            if not store.exists(ref):
+                continue
+            known = True
+            try:
+                return True, store.big_data(ref, key)
+            except (FileNotFoundError, errors.InvalidBigDataName):
+                continue
+    return known, None
