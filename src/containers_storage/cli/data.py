@@ -12,6 +12,7 @@ from .base import CommandError, Context, go_os_error, read_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
 
@@ -48,6 +49,27 @@ def _input(ctx: Context) -> bytes:
     return sys.stdin.buffer.read()
 
 
+def _get(ctx: Context, fetch: Callable[[], bytes]) -> int:
+    """Open the -f output first (Go creates it even when the lookup then fails), then write."""
+    target = _open_output(ctx)
+    try:
+        data = fetch()
+    except BaseException:
+        if target is not None:
+            target.close()
+        raise
+    _write(ctx, target, data)
+    return 0
+
+
+def _print_digest(ctx: Context, value: str) -> int:
+    from ..digest import validate
+
+    validate(value)
+    ctx.out.out(value + "\n")
+    return 0
+
+
 # -- layers -------------------------------------------------------------------------------------
 def list_layer_data(ctx: Context, args: list[str]) -> int:
     layer = ctx.store.layer(args[0])
@@ -56,15 +78,7 @@ def list_layer_data(ctx: Context, args: list[str]) -> int:
 
 def get_layer_data(ctx: Context, args: list[str]) -> int:
     layer = ctx.store.layer(args[0])
-    target = _open_output(ctx)
-    try:
-        data = ctx.store.layer_big_data(layer.id, args[1])
-    except BaseException:
-        if target is not None:
-            target.close()
-        raise
-    _write(ctx, target, data)
-    return 0
+    return _get(ctx, lambda: ctx.store.layer_big_data(layer.id, args[1]))
 
 
 def set_layer_data(ctx: Context, args: list[str]) -> int:
@@ -81,15 +95,7 @@ def list_image_data(ctx: Context, args: list[str]) -> int:
 
 def get_image_data(ctx: Context, args: list[str]) -> int:
     image = ctx.store.image(args[0])
-    target = _open_output(ctx)
-    try:
-        data = ctx.store.image_big_data(image.id, args[1])
-    except BaseException:
-        if target is not None:
-            target.close()
-        raise
-    _write(ctx, target, data)
-    return 0
+    return _get(ctx, lambda: ctx.store.image_big_data(image.id, args[1]))
 
 
 def get_image_data_size(ctx: Context, args: list[str]) -> int:
@@ -99,13 +105,8 @@ def get_image_data_size(ctx: Context, args: list[str]) -> int:
 
 
 def get_image_data_digest(ctx: Context, args: list[str]) -> int:
-    from ..digest import validate
-
     image = ctx.store.image(args[0])
-    value = ctx.store.image_big_data_digest(image.id, args[1])
-    validate(value)
-    ctx.out.out(value + "\n")
-    return 0
+    return _print_digest(ctx, ctx.store.image_big_data_digest(image.id, args[1]))
 
 
 def set_image_data(ctx: Context, args: list[str]) -> int:
@@ -134,15 +135,7 @@ def list_container_data(ctx: Context, args: list[str]) -> int:
 
 def get_container_data(ctx: Context, args: list[str]) -> int:
     container = ctx.store.container(args[0])
-    target = _open_output(ctx)
-    try:
-        data = ctx.store.container_big_data(container.id, args[1])
-    except BaseException:
-        if target is not None:
-            target.close()
-        raise
-    _write(ctx, target, data)
-    return 0
+    return _get(ctx, lambda: ctx.store.container_big_data(container.id, args[1]))
 
 
 def get_container_data_size(ctx: Context, args: list[str]) -> int:
@@ -152,13 +145,8 @@ def get_container_data_size(ctx: Context, args: list[str]) -> int:
 
 
 def get_container_data_digest(ctx: Context, args: list[str]) -> int:
-    from ..digest import validate
-
     container = ctx.store.container(args[0])
-    value = ctx.store.container_big_data_digest(container.id, args[1])
-    validate(value)
-    ctx.out.out(value + "\n")
-    return 0
+    return _print_digest(ctx, ctx.store.container_big_data_digest(container.id, args[1]))
 
 
 def set_container_data(ctx: Context, args: list[str]) -> int:
