@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidMappings
 
 
-@dataclass(frozen=True, slots=True)
-class IDMap:
+class IDMap(NamedTuple):
     """One contiguous range: container IDs [container_id, +size) are host IDs [host_id, +size)."""
 
     container_id: int

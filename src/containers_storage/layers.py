@@ -373,11 +373,11 @@ class LayerStore(ROLayerStore):
             for l in self.layers
             if l.mount_point and l.mount_count > 0
         ]
-        import orjson
+        from . import gojson
 
         self._mounts_last_write = self.mounts_lock.record_write()
         os.makedirs(self.rundir, mode=0o700, exist_ok=True)
-        atomic_write(self.mounts_path, orjson.dumps(mounts))
+        atomic_write(self.mounts_path, gojson.dumps(mounts))
 
     # -- saving --------------------------------------------------------------------------------
     def _save_layers(self, locations: int) -> None:

@@ -1,7 +1,7 @@
 """Layer, Image and Container records, stored as Go stores them.
 
 A record wraps the JSON object it was loaded from, so loading thousands of them costs one
-``orjson.loads`` and no per-field conversion, unknown keys written by a newer Go version survive a
+JSON parse and no per-field conversion, unknown keys written by a newer Go version survive a
 round trip, and timestamps keep their exact nanosecond text.  ``to_json`` emits Go's field order
 and ``omitempty`` rules; ``dumps`` adds Go's HTML-safe escaping so our files match Go's bytes.
 """
@@ -13,9 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import orjson
-
-from .gojson import go_escape
+from . import gojson
 from .idtools import IDMap, maps_from_json, maps_to_json
 
 INCOMPLETE_FLAG = "incomplete"
@@ -332,14 +330,15 @@ class Container(_BigDataSized):
 
 def dumps_records(records: Iterable[Record]) -> bytes:
     """A JSON array of records, byte-compatible with Go's json.Marshal of the slice."""
-    return go_escape(orjson.dumps([r.to_json() for r in records]))
+    objs = [r.to_json() for r in records]
+    return gojson.dumps(objs, large=len(objs) > 500)
 
 
 def loads_array(data: bytes, what: str) -> list[dict[str, Any]]:
     """Parse a records file; an empty file is an empty store, anything else must be an array."""
     if not data.strip():
         return []
-    value = orjson.loads(data)
+    value = gojson.loads(data)
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -363,6 +362,6 @@ def dedupe(values: Iterable[str]) -> list[str]:
 
 __all__ = [
     "INCOMPLETE_FLAG", "Container", "IDMap", "Image", "Layer", "Record", "big_data_file_name",
-    "dedupe", "dumps_records", "format_time_ns", "go_escape", "loads_array", "maps_to_json",
+    "dedupe", "dumps_records", "format_time_ns", "loads_array", "maps_to_json",
     "now_rfc3339", "parse_time_ns",
 ]

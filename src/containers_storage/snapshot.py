@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
     Raw = dict[str, Any]  # a record's JSON object
 
-# Parsing with orjson is faster, but importing it costs more than it saves on small files.
-_ORJSON_THRESHOLD = 1 << 20
 
 
 def additional_image_store_dirs(driver_options: Iterable[str]) -> list[str]:
@@ -66,17 +64,8 @@ class Snapshot:
 
 
 def _loads(chunks: list[bytes]) -> list[list[Raw]]:
-    total = sum(len(c) for c in chunks)
-    if total >= _ORJSON_THRESHOLD:
-        import orjson
+    from .gojson import loads
 
-        def loads(data: bytes) -> object:
-            return orjson.loads(data)
-    else:
-        import json
-
-        def loads(data: bytes) -> object:
-            return json.loads(data)
     out: list[list[Raw]] = []
     for data in chunks:
         if not data.strip():

@@ -34,9 +34,10 @@ _stores_lock = threading.Lock()
 
 def _go_quote(text: str) -> str:
     """Go's %q for the plain strings (names, IDs) that error messages quote."""
-    import orjson
-
-    return orjson.dumps(text).decode()
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    short = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    out = "".join(c if c.isprintable() else short.get(c, f"\\u{ord(c):04x}") for c in out)
+    return f'"{out}"'
 
 
 def get_store(options: StoreOptions) -> Store:

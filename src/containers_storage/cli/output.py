@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ..gojson import go_escape
+from .. import gojson
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -21,24 +21,13 @@ def go_json(value: Any) -> bytes:
 
     Dicts are written in their own order: callers pass records in Go's struct order and plain
     maps through ``go_json_sorted``.  orjson is used when it is loaded already or the value is
-    big enough to pay for importing it; both encoders produce the same bytes here.
+    big enough to pay for importing it; otherwise gojson's import-free encoder (same bytes).
     """
-    if "orjson" in sys.modules or (isinstance(value, list) and len(value) > _ORJSON_MIN_ITEMS):
-        import orjson
-
-        try:
-            data = orjson.dumps(value)
-        except TypeError:
-            data = orjson.dumps(_scrub(value))
-    else:
-        import json
-
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError:
-            data = json.dumps(_scrub(value), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return go_escape(data) + b"\n"
+    large = isinstance(value, list) and len(value) > _ORJSON_MIN_ITEMS
+    try:
+        return gojson.dumps(value, large=large) + b"\n"
+    except (TypeError, UnicodeEncodeError):  # lone surrogates from non-UTF-8 names
+        return gojson.dumps(_scrub(value), large=large) + b"\n"
 
 
 _ORJSON_MIN_ITEMS = 2000

@@ -7,7 +7,6 @@ exporting tar streams go through the archive engine so that confinement rules li
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from ..idtools import IDMap
@@ -18,40 +17,67 @@ if TYPE_CHECKING:
     from ..archive.tarsplit import TarSplitWriter
 
 
-@dataclass
 class CreateOpts:
-    mount_label: str = ""
-    storage_opt: dict[str, str] = field(default_factory=dict)
-    uid_map: list[IDMap] = field(default_factory=list)
-    gid_map: list[IDMap] = field(default_factory=list)
+    """How to create a layer: its mount label, driver options and ID mappings."""
+
+    def __init__(
+        self,
+        mount_label: str = "",
+        storage_opt: dict[str, str] | None = None,
+        uid_map: list[IDMap] | None = None,
+        gid_map: list[IDMap] | None = None,
+    ) -> None:
+        self.mount_label = mount_label
+        self.storage_opt: dict[str, str] = dict(storage_opt or {})
+        self.uid_map: list[IDMap] = list(uid_map or [])
+        self.gid_map: list[IDMap] = list(gid_map or [])
 
 
-@dataclass
 class MountOpts:
-    mount_label: str = ""
-    options: list[str] = field(default_factory=list)
-    uid_map: list[IDMap] = field(default_factory=list)
-    gid_map: list[IDMap] = field(default_factory=list)
-    volatile: bool = False
+    """How to mount a layer: label, options ("ro", ...), ID mappings, volatile upper dir."""
+
+    def __init__(
+        self,
+        mount_label: str = "",
+        options: list[str] | None = None,
+        uid_map: list[IDMap] | None = None,
+        gid_map: list[IDMap] | None = None,
+        volatile: bool = False,
+    ) -> None:
+        self.mount_label = mount_label
+        self.options: list[str] = list(options or [])
+        self.uid_map: list[IDMap] = list(uid_map or [])
+        self.gid_map: list[IDMap] = list(gid_map or [])
+        self.volatile = volatile
 
 
-@dataclass
 class ApplyDiffOpts:
-    uid_map: list[IDMap] = field(default_factory=list)
-    gid_map: list[IDMap] = field(default_factory=list)
-    mount_label: str = ""
-    ignore_chown_errors: bool = False
-    tar_split: TarSplitWriter | None = None
+    """How to apply a diff into a layer, and where its tar-split goes."""
+
+    def __init__(
+        self,
+        uid_map: list[IDMap] | None = None,
+        gid_map: list[IDMap] | None = None,
+        mount_label: str = "",
+        ignore_chown_errors: bool = False,
+        tar_split: TarSplitWriter | None = None,
+    ) -> None:
+        self.uid_map: list[IDMap] = list(uid_map or [])
+        self.gid_map: list[IDMap] = list(gid_map or [])
+        self.mount_label = mount_label
+        self.ignore_chown_errors = ignore_chown_errors
+        self.tar_split = tar_split
 
 
-@dataclass
 class DriverOptions:
     """What the store hands a driver: its roots and the ``--storage-opt`` list."""
 
-    root: str  # graphroot; the driver's home is root/<name>
-    run_root: str
-    image_store: str = ""
-    options: list[str] = field(default_factory=list)
+    def __init__(self, root: str, run_root: str, image_store: str = "",
+                 options: list[str] | None = None) -> None:
+        self.root = root  # graphroot; the driver's home is root/<name>
+        self.run_root = run_root
+        self.image_store = image_store
+        self.options: list[str] = list(options or [])
 
 
 class Driver(Protocol):
@@ -83,7 +109,6 @@ class Driver(Protocol):
     def diff_size(self, id: str, parent: str) -> int: ...
 
 
-@dataclass
 class StagedDiff:
     """A diff applied into a staging directory before its layer is locked or even exists.
 
@@ -91,10 +116,12 @@ class StagedDiff:
     DriverWithDifferOutput, for tarballs).
     """
 
-    directory: str  # becomes the layer's files on commit
-    result: ApplyResult
-    tar_split: str = ""  # tar-split recorded while applying, moved next to layers.json on commit
-    lock_fd: int = -1  # keeps other processes' cleanup away while the diff waits
+    def __init__(self, directory: str, result: ApplyResult, tar_split: str = "",
+                 lock_fd: int = -1) -> None:
+        self.directory = directory  # becomes the layer's files on commit
+        self.result = result
+        self.tar_split = tar_split  # tar-split recorded while applying, moved on commit
+        self.lock_fd = lock_fd  # keeps other processes' cleanup away while the diff waits
 
 
 @runtime_checkable
