@@ -137,3 +137,36 @@ def test_fast_lookups_agree_with_the_store(cli_sub: CLI, monkeypatch: pytest.Mon
     for argv, code in cases:
         fast, slow = _both(monkeypatch, [*cli_sub.globals, *argv], code)
         assert fast == slow, argv
+
+
+def test_fast_image_agrees_with_the_store(cli_sub: CLI, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc/file")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    (tmp_path / "layer.tar").write_bytes(buf.getvalue())
+    base = cli_sub.ok("import-layer", "-n", "imported", "-f", str(tmp_path / "layer.tar")).lines[0]
+    cli_sub.ok("create-layer", "-n", "unsized", base)  # no digest: its size needs the Store
+    image = cli_sub.ok("create-image", "-n", "img", base).lines[0]
+    cli_sub.ok("set-image-data", image, "manifest", stdin=b'{"schemaVersion":2}')
+    cli_sub.ok("create-image", "-n", "img2", "unsized")
+    for argv, code in [(["image", "img"], 0), (["image", "img", "nosuch"], 1), (["image", "--json", "img"], 0),
+                       (["image", "img2", "img"], 0)]:
+        fast, slow = _both(monkeypatch, [*cli_sub.globals, *argv], code)
+        assert fast == slow, argv
+    # The first image is answered from the snapshot (all sizes recorded); the second is not.
+    from containers_storage import lockfile
+    from containers_storage.cli import lookups
+    from containers_storage.cli.output import Output
+
+    monkeypatch.setattr(lockfile, "_registry", {})  # as in a fresh CLI process
+    snap = snapshot.take(cli_sub.root, cli_sub.run_root, "vfs")
+    assert snap is not None
+    sink = Output()
+    assert lookups._image(snap, ["img"], False, sink) == 0
+    assert lookups._image(snap, ["img2"], False, sink) is None

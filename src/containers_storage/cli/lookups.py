@@ -14,13 +14,13 @@ if TYPE_CHECKING:
     from ..snapshot import Snapshot
     from .output import Output
 
-FAST = frozenset({"exists", "layer", "get-names", "getnames", "metadata"})
+FAST = frozenset({"exists", "layer", "image", "get-names", "getnames", "metadata"})
 
 
 def _snapshot(name: str, values: dict[str, object]) -> Snapshot | None:
     from .listing import snapshot_for
 
-    kinds = {"layer": (True, False, False)}.get(name, (True, True, True))
+    kinds = {"layer": (True, False, False), "image": (True, True, False)}.get(name, (True, True, True))
     snap = snapshot_for(values, *kinds)
     if snap is not None and snap.additional_stores:
         import gc
@@ -47,6 +47,9 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
         else:
             out.out("".join(_layer_text(rec) for rec in matched))
         return 0 if len(matched) == len(args) else 1
+
+    if name == "image":
+        return _image(snap, args, as_json, out)
 
     def find(ref: str) -> Any:
         for records in (snap.layers, snap.images, snap.containers):
@@ -98,6 +101,59 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
     elif not values.get("quiet"):
         out.out("".join(f"{what}: {'true' if found_ else 'false'}\n" for what, found_ in answers.items()))
     return 1 if missing else 0
+
+
+def _image(snap: Snapshot, args: list[str], as_json: bool, out: Output) -> int | None:
+    """The image command; None (ordinary path) when a size needs a layer's contents measured."""
+    from ..snapshot import lookup
+
+    matched = [rec for rec in (lookup(snap.images, arg) for arg in args) if rec is not None]
+    if as_json:
+        from .gojson import images_view
+
+        out.json(images_view(matched))
+        return 0 if len(matched) == len(args) else 1
+    layers = {rec["id"]: rec for rec in snap.layers}
+    digests = {id(rec): d for rec, d in zip(snap.images, snap.image_digests, strict=True)}
+    texts: list[str] = []
+    for rec in matched:
+        size = _image_size(rec, layers)
+        if size is None:
+            return None
+        parts = [f"ID: {rec['id']}\n"]
+        parts += [f"Name: {name}\n" for name in rec.get("names") or ()]
+        parts.append(f"Top Layer: {rec.get('layer') or ''}\n")
+        parts += [f"Top Layer: {lid}\n" for lid in rec.get("mapped-layers") or ()]
+        parts += [f"Digest: {d}\n" for d in digests[id(rec)]]
+        parts += [f"Data: {name}\n" for name in rec.get("big-data-names") or ()]
+        parts.append(f"Size: {size}\n")
+        texts.append("".join(parts))
+    out.out("".join(texts))
+    return 0 if len(matched) == len(args) else 1
+
+
+def _image_size(image: dict[str, Any], layers: dict[str, dict[str, Any]]) -> int | None:
+    """Go's ImageSize from recorded sizes alone; None when a layer lacks one or data is unsized."""
+    queue = [lid for lid in [image.get("layer"), *(image.get("mapped-layers") or ())] if lid]
+    seen: set[str] = set()
+    size = 0
+    while queue:
+        layer_id = queue.pop(0)
+        if layer_id in seen:
+            continue
+        seen.add(layer_id)
+        layer = layers.get(layer_id)
+        if layer is None or not layer.get("diff-digest"):
+            return None
+        size += int(layer.get("diff-size") or 0)
+        if layer.get("parent"):
+            queue.append(layer["parent"])
+    sizes = image.get("big-data-sizes") or {}
+    for name in image.get("big-data-names") or ():
+        if name not in sizes:
+            return None
+        size += int(sizes[name])
+    return size
 
 
 def _layer_text(rec: dict[str, Any]) -> str:

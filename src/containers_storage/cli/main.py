@@ -32,7 +32,7 @@ _LAZY_DRIVER = frozenset({
 })
 _KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
 _FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
-_FAST_LOOKUPS = frozenset({"exists", "layer", "get-names", "getnames", "metadata"})  # lookups.FAST
+_FAST_LOOKUPS = frozenset({"exists", "layer", "image", "get-names", "getnames", "metadata"})  # lookups.FAST
 
 
 def program_name(argv0: str) -> str:
