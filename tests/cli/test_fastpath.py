@@ -155,8 +155,9 @@ def test_fast_image_agrees_with_the_store(cli_sub: CLI, monkeypatch: pytest.Monk
     image = cli_sub.ok("create-image", "-n", "img", base).lines[0]
     cli_sub.ok("set-image-data", image, "manifest", stdin=b'{"schemaVersion":2}')
     cli_sub.ok("create-image", "-n", "img2", "unsized")
-    for argv, code in [(["image", "img"], 0), (["image", "img", "nosuch"], 1), (["image", "--json", "img"], 0),
-                       (["image", "img2", "img"], 0)]:
+    cases = [(["image", "img"], 0), (["image", "img", "nosuch"], 1), (["image", "--json", "img"], 0),
+             (["image", "img2", "img"], 0)]
+    for argv, code in cases:
         fast, slow = _both(monkeypatch, [*cli_sub.globals, *argv], code)
         assert fast == slow, argv
     # The first image is answered from the snapshot (all sizes recorded); the second is not.
