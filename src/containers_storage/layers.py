@@ -6,13 +6,12 @@ from disk whenever another process (Go or Python) recorded a write in ``layers.l
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import errors
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, StagingDriver
@@ -272,7 +271,7 @@ class ROLayerStore:
         comp = Compression(to_layer.compression if compression is None else compression)
         sink: BinaryIO = out
         if comp != Compression.UNCOMPRESSED:
-            sink = cast(BinaryIO, _NoFdWriter(open_compressed(out, comp)))
+            sink = open_compressed(out, comp)
         try:
             ts_path = self.tar_split_path(to_layer.id)
             if from_id == to_layer.parent and os.path.exists(ts_path):
@@ -287,27 +286,6 @@ class ROLayerStore:
         finally:
             if sink is not out:
                 sink.close()
-
-
-class _NoFdWriter(io.RawIOBase):
-    """A compressor without fileno(): codecs report the underlying file's fd, and writers that
-    send file bodies straight to an fd (sendfile) would then bypass the compression."""
-
-    def __init__(self, codec: BinaryIO) -> None:
-        super().__init__()
-        self._codec = codec
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self._codec.write(b)
-        return memoryview(b).nbytes
-
-    def close(self) -> None:
-        if not self.closed:
-            self._codec.close()
-        super().close()
 
 
 class LayerStore(ROLayerStore):

@@ -23,6 +23,7 @@ from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
 from .changes import OPAQUE_XATTR, Change, ChangeKind, lexical_walk, opaque_hides_lower
 from .confine import open_beneath, open_root
+from .sink import BlockSink
 from .tarwrite import (
     END_OF_ARCHIVE,
     TYPE_BLOCK,
@@ -45,8 +46,6 @@ WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
 
 _OPEN_CONTENT = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-_INLINE_MAX = 256 * 1024
-_BUF_SIZE = 1024 * 1024
 _ZEROS = bytes(512)
 _SECURITY_XATTRS = ("security.capability", "security.ima")
 
@@ -55,80 +54,6 @@ class ExportError(StorageError):
     """A file changed or vanished while its content was being written into the diff."""
 
     text = "exporting layer diff"
-
-
-class _Sink:
-    """Output through one fixed buffer (no reallocation per file); big file bodies go straight
-    to ``out``'s fd by sendfile when it has one."""
-
-    __slots__ = ("buf", "fd", "obj", "pos", "view", "written")
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.obj = out
-        self.buf = bytearray(_BUF_SIZE)
-        self.view = memoryview(self.buf)
-        self.pos = 0
-        self.written = 0
-        self.fd = -1
-        try:
-            fd = out.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        out.flush()
-        self.fd = fd
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        n = len(data)
-        if self.pos + n > _BUF_SIZE:
-            self.flush()
-            if n > _BUF_SIZE:
-                self._emit(memoryview(data))
-                return
-        self.view[self.pos:self.pos + n] = data
-        self.pos += n
-
-    def _emit(self, data: memoryview) -> None:
-        if self.fd >= 0:
-            done = 0
-            while done < len(data):
-                done += os.write(self.fd, data[done:])
-        else:
-            self.obj.write(data)
-        self.written += len(data)
-
-    def flush(self) -> None:
-        if self.pos:
-            self._emit(self.view[:self.pos])
-            self.pos = 0
-
-    def close(self) -> None:
-        self.flush()
-        self.view.release()
-
-    def copy_fd(self, fd: int, size: int, name: bytes) -> None:
-        """Append ``size`` bytes of ``fd`` and the padding to the next block."""
-        pad = -size % 512
-        if size > _INLINE_MAX and self.fd >= 0:
-            self.flush()
-            offset = 0
-            while offset < size:
-                n = os.sendfile(self.fd, fd, offset, size - offset)
-                if n == 0:
-                    raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
-                offset += n
-            self.written += size
-        else:
-            remaining = size
-            while remaining:
-                if self.pos == _BUF_SIZE:
-                    self.flush()
-                want = min(remaining, _BUF_SIZE - self.pos)
-                n = os.readv(fd, [self.view[self.pos:self.pos + want]])
-                if n == 0:
-                    raise ExportError.about(f"{os.fsdecode(name)}: file shrank while being exported")
-                self.pos += n
-                remaining -= n
-        self.write(_ZEROS[:pad])
 
 
 def _legacy_major(dev: int) -> int:
@@ -171,7 +96,7 @@ class _Writer:
 
     def __init__(self, out: IO[bytes], uid_map: Sequence[IDMap] | None, gid_map: Sequence[IDMap] | None,
                  lower_fds: Sequence[int] | None = None) -> None:
-        self.sink = _Sink(out)
+        self.sink = BlockSink(out)
         self.uid_map = uid_map or None
         self.gid_map = gid_map or None
         self.seen: dict[int, bytes] = {}
@@ -273,7 +198,9 @@ class _Writer:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 raise ExportError.about(f"{os.fsdecode(rel)}: file changed while being exported")
-            self.sink.copy_fd(fd, size, rel)
+            self.sink.copy_fd(fd, size, lambda: ExportError.about(
+                f"{os.fsdecode(rel)}: file shrank while being exported"))
+            self.sink.write(_ZEROS[:-size % 512])
         finally:
             if given_fd < 0:
                 os.close(fd)

@@ -27,6 +27,7 @@ from pybase64 import b64encode as _b64encode
 from ..errors import InvalidArchive, StorageError
 from .confine import open_beneath, open_root
 from .crc64 import crc64 as _crc64
+from .sink import BlockSink
 
 __all__ = [
     "FILE_TYPE",
@@ -43,11 +44,6 @@ __all__ = [
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
 
-# Files up to this size are read into the output buffer (one read each, big batched writes);
-# larger ones go through sendfile(2) so their bytes never enter Python (unless CRCs are checked).
-_INLINE_MAX = 256 * 1024
-# The output buffer: everything small is batched into writes of this size.
-_BUF_SIZE = 1024 * 1024
 # Decompressed tar-split text is parsed in blocks of about this size, so memory stays bounded
 # however many entries the layer has.
 _PARSE_BLOCK = 4 * 1024 * 1024
@@ -396,55 +392,6 @@ def _plan(lines: list[bytes], seen: set[bytes], want_crc: bool) -> list[_Op]:
 # --- reassembly ---------------------------------------------------------------------------------
 
 
-class _Output:
-    """Output through one fixed buffer: segments are copied in, small files are read straight
-    into it (no per-file allocation, one copy); big files go to the fd by sendfile if there is one.
-    """
-
-    __slots__ = ("buf", "fd", "obj", "pos", "view", "written")
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.obj = out
-        self.buf = bytearray(_BUF_SIZE)
-        self.view = memoryview(self.buf)
-        self.pos = 0
-        self.written = 0
-        self.fd = -1
-        try:
-            fd = out.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        # Whatever the file object buffered goes first; from here on we write to its fd.
-        out.flush()
-        self.fd = fd
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        n = len(data)
-        if self.pos + n > _BUF_SIZE:
-            self.flush()
-            if n > _BUF_SIZE:
-                self._emit(memoryview(data))
-                return
-        self.view[self.pos:self.pos + n] = data
-        self.pos += n
-
-    def _emit(self, data: memoryview) -> None:
-        if self.fd >= 0:
-            _write_all(self.fd, data)
-        else:
-            self.obj.write(data)
-        self.written += len(data)
-
-    def flush(self) -> None:
-        if self.pos:
-            self._emit(self.view[:self.pos])
-            self.pos = 0
-
-    def close(self) -> None:
-        self.flush()
-        self.view.release()
-
-
 def _open_content(roots: Sequence[int], name: bytes) -> int:
     """Open a file entry's content confined to the first layer root that has it (Go's getter)."""
     err: OSError | None = None
@@ -460,7 +407,7 @@ def _open_content(roots: Sequence[int], name: bytes) -> int:
     raise ReassemblyError.about(f"open {os.fsdecode(name)}: {err.strerror}") from err
 
 
-def _copy_file(out: _Output, fd: int, name: bytes, size: int, crc: bytes | None) -> None:
+def _copy_file(out: BlockSink, fd: int, name: bytes, size: int, crc: bytes | None) -> None:
     """Append exactly ``size`` bytes of ``fd`` to the output, checking the size (and CRC)."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -468,39 +415,10 @@ def _copy_file(out: _Output, fd: int, name: bytes, size: int, crc: bytes | None)
     if st.st_size != size:
         raise ReassemblyError.about(
             f"{os.fsdecode(name)!r} has size {st.st_size}, the layer recorded {size}")
-    if crc is None and size > _INLINE_MAX and out.fd >= 0:
-        out.flush()
-        offset = 0
-        while offset < size:
-            n = os.sendfile(out.fd, fd, offset, size - offset)
-            if n == 0:
-                raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
-            offset += n
-        out.written += size
-        return
-    # Through the buffer, CRC-64 over each chunk as it lands when asked to.
-    value = 0
-    remaining = size
-    view = out.view
-    while remaining:
-        if out.pos == _BUF_SIZE:
-            out.flush()
-        pos = out.pos
-        n = os.readv(fd, [view[pos:pos + min(remaining, _BUF_SIZE - pos)]])
-        if n == 0:
-            raise ReassemblyError.about(f"{os.fsdecode(name)!r} is shorter than recorded")
-        if crc is not None:
-            value = _crc64(view[pos:pos + n], value)
-        out.pos = pos + n
-        remaining -= n
+    value = out.copy_fd(fd, size, lambda: ReassemblyError.about(
+        f"{os.fsdecode(name)!r} is shorter than recorded"), _crc64 if crc is not None else None)
     if crc is not None and value.to_bytes(8, "big") != crc:
         raise ReassemblyError(f"file integrity checksum failed for {os.fsdecode(name)!r}")
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    done = 0
-    while done < len(data):
-        done += os.write(fd, data[done:])
 
 
 class _Lookahead:
@@ -583,7 +501,7 @@ def reassemble(
 
 def _reassemble(tar_split: IO[bytes], roots: list[int], out_obj: IO[bytes], verify_crc: bool,
                 window: int) -> int:
-    out = _Output(out_obj)
+    out = BlockSink(out_obj)
     seen: set[bytes] = set()
     ahead = _Lookahead(roots, max(window, 1))
     try:
