@@ -8,7 +8,7 @@ from typing import Any
 from . import errors
 from .idtools import IDMap, maps_to_json
 from .lockfile import get_lock_file
-from .records import Container, dedupe, now_rfc3339
+from .records import Container, apply_name_operation, dedupe, now_rfc3339, reassign_names
 from .recordstore import RWRecordStore, sha256_digest
 
 VOLATILE_FLAG = "Volatile"
@@ -104,18 +104,8 @@ class ContainerStore(RWRecordStore[Container]):
         return container
 
     def update_names(self, ref: str, names: list[str], op: str) -> None:
-        from .layers import apply_name_operation
-
         c = self.get(ref)
-        new_names = apply_name_operation(c.names, names, op)
-        for name in c.names:
-            self.by_name.pop(name, None)
-        for name in new_names:
-            other = self.by_name.get(name)
-            if other is not None and other is not c:
-                other.names = [n for n in other.names if n != name]
-            self.by_name[name] = c
-        c.names = new_names
+        reassign_names(c, apply_name_operation(c.names, names, op), self.by_name)
         self.save()
 
     def set_big_data(self, ref: str, key: str, data: bytes) -> None:

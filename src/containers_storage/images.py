@@ -7,7 +7,7 @@ from typing import Any
 
 from . import errors
 from .lockfile import get_lock_file
-from .records import Image, dedupe, now_rfc3339
+from .records import Image, apply_name_operation, dedupe, now_rfc3339, reassign_names
 from .recordstore import RecordStore, RWRecordStore, sha256_digest
 
 MANIFEST_PREFIX = "manifest"
@@ -127,22 +127,14 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
                 lst.remove(rec)
 
     def update_names(self, ref: str, names: list[str], op: str) -> None:
-        from .layers import apply_name_operation
-
         image = self.get(ref)
         new_names = apply_name_operation(image.names, names, op)
-        for name in image.names:
-            self.by_name.pop(name, None)
         history = image.names_history
         for name in new_names:
-            other = self.by_name.get(name)
-            if other is not None and other is not image:
-                other.names = [n for n in other.names if n != name]
-            self.by_name[name] = image
             history = dedupe([name, *history])
         if history:
             image.raw["names-history"] = history
-        image.names = new_names
+        reassign_names(image, new_names, self.by_name)
         self.save()
 
     def set_big_data(self, ref: str, key: str, data: bytes, manifest_digest: str | None = None) -> None:

@@ -22,11 +22,13 @@ from .lockfile import LockFile, get_lock_file
 from .records import (
     INCOMPLETE_FLAG,
     Layer,
+    apply_name_operation,
     big_data_file_name,
     dedupe,
     dumps_records,
     loads_array,
     now_rfc3339,
+    reassign_names,
 )
 
 if TYPE_CHECKING:
@@ -527,15 +529,7 @@ class LayerStore(ROLayerStore):
     # -- names, metadata, flags, big data -----------------------------------------------------
     def update_names(self, ref: str, names: list[str], op: str) -> None:
         layer = self.get(ref)
-        new_names = apply_name_operation(layer.names, names, op)
-        for name in layer.names:
-            self.by_name.pop(name, None)
-        for name in new_names:
-            other = self.by_name.get(name)
-            if other is not None and other is not layer:
-                other.names = [n for n in other.names if n != name]
-            self.by_name[name] = layer
-        layer.names = new_names
+        reassign_names(layer, apply_name_operation(layer.names, names, op), self.by_name)
         self._save_for(layer)
 
     def set_metadata(self, ref: str, metadata: str) -> None:
@@ -671,19 +665,6 @@ def _is_mounted_or_dir(path: str, driver: Driver) -> bool:
     from .mountinfo import is_mountpoint
 
     return is_mountpoint(path)
-
-
-def apply_name_operation(old: list[str], params: list[str], op: str) -> list[str]:
-    """Go's applyNameOperation: set replaces, add puts new names first, remove filters."""
-    if op == "set":
-        result = list(params)
-    elif op == "remove":
-        result = [n for n in old if n not in params]
-    elif op == "add":
-        result = list(params) + list(old)
-    else:
-        raise errors.StorageError("invalid update name operation")
-    return dedupe(result)
 
 
 def new_layer_store(layerdir: str, rundir: str, driver: Callable[[], Driver], imagedir: str = "",

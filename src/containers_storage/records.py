@@ -353,6 +353,34 @@ def big_data_file_name(key: str) -> str:
     return "=" + base64.b64encode(key.encode()).decode()
 
 
+def apply_name_operation(old: list[str], params: list[str], op: str) -> list[str]:
+    """Go's applyNameOperation: set replaces, add puts new names first, remove filters."""
+    if op == "set":
+        result = list(params)
+    elif op == "remove":
+        result = [n for n in old if n not in params]
+    elif op == "add":
+        result = list(params) + list(old)
+    else:
+        raise ValueError(f"invalid update name operation {op!r}")
+    return dedupe(result)
+
+
+def reassign_names(rec: Record, new_names: list[str], by_name: dict[str, Any]) -> None:
+    """Give ``rec`` exactly ``new_names``, taking any of them away from the record holding it.
+
+    Names are unique per kind: a name moves rather than being refused (Go's updateNames).
+    """
+    for name in rec.names:
+        by_name.pop(name, None)
+    for name in new_names:
+        other = by_name.get(name)
+        if other is not None and other is not rec:
+            other.names = [n for n in other.names if n != name]
+        by_name[name] = rec
+    rec.names = new_names
+
+
 def dedupe(values: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for v in values:
@@ -361,7 +389,20 @@ def dedupe(values: Iterable[str]) -> list[str]:
 
 
 __all__ = [
-    "INCOMPLETE_FLAG", "Container", "IDMap", "Image", "Layer", "Record", "big_data_file_name",
-    "dedupe", "dumps_records", "format_time_ns", "loads_array", "maps_to_json",
-    "now_rfc3339", "parse_time_ns",
+    "INCOMPLETE_FLAG",
+    "Container",
+    "IDMap",
+    "Image",
+    "Layer",
+    "Record",
+    "apply_name_operation",
+    "big_data_file_name",
+    "dedupe",
+    "dumps_records",
+    "format_time_ns",
+    "loads_array",
+    "maps_to_json",
+    "now_rfc3339",
+    "parse_time_ns",
+    "reassign_names",
 ]
