@@ -28,6 +28,7 @@ from . import tarread as t
 from .compression import MAGIC_LEN, Compression, Decompressor, detect
 from .confine import open_beneath, open_root
 from .crc64 import crc64
+from .gopath import go_clean
 
 __all__ = ["ApplyOptions", "ApplyResult", "TarSplitSink", "apply_layer"]
 
@@ -197,26 +198,6 @@ class _Source:
 
 
 # --- names ---------------------------------------------------------------------------------
-
-def go_clean(name: bytes) -> bytes:
-    """Go's ``filepath.Clean`` on bytes."""
-    rooted = name.startswith(b"/")
-    out: list[bytes] = []
-    for comp in name.split(b"/"):
-        if comp == b"" or comp == b".":
-            continue
-        if comp == b"..":
-            if out and out[-1] != b"..":
-                out.pop()
-            elif not rooted:
-                out.append(comp)
-            continue
-        out.append(comp)
-    body = b"/".join(out)
-    if rooted:
-        return b"/" + body
-    return body or b"."
-
 
 def in_root(cleaned: bytes) -> bytes:
     """The path below the layer root that a cleaned name lands on when joined to ``/`` (as in

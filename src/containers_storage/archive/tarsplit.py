@@ -27,6 +27,7 @@ from pybase64 import b64encode as _b64encode
 from ..errors import InvalidArchive, StorageError
 from .confine import open_beneath, open_root
 from .crc64 import crc64 as _crc64
+from .gopath import go_clean
 from .sink import BlockSink
 
 __all__ = [
@@ -116,28 +117,7 @@ def clean_path(name: bytes) -> bytes:
         n = n[:-1]
     if n and b"//" not in n and b"/." not in n and not n.startswith(b".") and not n.endswith(b"/"):
         return n
-    return _clean_slow(name)
-
-
-def _clean_slow(name: bytes) -> bytes:
-    if not name:
-        return b"."
-    rooted = name.startswith(b"/")
-    out: list[bytes] = []
-    for comp in name.split(b"/"):
-        if comp in (b"", b"."):
-            continue
-        if comp == b"..":
-            if out and out[-1] != b"..":
-                out.pop()
-            elif not rooted:
-                out.append(comp)
-            continue
-        out.append(comp)
-    body = b"/".join(out)
-    if rooted:
-        return b"/" + body
-    return body or b"."
+    return go_clean(name)
 
 
 # A name whose cleaned form is itself minus "./" in front and one "/" behind (no empty, "." or

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from zlib import adler32
 
+from .gopath import go_clean
+
 __all__ = [
     "BLOCK",
     "END_OF_ARCHIVE",
@@ -199,26 +201,6 @@ def _pax_time(ns: int) -> bytes:
     if secs < 0:
         return (b"-%d.%09d" % (-(secs + 1), 1_000_000_000 - nsecs)).rstrip(b"0")
     return (b"%d.%09d" % (secs, nsecs)).rstrip(b"0")
-
-
-def _go_clean(p: bytes) -> bytes:
-    """Go's ``path.Clean``."""
-    if not p:
-        return b"."
-    rooted = p.startswith(b"/")
-    out: list[bytes] = []
-    for comp in p.split(b"/"):
-        if comp in (b"", b"."):
-            continue
-        if comp == b"..":
-            if out and out[-1] != b"..":
-                out.pop()
-            elif not rooted:
-                out.append(comp)
-            continue
-        out.append(comp)
-    body = b"/".join(out)
-    return b"/" + body if rooted else body or b"."
 
 
 def _split_ustar_path(name: bytes) -> tuple[bytes, bytes] | None:
@@ -454,8 +436,8 @@ def _pax(h: TarHeader, pax: dict[bytes, bytes]) -> bytes:
         if len(data) > _MAX_SPECIAL_FILE:
             raise HeaderError("archive/tar: header field too long")
         cut = h.name.rfind(b"/") + 1
-        pseudo = _go_clean(h.name[:cut] + b"/PaxHeaders.0/" + h.name[cut:]) if h.name[:cut] else (
-            _go_clean(b"PaxHeaders.0/" + h.name[cut:]))
+        pseudo = go_clean(h.name[:cut] + b"/PaxHeaders.0/" + h.name[cut:]) if h.name[:cut] else (
+            go_clean(b"PaxHeaders.0/" + h.name[cut:]))
         out = _raw_file(pseudo, data, _TYPE_XHEADER, Format.PAX)
     blk = _template(h, _to_ascii(h.name), _to_ascii(h.linkname), _to_ascii(h.uname),
                     _to_ascii(h.gname), numeric=False)
