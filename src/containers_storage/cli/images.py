@@ -50,14 +50,10 @@ def image(ctx: Context, args: list[str]) -> int:
 
         ctx.out.json(images_view([m.raw for m in matched]))
         return 0 if len(matched) == len(args) else 1
+    from .lookups import image_text
+
     for m in matched:
-        parts = [f"ID: {m.id}\n"]
-        parts += [f"Name: {name}\n" for name in m.names]
-        parts.append(f"Top Layer: {m.top_layer}\n")
-        parts += [f"Top Layer: {lid}\n" for lid in m.mapped_top_layers]
-        parts += [f"Digest: {d}\n" for d in m.digests]
-        parts += [f"Data: {name}\n" for name in m.big_data_names]
-        ctx.out.out("".join(parts))
+        ctx.out.out(image_text(m.raw, m.digests))
         try:
             ctx.out.out(f"Size: {ctx.store.image_size(m.id)}\n")
         except Exception as e:  # Go prints the reason and carries on

@@ -120,16 +120,20 @@ def _image(snap: Snapshot, args: list[str], as_json: bool, out: Output) -> int |
         size = _image_size(rec, layers)
         if size is None:
             return None
-        parts = [f"ID: {rec['id']}\n"]
-        parts += [f"Name: {name}\n" for name in rec.get("names") or ()]
-        parts.append(f"Top Layer: {rec.get('layer') or ''}\n")
-        parts += [f"Top Layer: {lid}\n" for lid in rec.get("mapped-layers") or ()]
-        parts += [f"Digest: {d}\n" for d in digests[id(rec)]]
-        parts += [f"Data: {name}\n" for name in rec.get("big-data-names") or ()]
-        parts.append(f"Size: {size}\n")
-        texts.append("".join(parts))
+        texts.append(image_text(rec, digests[id(rec)]) + f"Size: {size}\n")
     out.out("".join(texts))
     return 0 if len(matched) == len(args) else 1
+
+
+def image_text(rec: dict[str, Any], digests: list[str]) -> str:
+    """The `image` command's lines up to the size, for both the snapshot and the Store path."""
+    parts = [f"ID: {rec['id']}\n"]
+    parts += [f"Name: {name}\n" for name in rec.get("names") or ()]
+    parts.append(f"Top Layer: {rec.get('layer') or ''}\n")
+    parts += [f"Top Layer: {lid}\n" for lid in rec.get("mapped-layers") or ()]
+    parts += [f"Digest: {d}\n" for d in digests]
+    parts += [f"Data: {name}\n" for name in rec.get("big-data-names") or ()]
+    return "".join(parts)
 
 
 def _image_size(image: dict[str, Any], layers: dict[str, dict[str, Any]]) -> int | None:
