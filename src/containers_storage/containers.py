@@ -54,12 +54,10 @@ class ContainerStore(RWRecordStore[Container]):
                flags: dict[str, Any] | None = None, volatile: bool = False,
                mount_opts: list[str] | None = None,
                big_data: list[tuple[str, bytes]] | None = None) -> Container:
-        from .ids import generate_id
+        from .ids import unused_id
 
         if not id:
-            id = generate_id()
-            while id in self.by_id:
-                id = generate_id()
+            id = unused_id(self.by_id)
         if id in self.by_id:
             raise errors.DuplicateID()
         names = dedupe(names)

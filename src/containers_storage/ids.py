@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 
@@ -16,6 +16,14 @@ def generate_id() -> str:
         value = os.urandom(32).hex()
         if not value[:12].isdigit():
             return value
+
+
+def unused_id(taken: Container[str]) -> str:
+    """A fresh random ID that ``taken`` does not hold (Go regenerates on the rare collision)."""
+    value = generate_id()
+    while value in taken:
+        value = generate_id()
+    return value
 
 
 def is_full_id(value: str) -> bool:

@@ -65,12 +65,10 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
                created: str = "", digest: str = "", names_history: list[str] | None = None,
                flags: dict[str, Any] | None = None,
                big_data: list[tuple[str, bytes, str]] | None = None) -> Image:
-        from .ids import generate_id
+        from .ids import unused_id
 
         if not id:
-            id = generate_id()
-            while id in self.by_id:
-                id = generate_id()
+            id = unused_id(self.by_id)
         if id in self.by_id:
             raise errors.DuplicateID(f'an image with ID "{id}" already exists: {errors.DuplicateID.text}')
         names = dedupe(names)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import errors
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, StagingDriver
 from .fsutil import atomic_write, read_optional
-from .ids import PrefixIndex, generate_id
+from .ids import PrefixIndex, unused_id
 from .idtools import IDMap, maps_to_json
 from .lockfile import LockFile, get_lock_file
 from .records import (
@@ -411,9 +411,7 @@ class LayerStore(ROLayerStore):
         os.makedirs(self.rundir, mode=0o700, exist_ok=True)
         os.makedirs(self.layerdir, mode=0o700, exist_ok=True)
         if not id:
-            id = generate_id()
-            while id in self.by_id:
-                id = generate_id()
+            id = unused_id(self.by_id)
         if id in self.by_id:
             raise errors.DuplicateID()
         names = dedupe(names)
