@@ -6,9 +6,12 @@ Only this module and ``cli/`` look at ``os.environ``; everything else receives `
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .idtools import IDMap
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 SYSTEM_CONFIG = "/usr/share/containers/storage.conf"
 OVERRIDE_CONFIG = "/etc/containers/storage.conf"

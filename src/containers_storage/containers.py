@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import errors
 from .idtools import IDMap, maps_to_json
 from .lockfile import get_lock_file
 from .records import Container, apply_name_operation, dedupe, now_rfc3339, reassign_names
 from .recordstore import RWRecordStore, sha256_digest
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 VOLATILE_FLAG = "Volatile"
 MOUNT_OPTS_FLAG = "MountOpts"

@@ -7,7 +7,9 @@ of ``errors.Is`` while ``str(err)`` keeps Go's full wrapped text for the CLI.
 
 from __future__ import annotations
 
-from typing import ClassVar
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class StorageError(Exception):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import stat
-import tempfile
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
@@ -13,8 +18,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
     Temporary file in the same directory, fsync (skipped for volatile files), rename — what Go's
     ioutils.AtomicWriteFile does, so a crash leaves either version intact.
     """
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path), dir=directory)
+    fd, tmp = _create_temp(path)
     try:
         try:
             view = memoryview(data)
@@ -33,6 +37,21 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
         except FileNotFoundError:
             pass
         raise
+
+
+_TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new 0600 file beside ``path`` (tempfile.mkstemp's contract; tempfile costs start-up time)."""
+    directory, base = os.path.split(path)
+    prefix = os.path.join(directory or ".", "." + base)
+    while True:
+        tmp = prefix + os.urandom(6).hex()
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
 
 
 def read_optional(path: str) -> bytes:
@@ -74,10 +93,9 @@ class _TreeRemover:
     """
 
     def __init__(self, top_parent_fd: int, top_name: str) -> None:
-        import threading
-
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
+        # A bare lock until helpers start: small trees (most deletions) never import threading.
+        self.lock = _thread.allocate_lock()
+        self.cond: threading.Condition | None = None
         self.stack: list[_Dir] = []
         self.seen = 0
         self.error: BaseException | None = None
@@ -153,7 +171,7 @@ class _TreeRemover:
             if d.parent is None:
                 with self.lock:
                     self.done = True
-                    self.cond.notify_all()
+                    self._notify()
                 return
             d = d.parent
 
@@ -164,7 +182,7 @@ class _TreeRemover:
             with self.lock:
                 d.pending += len(subdirs)
                 self.stack.extend(subdirs)
-                self.cond.notify(len(subdirs))
+                self._notify(len(subdirs))
             if not self.threads and self.seen >= _REMOVE_THREADS_AFTER:
                 self._start_helpers()
         self._finish(d)
@@ -174,6 +192,8 @@ class _TreeRemover:
         while True:
             with self.lock:
                 while not self.stack and not self.done and self.error is None:
+                    # Only helpers leave the stack empty with work still out (alone, we finish it).
+                    assert self.cond is not None
                     self.cond.wait()
                 if self.done or self.error is not None:
                     return
@@ -184,12 +204,22 @@ class _TreeRemover:
                 with self.lock:
                     if self.error is None:
                         self.error = e
-                    self.cond.notify_all()
+                    self._notify()
                 return
+
+    def _notify(self, n: int | None = None) -> None:
+        """Wake waiting helpers; called with ``lock`` held."""
+        if self.cond is not None:
+            if n is None:
+                self.cond.notify_all()
+            else:
+                self.cond.notify(n)
 
     def _start_helpers(self) -> None:
         import threading
 
+        with self.lock:
+            self.cond = threading.Condition(self.lock)
         for i in range(_REMOVE_THREADS - 1):
             t = threading.Thread(target=self._work, name=f"remove-tree-{i}", daemon=True)
             t.start()
@@ -203,7 +233,7 @@ class _TreeRemover:
             with self.lock:
                 if self.error is None:
                     self.error = e
-                self.cond.notify_all()
+                self._notify()
         for t in self.threads:
             t.join()
         if self.error is not None:
@@ -233,6 +263,16 @@ def remove_tree(path: str) -> None:
         _TreeRemover(pfd, name).run()
     finally:
         os.close(pfd)
+
+
+def rmtree(path: str, ignore_errors: bool = False) -> None:
+    """``remove_tree``, optionally ignoring failures (what the stores did with shutil.rmtree,
+    whose import pulls bz2, lzma and fnmatch into every CLI call)."""
+    try:
+        remove_tree(path)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 def mkdir_all(path: str, mode: int = 0o700) -> None:
@@ -298,7 +338,11 @@ def copy_tree(src: str, dst: str) -> None:
             # release the GIL, and a cold-cache copy keeps several reads in flight.
             if s.st_nlink > 1:
                 links[key] = dpath  # later links to it wait until every copy is done
-            copies.append(pool.submit(_copy_file, spath, dpath, s, reflink))
+            if not pools:  # made on the first file: an empty parent needs no threads at all
+                from concurrent.futures import ThreadPoolExecutor
+
+                pools.append(ThreadPoolExecutor(_COPY_THREADS, thread_name_prefix="copy-tree"))
+            copies.append(pools[0].submit(_copy_file, spath, dpath, s, reflink))
             return
         else:
             if st.S_ISLNK(mode):
@@ -312,19 +356,19 @@ def copy_tree(src: str, dst: str) -> None:
         if s.st_nlink > 1:
             links[key] = dpath
 
-    from concurrent.futures import Future, ThreadPoolExecutor
-
+    pools: list[ThreadPoolExecutor] = []
     copies: list[Future[None]] = []
     pending_links: list[tuple[str, str]] = []
     dirs: list[tuple[str, str, os.stat_result]] = []  # children before their parents
     top = os.lstat(src)
-    with ThreadPoolExecutor(_COPY_THREADS, thread_name_prefix="copy-tree") as pool:
-        try:
-            walk(src, dst)
-        finally:
-            # Let the copies already queued finish (or fail) before anything else happens.
-            for f in copies:
-                f.exception()
+    try:
+        walk(src, dst)
+    finally:
+        # Let the copies already queued finish (or fail) before anything else happens.
+        for f in copies:
+            f.exception()
+        if pools:
+            pools[0].shutdown()
     for f in copies:
         f.result()  # the first failure, if any
     for target, dpath in pending_links:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
-from collections.abc import Container, Iterable
 
-_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Container, Iterable
+
 
 
 def generate_id() -> str:
@@ -27,7 +28,7 @@ def unused_id(taken: Container[str]) -> str:
 
 
 def is_full_id(value: str) -> bool:
-    return _HEX64.match(value) is not None
+    return len(value) == 64 and not value.strip("0123456789abcdef")
 
 
 class PrefixIndex:

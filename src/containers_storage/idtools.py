@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
-
 from .errors import InvalidMappings
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
-class IDMap(NamedTuple):
-    """One contiguous range: container IDs [container_id, +size) are host IDs [host_id, +size)."""
 
-    container_id: int
-    host_id: int
-    size: int
+class IDMap(tuple[int, int, int]):
+    """One contiguous range: container IDs [container_id, +size) are host IDs [host_id, +size).
+
+    A plain tuple subclass rather than a NamedTuple: ``typing`` costs the CLI start-up time.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, container_id: int, host_id: int, size: int) -> IDMap:
+        return tuple.__new__(cls, (container_id, host_id, size))
+
+    def __getnewargs__(self) -> tuple[int, int, int]:  # copy and pickle call __new__ with these
+        return (self[0], self[1], self[2])
+
+    def __repr__(self) -> str:
+        return f"IDMap(container_id={self[0]!r}, host_id={self[1]!r}, size={self[2]!r})"
+
+    @property
+    def container_id(self) -> int:
+        return self[0]
+
+    @property
+    def host_id(self) -> int:
+        return self[1]
+
+    @property
+    def size(self) -> int:
+        return self[2]
 
     def to_json(self) -> dict[str, int]:
         return {"container_id": self.container_id, "host_id": self.host_id, "size": self.size}

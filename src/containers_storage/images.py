@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import errors
 from .lockfile import get_lock_file
 from .records import Image, apply_name_operation, dedupe, now_rfc3339, reassign_names
 from .recordstore import RecordStore, RWRecordStore, sha256_digest
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 MANIFEST_PREFIX = "manifest"
 

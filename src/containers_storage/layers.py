@@ -6,16 +6,13 @@ from disk whenever another process (Go or Python) recorded a write in ``layers.l
 
 from __future__ import annotations
 
+import _thread
 import os
-import shutil
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import errors
-from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, StagingDriver
-from .fsutil import atomic_write, read_optional
+from .ctx import contextmanager
+from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, can_stage
+from .fsutil import atomic_write, read_optional, rmtree
 from .ids import PrefixIndex, unused_id
 from .idtools import IDMap, maps_to_json
 from .lockfile import LockFile, get_lock_file
@@ -31,7 +28,11 @@ from .records import (
     reassign_names,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, BinaryIO
+
     from .archive.changes import Change
 
 TAR_SPLIT_SUFFIX = ".tar-split.gz"
@@ -59,7 +60,7 @@ class ROLayerStore:
         self.json_paths = json_paths
         self._last_write: bytes | None = None
         self._json_mtimes: dict[int, int] = {}
-        self._reload_mutex = threading.Lock()
+        self._reload_mutex = _thread.allocate_lock()
         self.layers: list[Layer] = []
         self.by_id: dict[str, Layer] = {}
         self.by_name: dict[str, Layer] = {}
@@ -502,13 +503,15 @@ class LayerStore(ROLayerStore):
         """Commit a diff the driver staged without locks (Go's applyDiffFromStagingDirectory)."""
         layer = self.get(ref)
         driver = self.driver
-        if not isinstance(driver, StagingDriver):
+        if not can_stage(driver):
             raise errors.NotSupported()
         try:
             driver.commit_staged(layer.id, layer.parent, staged)
             if staged.tar_split:
                 ts_path = self.tar_split_path(layer.id)
                 os.chmod(staged.tar_split, 0o600)
+                import shutil  # the staging area may be on another file system
+
                 shutil.move(staged.tar_split, ts_path)
         finally:
             driver.cleanup_staged(staged)
@@ -625,7 +628,7 @@ class LayerStore(ROLayerStore):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        shutil.rmtree(self.data_dir(layer.id), ignore_errors=True)
+        rmtree(self.data_dir(layer.id), ignore_errors=True)
         self.by_id.pop(layer.id, None)
         self._prefix.discard(layer.id)
         for name in layer.names:

@@ -11,26 +11,29 @@ reader/writer lock layered on top.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import itertools
 import os
-import struct
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    import threading
 
 LAST_WRITE_SIZE = 64
 
 _registry: dict[str, LockFile] = {}
-_registry_lock = threading.Lock()
+_registry_lock = _thread.allocate_lock()
 _counter = itertools.count(1)
 
 
 def new_last_write() -> bytes:
     """A fresh token in Go's layout: time, counter, pid, then random bytes."""
-    head = struct.pack("<QQI", time.time_ns() & 0xFFFFFFFFFFFFFFFF, next(_counter), os.getpid() & 0xFFFFFFFF)
+    head = ((time.time_ns() & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+            + (next(_counter) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+            + (os.getpid() & 0xFFFFFFFF).to_bytes(4, "little"))
     return head + os.urandom(LAST_WRITE_SIZE - len(head))
 
 
@@ -41,10 +44,25 @@ class LockFile:
         self.path = path
         self.read_only = read_only
         self._fd = self._open()
-        self._cond = threading.Condition(threading.Lock())
+        # Thread state is guarded by a bare lock; the Condition (and the threading module) is
+        # only made when a thread actually has to wait, which a CLI call never does.
+        self._mutex = _thread.allocate_lock()
+        self._cond: threading.Condition | None = None
         self._readers = 0
         self._writer: int | None = None  # thread ident holding the write lock
         self._write_depth = 0
+
+    def _wait(self) -> None:
+        """Sleep until another thread releases; called with ``_mutex`` held."""
+        if self._cond is None:
+            import threading
+
+            self._cond = threading.Condition(self._mutex)
+        self._wait()
+
+    def _wake(self) -> None:
+        if self._cond is not None:
+            self._wake()
 
     def _open(self) -> int:
         flags = os.O_CLOEXEC | os.O_CREAT | (os.O_RDONLY if self.read_only else os.O_RDWR)
@@ -59,33 +77,33 @@ class LockFile:
         """Exclusive lock, against other processes and other threads."""
         if self.read_only:
             raise PermissionError(f"can't take write lock on read-only lock file {self.path}")
-        me = threading.get_ident()
-        with self._cond:
+        me = _thread.get_ident()
+        with self._mutex:
             if self._writer == me:  # re-entry by the same thread
                 self._write_depth += 1
                 return
             while self._writer is not None or self._readers:
-                self._cond.wait()
+                self._wait()
             self._writer = me
             self._write_depth = 1
         try:
             _fcntl_lock(self._fd, fcntl.F_WRLCK)
         except BaseException:
-            with self._cond:
+            with self._mutex:
                 self._writer = None
                 self._write_depth = 0
-                self._cond.notify_all()
+                self._wake()
             raise
 
     def rlock(self) -> None:
         """Shared lock; threads of this process share one process-wide read lock."""
-        me = threading.get_ident()
-        with self._cond:
+        me = _thread.get_ident()
+        with self._mutex:
             if self._writer == me:  # a writer may read what it holds
                 self._write_depth += 1
                 return
             while self._writer is not None:
-                self._cond.wait()
+                self._wait()
             self._readers += 1
             first = self._readers == 1
             if first:
@@ -96,41 +114,31 @@ class LockFile:
                     raise
 
     def unlock(self) -> None:
-        me = threading.get_ident()
-        with self._cond:
+        me = _thread.get_ident()
+        with self._mutex:
             if self._writer == me:
                 self._write_depth -= 1
                 if self._write_depth == 0:
                     _fcntl_lock(self._fd, fcntl.F_UNLCK)
                     self._writer = None
-                    self._cond.notify_all()
+                    self._wake()
                 return
             if self._readers <= 0:
                 raise RuntimeError(f"lock {self.path!r} has been unlocked too often")
             self._readers -= 1
             if self._readers == 0:
                 _fcntl_lock(self._fd, fcntl.F_UNLCK)
-                self._cond.notify_all()
+                self._wake()
 
-    @contextmanager
-    def writing(self) -> Iterator[LockFile]:
-        self.lock()
-        try:
-            yield self
-        finally:
-            self.unlock()
+    def writing(self) -> _Held:
+        return _Held(self, True)
 
-    @contextmanager
-    def reading(self) -> Iterator[LockFile]:
-        self.rlock()
-        try:
-            yield self
-        finally:
-            self.unlock()
+    def reading(self) -> _Held:
+        return _Held(self, False)
 
     @property
     def locked_for_writing(self) -> bool:
-        return self._writer == threading.get_ident()
+        return self._writer == _thread.get_ident()
 
     # -- last-write tokens -----------------------------------------------------------------
     def get_last_write(self) -> bytes:
@@ -156,6 +164,26 @@ class LockFile:
             return os.fstat(self._fd).st_mtime_ns > when_ns
         except OSError:
             return True
+
+
+class _Held:
+    """``with lock.writing():`` / ``with lock.reading():`` (a class: no contextlib at start-up)."""
+
+    __slots__ = ("_lf", "_write")
+
+    def __init__(self, lf: LockFile, write: bool) -> None:
+        self._lf = lf
+        self._write = write
+
+    def __enter__(self) -> LockFile:
+        if self._write:
+            self._lf.lock()
+        else:
+            self._lf.rlock()
+        return self._lf
+
+    def __exit__(self, *exc: object) -> None:
+        self._lf.unlock()
 
 
 def _fcntl_lock(fd: int, kind: int) -> None:

@@ -8,13 +8,15 @@ and ``omitempty`` rules; ``dumps`` adds Go's HTML-safe escaping so our files mat
 
 from __future__ import annotations
 
-import base64
 import time
-from collections.abc import Iterable
-from typing import Any, ClassVar
 
 from . import gojson
 from .idtools import IDMap, maps_from_json, maps_to_json
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, ClassVar
 
 INCOMPLETE_FLAG = "incomplete"
 
@@ -350,6 +352,8 @@ def big_data_file_name(key: str) -> str:
     """Go's makeBigDataBaseName: the key itself if all of it is in [.0-9a-z], else '=' + base64."""
     if key and all(c == "." or "0" <= c <= "9" or "a" <= c <= "z" for c in key):
         return key
+    import base64  # rare: keys outside [.0-9a-z]
+
     return "=" + base64.b64encode(key.encode()).decode()
 
 

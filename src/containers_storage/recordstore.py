@@ -6,23 +6,35 @@ write, with unique names and per-record data directories holding big data files.
 
 from __future__ import annotations
 
-import hashlib
+import _thread
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Generic, TypeVar
 
 from . import errors
-from .fsutil import atomic_write, read_optional
+from .ctx import contextmanager
+from .fsutil import atomic_write, read_optional, rmtree
 from .ids import PrefixIndex
 from .lockfile import LockFile
 from .records import Record, big_data_file_name, dumps_records, loads_array
 
-R = TypeVar("R", bound=Record)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Generic, TypeVar
+
+    R = TypeVar("R", bound=Record)
+else:
+    class Generic:
+        """typing.Generic's run-time part: ``RecordStore[Image]`` is ``RecordStore``."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    R = Record
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib  # only big data writes need it; OpenSSL's import is slow
+
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -37,7 +49,7 @@ class RecordStore(Generic[R]):
         self.lock = lock
         self.json_paths = json_paths
         self._last_write: bytes | None = None
-        self._reload_mutex = threading.Lock()
+        self._reload_mutex = _thread.allocate_lock()
         self.records: list[R] = []
         self.by_id: dict[str, R] = {}
         self.by_name: dict[str, R] = {}
@@ -240,20 +252,16 @@ class RWRecordStore(RecordStore[R]):
         atomic_write(self.big_data_path(rec.id, key), data)
 
     def delete(self, ref: str) -> None:
-        import shutil
-
         rec = self.get(ref)
         self._remove(rec)
         self.save_for(rec)
-        shutil.rmtree(self.data_dir(rec.id), ignore_errors=True)
+        rmtree(self.data_dir(rec.id), ignore_errors=True)
 
     def wipe(self) -> None:
         """Delete every record with one save (Go saves once per record; the result is the same)."""
-        import shutil
-
         doomed = list(self.records)
         for rec in doomed:
             self._remove(rec)
         self.save()
         for rec in doomed:
-            shutil.rmtree(self.data_dir(rec.id), ignore_errors=True)
+            rmtree(self.data_dir(rec.id), ignore_errors=True)

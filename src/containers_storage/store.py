@@ -6,19 +6,16 @@ search the primary stores first and then the additional read-only image stores.
 
 from __future__ import annotations
 
+import _thread
 import os
-import shutil
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any, BinaryIO, Protocol, TypeVar
 
 from . import errors
 from .config import StoreOptions
 from .containers import VOLATILE_FLAG, ContainerStore, new_container_store
+from .ctx import ExitStack, contextmanager
 from .drivers import new_driver
-from .drivers.base import ApplyDiffOpts, Driver, DriverOptions, MountOpts, StagedDiff, StagingDriver
-from .fsutil import atomic_write
+from .drivers.base import ApplyDiffOpts, Driver, DriverOptions, MountOpts, StagedDiff, can_stage
+from .fsutil import atomic_write, rmtree
 from .idtools import IDMap
 from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_store
 from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
@@ -26,10 +23,21 @@ from .lockfile import LockFile, get_lock_file
 from .records import Container, Image, Layer, dedupe
 from .snapshot import additional_image_store_dirs
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from contextlib import AbstractContextManager as ContextManager
+    from typing import Any, BinaryIO, Protocol, TypeVar
+
+    T = TypeVar("T")
+
+    class _BigDataSource(Protocol):
+        def reading(self) -> ContextManager[object]: ...
+        def exists(self, ref: str) -> bool: ...
+        def big_data(self, ref: str, key: str) -> bytes: ...
 
 _stores: dict[tuple[str, str], Store] = {}
-_stores_lock = threading.Lock()
+_stores_lock = _thread.allocate_lock()
 
 
 def _go_quote(text: str) -> str:
@@ -80,7 +88,7 @@ class Store:
         self.graph_lock: LockFile = get_lock_file(os.path.join(graph_root, "storage.lock"))
         get_lock_file(os.path.join(graph_root, "userns.lock"))
         self._driver: Driver | None = None
-        self._driver_mutex = threading.Lock()
+        self._driver_mutex = _thread.allocate_lock()
         self.driver_name = options.driver_name
         if self.driver_name == "overlay2":
             self.driver_name = "overlay"
@@ -733,7 +741,7 @@ class Store:
                 rl.delete(c.layer)
             middle = self.driver_name + "-containers"
             for root in (self.graph_root, self.run_root):
-                shutil.rmtree(os.path.join(root, middle, c.id), ignore_errors=True)
+                rmtree(os.path.join(root, middle, c.id), ignore_errors=True)
             cs.delete(c.id)
 
     def delete(self, ref: str) -> None:
@@ -748,7 +756,7 @@ class Store:
                 cs.delete(c.id)
                 middle = self.driver_name + "-containers"
                 for root in (self.graph_root, self.run_root):
-                    shutil.rmtree(os.path.join(root, middle, c.id, "userdata"), ignore_errors=True)
+                    rmtree(os.path.join(root, middle, c.id, "userdata"), ignore_errors=True)
                 return
             if self.image_store.exists(ref):
                 self.image_store.delete(ref)
@@ -865,7 +873,7 @@ class Store:
                              gid_map: list[IDMap] | None = None) -> StagedDiff:
         """Apply ``diff`` into a staging directory; takes no store lock, as in Go."""
         driver = self.driver
-        if not isinstance(driver, StagingDriver):
+        if not can_stage(driver):
             raise errors.NotSupported.after(f"driver {driver.name} cannot stage layers")
         return driver.prepare_staged(diff, ApplyDiffOpts(uid_map=list(uid_map or []),
                                                           gid_map=list(gid_map or [])))
@@ -895,7 +903,7 @@ class Store:
 
     def cleanup_staged_layer(self, staged: StagedDiff) -> None:
         driver = self.driver
-        if isinstance(driver, StagingDriver):
+        if can_stage(driver):
             with self.layer_store.writing():
                 driver.cleanup_staged(staged)
 
@@ -990,7 +998,7 @@ class Store:
                     if entry.name in rs.by_id:
                         continue
                     try:
-                        shutil.rmtree(entry.path)
+                        rmtree(entry.path)
                     except OSError as e:
                         first = first or e
         with self.layer_store.writing() as rl:
@@ -1003,7 +1011,7 @@ class Store:
                         os.unlink(rl.tar_split_path(id))
                     except FileNotFoundError:
                         pass
-                    shutil.rmtree(rl.data_dir(id), ignore_errors=True)
+                    rmtree(rl.data_dir(id), ignore_errors=True)
             except errors.NotSupported:
                 pass
         if first is not None:
@@ -1049,12 +1057,6 @@ class Store:
         """Forget this process's cached handle so the next get_store re-reads everything."""
         with _stores_lock:
             _stores.pop((self.graph_root, self.run_root), None)
-
-
-class _BigDataSource(Protocol):
-    def reading(self) -> AbstractContextManager[object]: ...
-    def exists(self, ref: str) -> bool: ...
-    def big_data(self, ref: str, key: str) -> bytes: ...
 
 
 def _first_big_data(stores: Sequence[_BigDataSource], ref: str, key: str) -> tuple[bool, bytes | None]:

@@ -6,10 +6,12 @@ counts for the exit status.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from .base import Context
 from .output import go_json_sorted
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def exists(ctx: Context, args: list[str]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from ..errors import DriverError
@@ -46,7 +45,8 @@ def _load(name: str, options: DriverOptions) -> Driver:
     except KeyError:
         raise DriverError(unsupported) from None
     try:
-        module = importlib.import_module(module_name, __name__)
+        # __import__ rather than importlib.import_module: importlib costs start-up time.
+        module = __import__(module_name.lstrip("."), globals(), None, [class_name], 1)
     except ModuleNotFoundError:
         raise DriverError(unsupported) from None
     cls = getattr(module, class_name)

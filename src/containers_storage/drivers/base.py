@@ -6,15 +6,18 @@ exporting tar streams go through the archive engine so that confinement rules li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
-
 from ..idtools import IDMap
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import BinaryIO, Protocol, TypeGuard
+
     from ..archive.apply import ApplyResult
     from ..archive.changes import Change
     from ..archive.tarsplit import TarSplitWriter
+else:
+    Protocol = object  # the interfaces below only matter to the type checker
 
 
 class CreateOpts:
@@ -124,13 +127,16 @@ class StagedDiff:
         self.lock_fd = lock_fd  # keeps other processes' cleanup away while the diff waits
 
 
-@runtime_checkable
 class StagingDriver(Protocol):
     """Drivers that can stage a diff and commit it later (Go's DriverWithDiffer)."""
 
     def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff: ...
     def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None: ...
     def cleanup_staged(self, staged: StagedDiff) -> None: ...
+
+
+def can_stage(driver: Driver) -> TypeGuard[StagingDriver]:
+    return callable(getattr(driver, "prepare_staged", None))
 
 
 class NaiveDiff:

@@ -17,17 +17,14 @@ otherwise.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
-import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from ..errors import DriverError
+from ..fsutil import rmtree
 from ..idtools import IDMap, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
@@ -35,7 +32,11 @@ from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
 from .overlay_links import LINK_DIR, generate_link_id, recreate_symlinks, write_file
 from .overlay_options import parse_options
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import BinaryIO, Literal
+
     from ..archive.apply import ApplyOptions, ApplyResult
     from ..archive.changes import Change
 
@@ -147,7 +148,7 @@ class _RefCounter:
     def __init__(self, magic: int) -> None:
         self.magic = magic
         self._counts: dict[str, tuple[bool, int]] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def _step(self, path: str, delta: int) -> int:
         with self._lock:
@@ -190,6 +191,8 @@ class OverlayDriver(NaiveDiff):
         os.makedirs(self.runhome, mode=0o700, exist_ok=True)
 
         if not opts.mount_program and not probe.supports_native_overlay(self.home, self.runhome):
+            import shutil
+
             found = shutil.which("fuse-overlayfs")
             if found:
                 opts.mount_program = found
@@ -239,7 +242,7 @@ class OverlayDriver(NaiveDiff):
         self._ctr = _RefCounter(om.FS_MAGIC_FUSE if opts.mount_program else om.FS_MAGIC_OVERLAY)
         self._naive_only: bool | None = None
         self._staging_locks: dict[str, int] = {}
-        self._staging_mutex = threading.Lock()
+        self._staging_mutex = _thread.allocate_lock()
 
     # -- probes ----------------------------------------------------------------------------------
     def use_naive_diff(self) -> bool:
@@ -444,7 +447,7 @@ class OverlayDriver(NaiveDiff):
                     os.unlink(os.path.join(homedir, LINK_DIR, f.read().strip()))
             except OSError:
                 pass
-            shutil.rmtree(dir, ignore_errors=True)
+            rmtree(dir, ignore_errors=True)
             raise
 
     def _get_lower(self, parent: str) -> str:
@@ -646,7 +649,7 @@ class OverlayDriver(NaiveDiff):
         mount_data = build(abs_lowers, diff_dir, workdir)
 
         # overlay refuses a second volatile mount of the same upper while this marker exists.
-        shutil.rmtree(os.path.join(workdir, "work", "incompat", "volatile"), ignore_errors=True)
+        rmtree(os.path.join(workdir, "work", "incompat", "volatile"), ignore_errors=True)
 
         try:
             if self.options.mount_program:
@@ -696,7 +699,7 @@ class OverlayDriver(NaiveDiff):
                     raise DriverError(f'unmounting "{mountpoint}": {e.strerror}') from e
         if in_additional:
             if mountpoint.startswith(self.runhome) and os.path.basename(mountpoint) == "merged":
-                shutil.rmtree(os.path.dirname(mountpoint), ignore_errors=True)
+                rmtree(os.path.dirname(mountpoint), ignore_errors=True)
             return
         # Swap in a fresh empty dir by rename so "merged" never goes missing, even for a moment.
         try:
@@ -791,6 +794,8 @@ class OverlayDriver(NaiveDiff):
 
         base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
+        import tempfile
+
         layer_dir = tempfile.mkdtemp(dir=base_dir)
         lock_fd = os.open(os.path.join(layer_dir, STAGING_LOCK_FILE),
                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -811,7 +816,7 @@ class OverlayDriver(NaiveDiff):
                 writer.close()
         except BaseException:
             self._release_staging(layer_dir)
-            shutil.rmtree(layer_dir, ignore_errors=True)
+            rmtree(layer_dir, ignore_errors=True)
             raise
         return StagedDiff(directory=apply_dir, result=result, tar_split=ts_path, lock_fd=lock_fd)
 
@@ -830,7 +835,7 @@ class OverlayDriver(NaiveDiff):
     def cleanup_staged(self, staged: StagedDiff) -> None:
         base = os.path.dirname(staged.directory)
         self._release_staging(base)
-        shutil.rmtree(base, ignore_errors=True)
+        rmtree(base, ignore_errors=True)
 
     def _release_staging(self, layer_dir: str) -> None:
         with self._staging_mutex:
@@ -860,7 +865,7 @@ class OverlayDriver(NaiveDiff):
                 fd = os.open(os.path.join(path, STAGING_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                              0o600)
             except OSError:
-                shutil.rmtree(path, ignore_errors=True)
+                rmtree(path, ignore_errors=True)
                 continue
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -868,7 +873,7 @@ class OverlayDriver(NaiveDiff):
                 busy = True
                 os.close(fd)
                 continue
-            shutil.rmtree(path, ignore_errors=True)
+            rmtree(path, ignore_errors=True)
             os.close(fd)
         return busy
 

@@ -7,20 +7,25 @@ careless ``rm`` can lose either half; ``recreate_symlinks`` rebuilds each from t
 
 from __future__ import annotations
 
-import base64
 import os
-from collections.abc import Callable
 
 from ..errors import DriverError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LINK_DIR = "l"
 ID_LENGTH = 26
 _SKIP = ("l", "staging", "tempdirs")
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
 def generate_link_id() -> str:
     """A random 26-character base32 name for ``l/`` (Go's generateID(idLength))."""
-    return base64.b32encode(os.urandom((ID_LENGTH * 5 + 7) // 8)).decode()[:ID_LENGTH]
+    # The symbols of base32-encoded random bytes, without the base64 module's import.
+    bits = int.from_bytes(os.urandom((ID_LENGTH * 5 + 7) // 8), "big")
+    return "".join(_BASE32[(bits >> (5 * i)) & 31] for i in range(ID_LENGTH))
 
 
 def write_file(path: str, data: bytes, mode: int) -> None:

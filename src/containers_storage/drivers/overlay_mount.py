@@ -10,12 +10,15 @@ rest of the process.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import threading
+import sys
 import time
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
@@ -65,24 +68,30 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
 }
 
-# libc is already loaded into the interpreter; find_library() would spawn ldconfig (~60 ms).
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.syncfs.argtypes = [ctypes.c_int]
+_LIBC: Any = None
 
 
-class _Statfs(ctypes.Structure):
-    # struct statfs on 64-bit Linux: f_type first; the rest only sizes the buffer.
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 512)]
+def _lib() -> Any:
+    """libc through ctypes, loaded on first use: ctypes costs ~4 ms, and most calls never mount."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
 
-
-_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.POINTER(_Statfs)]
+        # libc is already loaded into the interpreter; find_library() would spawn ldconfig (~60 ms).
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                               ctypes.c_char_p]
+        libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.unshare.argtypes = [ctypes.c_int]
+        libc.syncfs.argtypes = [ctypes.c_int]
+        libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        _LIBC = libc
+    return _LIBC
 
 
 def _raise(what: str, path: str) -> None:
+    import ctypes
+
     err = ctypes.get_errno()
     raise OSError(err, f"{what} {path}: {os.strerror(err)}", path)
 
@@ -102,14 +111,14 @@ def parse_options(options: str) -> tuple[int, str]:
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
-    rc = _libc.mount(os.fsencode(source), os.fsencode(target), os.fsencode(fstype) if fstype else None,
+    rc = _lib().mount(os.fsencode(source), os.fsencode(target), os.fsencode(fstype) if fstype else None,
                      flags, os.fsencode(data) if data else None)
     if rc != 0:
         _raise("mount", target)
 
 
 def umount(target: str, flags: int = 0) -> None:
-    if _libc.umount2(os.fsencode(target), flags) != 0:
+    if _lib().umount2(os.fsencode(target), flags) != 0:
         _raise("umount", target)
 
 
@@ -129,10 +138,13 @@ def unmount(target: str) -> None:
 
 
 def fs_magic(path: str) -> int:
-    buf = _Statfs()
-    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+    import ctypes
+
+    # struct statfs on 64-bit Linux starts with a long f_type; 520 bytes cover the rest.
+    buf = ctypes.create_string_buffer(520)
+    if _lib().statfs(os.fsencode(path), buf) != 0:
         _raise("statfs", path)
-    return int(buf.f_type) & 0xFFFFFFFF
+    return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
 
 
 def is_mounted_as(path: str, magic: int) -> bool:
@@ -162,12 +174,14 @@ def _run_in_private_cwd(cwd: str, fn: Callable[[], None]) -> None:
 
     def body() -> None:
         try:
-            if _libc.unshare(CLONE_FS) != 0:
+            if _lib().unshare(CLONE_FS) != 0:
                 _raise("unshare(CLONE_FS)", cwd)
             os.chdir(cwd)
             fn()
         except BaseException as e:
             error.append(e)
+
+    import threading
 
     t = threading.Thread(target=body, name="overlay-mount")
     t.start()
@@ -251,7 +265,7 @@ def fuse_unmount(target: str) -> bool:
     except OSError:
         return False
     try:
-        _libc.syncfs(fd)
+        _lib().syncfs(fd)
     finally:
         os.close(fd)
     return False

@@ -8,14 +8,12 @@ The names are Go's (``overlay``, ``native-diff(<mountopt>)``, ``metacopy(<mounto
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import shutil
 import stat
-import tempfile
 
 from ..errors import DriverError
+from ..fsutil import rmtree
 from . import overlay_mount as m
 
 MOUNT_PROGRAM_FLAG_FILE = ".has-mount-program"
@@ -69,22 +67,25 @@ def record_feature(runhome: str, feature: str, value: bool, text: str = "") -> N
 
 
 # -- d_type ------------------------------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
 _SYS_GETDENTS64 = 217 if os.uname().machine == "x86_64" else 61
 _DT_UNKNOWN = 0
 
 
 def supports_dtype(path: str) -> bool:
     """Whether readdir fills in d_type here; overlay silently misbehaves without it."""
+    import tempfile  # probes run once per run root: keep it off the CLI's start-up
+
     dummy = ""
     if not os.listdir(path):
         fd, dummy = tempfile.mkstemp(prefix="dtype-check", dir=path)
         os.close(fd)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        import ctypes
+
         buf = ctypes.create_string_buffer(32768)
         while True:
-            n = _libc.syscall(_SYS_GETDENTS64, fd, buf, len(buf))
+            n = m._lib().syscall(_SYS_GETDENTS64, fd, buf, len(buf))
             if n < 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err), path)
@@ -114,6 +115,8 @@ def supports_overlay(home: str, fs_name: str) -> bool:
 
     Raises DriverError with Go's wording when overlay cannot be used here.
     """
+    import tempfile  # probes run once per run root: keep it off the CLI's start-up
+
     try:
         layer_dir = tempfile.mkdtemp(prefix="compat", dir=home)
     except OSError as e:
@@ -147,7 +150,7 @@ def supports_overlay(home: str, fs_name: str) -> bool:
                 pass
             else:
                 try:
-                    shutil.rmtree(os.path.join(merged, "subdir"))
+                    rmtree(os.path.join(merged, "subdir"))
                 except OSError as e:
                     raise DriverError(f"kernel returned {e} when we tried to delete an item in the "
                                       "merged directory: driver not supported") from e
@@ -165,7 +168,7 @@ def supports_overlay(home: str, fs_name: str) -> bool:
             m.umount(merged, m.MNT_DETACH)
         except OSError:
             pass
-        shutil.rmtree(layer_dir, ignore_errors=True)
+        rmtree(layer_dir, ignore_errors=True)
 
 
 def check_overlay_support(home: str, runhome: str, fs_name: str) -> bool:
@@ -255,6 +258,8 @@ def native_diff_problem(home: str, mount_opts: str) -> str:
     Old kernels copy the opaque xattr up, and redirect_dir renames leave the upper dir without
     the renamed content; either way the diff dir no longer tells the whole story.
     """
+    import tempfile  # probes run once per run root: keep it off the CLI's start-up
+
     td = tempfile.mkdtemp(prefix="opaque-bug-check", dir=home)
     merged = os.path.join(td, "merged")
     try:
@@ -304,11 +309,13 @@ def native_diff_problem(home: str, mount_opts: str) -> str:
         finally:
             m.umount(merged)
     finally:
-        shutil.rmtree(td, ignore_errors=True)
+        rmtree(td, ignore_errors=True)
 
 
 def does_metacopy(home: str, mount_opts: str) -> bool:
     """Whether a chmod in the merged dir copies up only metadata with these mount options."""
+    import tempfile  # probes run once per run root: keep it off the CLI's start-up
+
     td = tempfile.mkdtemp(prefix="metacopy-check", dir=home)
     merged = os.path.join(td, "merged")
     try:
@@ -344,11 +351,13 @@ def does_metacopy(home: str, mount_opts: str) -> bool:
         finally:
             m.umount(merged)
     finally:
-        shutil.rmtree(td, ignore_errors=True)
+        rmtree(td, ignore_errors=True)
 
 
 def does_volatile(home: str) -> bool:
     """Whether overlay accepts the ``volatile`` option (no syncs for throwaway containers)."""
+    import tempfile  # probes run once per run root: keep it off the CLI's start-up
+
     td = tempfile.mkdtemp(prefix="volatile-check", dir=home)
     merged = os.path.join(td, "merged")
     try:
@@ -365,4 +374,4 @@ def does_volatile(home: str) -> bool:
         m.umount(merged)
         return True
     finally:
-        shutil.rmtree(td, ignore_errors=True)
+        rmtree(td, ignore_errors=True)

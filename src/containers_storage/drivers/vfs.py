@@ -6,15 +6,16 @@ Slow on disk space but works everywhere, and it is the driver the Go test suite 
 from __future__ import annotations
 
 import os
-import shutil
-from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import DriverError
-from ..fsutil import copy_tree, remove_tree
+from ..fsutil import copy_tree, remove_tree, rmtree
 from ..idtools import to_host
 from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import BinaryIO
+
     from ..archive.apply import ApplyResult
 
 DEFAULT_PERMS = 0o555
@@ -96,7 +97,7 @@ class VfsDriver(NaiveDiff):
             if parent:
                 copy_tree(self.get(parent, MountOpts()), path)
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
+            rmtree(path, ignore_errors=True)
             raise
 
     def remove(self, id: str) -> None:
