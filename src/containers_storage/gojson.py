@@ -115,3 +115,37 @@ def _modules() -> Mapping[str, object]:
     import sys
 
     return sys.modules
+
+
+# (struct fields, key sequence) -> the optional keys to test for emptiness, or None when the
+# sequence is not in Go's struct order (or lacks a field Go always writes).
+_go_order: dict[tuple[int, tuple[str, ...]], tuple[str, ...] | None] = {}
+
+
+def go_order_optional(fields: tuple[tuple[str, bool], ...], keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Whether ``keys`` is a struct's JSON key sequence as Go writes it; then its omitempty keys.
+
+    Records loaded from a Go-written (or our) file are already in this shape, so serializing
+    them needs no rebuilt dict.  Cached: a store's records share a handful of key sequences.
+    """
+    cache_key = (id(fields), keys)
+    try:
+        return _go_order[cache_key]
+    except KeyError:
+        pass
+    rank = {key: i for i, (key, _) in enumerate(fields)}
+    last = -1
+    result: tuple[str, ...] | None = None
+    for key in keys:
+        r = rank.get(key)
+        if r is None or r <= last:
+            break
+        last = r
+    else:
+        present = set(keys)
+        if all(key in present for key, always in fields if always):
+            required = {key for key, always in fields if always}
+            result = tuple(key for key in keys if key not in required)
+    _go_order[cache_key] = result
+    return result
+

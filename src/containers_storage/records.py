@@ -86,7 +86,11 @@ class Record:
     """Common behaviour of the three record kinds: the backing dict and Go-order serialization."""
 
     FIELDS: ClassVar[tuple[tuple[str, bool], ...]] = ()
+    _KNOWN: ClassVar[frozenset[str]] = frozenset()
     __slots__ = ("_d",)
+
+    def __init_subclass__(cls) -> None:
+        cls._KNOWN = frozenset(key for key, _ in cls.FIELDS)
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         self._d: dict[str, Any] = data if data is not None else {}
@@ -96,8 +100,14 @@ class Record:
         return self._d
 
     def to_json(self) -> dict[str, Any]:
-        """The object Go's encoding/json would write for this record."""
+        """The object Go's encoding/json would write for this record (the backing dict itself
+        when it already is that: every save serializes every record, under the store's lock)."""
         d = self._d
+        optional = gojson.go_order_optional(self.FIELDS, tuple(d))
+        if optional is not None and all([d[key] for key in optional]) and all(
+                [list(d[key]) == sorted(d[key]) for key in optional
+                 if key in _SORTED_MAPS and isinstance(d[key], dict)]):
+            return d
         out: dict[str, Any] = {}
         for key, always in self.FIELDS:
             value = d.get(key)
@@ -110,9 +120,8 @@ class Record:
             if key in _SORTED_MAPS and isinstance(value, dict):
                 value = dict(sorted(value.items()))
             out[key] = value
-        known = {k for k, _ in self.FIELDS}
         for key, value in d.items():
-            if key not in known:
+            if key not in self._KNOWN:
                 out[key] = value
         return out
 

@@ -70,3 +70,26 @@ def test_timestamps_keep_nanoseconds() -> None:
     assert parse_time_ns(text) == ns
     assert format_time_ns(1_700_000_000_000_000_000) == "2023-11-14T22:13:20Z"
     assert parse_time_ns("2023-11-14T23:13:20.5+01:00") == 1_700_000_000_500_000_000
+
+
+def test_records_already_in_go_form_serialize_as_themselves_and_the_rest_are_rebuilt() -> None:
+    canonical = {"id": "e" * 64, "names": ["n"], "created": "2024-01-02T03:04:05Z",
+                 "diff-size": 3, "flags": {"a": 1, "b": 2}}
+    layer = Layer(canonical)
+    assert layer.to_json() is canonical  # nothing to rebuild
+    # Each of these breaks Go's form in one way and must come out exactly as Go writes it.
+    want = ('{"id":"' + "e" * 64 + '","names":["n"],"created":"2024-01-02T03:04:05Z",'
+            '"diff-size":3,"flags":{"a":1,"b":2}}')
+    variants = [
+        {**canonical, "flags": {"b": 2, "a": 1}},  # map keys out of order (a set_flag)
+        {"created": canonical["created"], **{k: v for k, v in canonical.items() if k != "created"}},
+        {**canonical, "parent": ""},  # an empty omitempty field
+        {k: v for k, v in canonical.items() if k != "diff-size"} | {"diff-size": 3, "parent": ""},
+    ]
+    for data in variants:
+        rebuilt = Layer(data).to_json()
+        assert rebuilt is not data
+        assert dumps_records([Layer(data)]).decode() == "[" + want + "]"
+    # A required field missing is filled in, not passed through.
+    bare = {"id": "f" * 64}
+    assert Layer(bare).to_json() == {"id": "f" * 64, "created": "0001-01-01T00:00:00Z"}

@@ -8,6 +8,8 @@ their key sequence recognises; only the others are rebuilt.
 
 from __future__ import annotations
 
+from ..gojson import go_order_optional
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
@@ -34,22 +36,6 @@ CONTAINER_FIELDS: tuple[tuple[str, bool], ...] = (
     ("created", True), ("uidmap", False), ("gidmap", False), ("flags", False),
 )
 _MAPS = frozenset({"flags", "big-data-sizes", "big-data-digests"})
-# key sequence -> the optional keys to test for emptiness, or None when the order is not Go's
-_canonical: dict[tuple[int, tuple[str, ...]], tuple[str, ...] | None] = {}
-
-
-def _is_canonical(fields: tuple[tuple[str, bool], ...], keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    rank = {key: i for i, (key, _) in enumerate(fields)}
-    last = -1
-    for key in keys:
-        r = rank.get(key)
-        if r is None or r <= last:
-            return None
-        last = r
-    if not all(key in keys for key, always in fields if always):
-        return None
-    required = {key for key, always in fields if always}
-    return tuple(key for key in keys if key not in required)
 
 
 def _empty(value: Any) -> bool:
@@ -66,12 +52,7 @@ def _sorted_deep(value: Any) -> Any:
 
 def go_view(raw: dict[str, Any], fields: tuple[tuple[str, bool], ...]) -> dict[str, Any]:
     """``raw`` itself when it is already in Go's form, else a rebuilt copy."""
-    keys = tuple(raw)
-    cache_key = (id(fields), keys)
-    if cache_key in _canonical:
-        optional = _canonical[cache_key]
-    else:
-        optional = _canonical[cache_key] = _is_canonical(fields, keys)
+    optional = go_order_optional(fields, tuple(raw))
     # Go's order, and no empty value that omitempty would drop (maps are sorted by every writer).
     if optional is not None and all([raw[key] for key in optional]):
         return raw
