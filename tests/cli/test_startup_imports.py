@@ -16,7 +16,7 @@ from clitools import SCRIPT
 HEAVY = frozenset({
     "typing", "collections", "contextlib", "re", "enum", "functools", "shutil", "tempfile",
     "hashlib", "threading", "dataclasses", "inspect", "base64", "json", "importlib", "random",
-    "subprocess", "bz2", "lzma", "warnings",
+    "subprocess", "bz2", "lzma", "warnings", "ctypes",
 })
 
 

@@ -21,8 +21,8 @@ RO = MountOpts(options=["ro"])
 
 
 def _overlay(make_driver: DriverFactory, options: list[str] | None = None,
-             image_store: str = "") -> OverlayDriver:
-    d = make_driver("overlay", options, image_store=image_store)
+             image_store: str = "", root: str = "root") -> OverlayDriver:
+    d = make_driver("overlay", options, root=root, image_store=image_store)
     assert isinstance(d, OverlayDriver)
     return d
 
@@ -114,6 +114,23 @@ def test_home_is_private_bind_mount_until_cleanup(make_driver: DriverFactory) ->
     assert "shared:" not in _mount_line(d.home)
     d.cleanup()
     assert not is_mountpoint(d.home)
+
+
+def test_home_through_a_symlink_is_bound_once_and_mounts_are_found(
+        make_driver: DriverFactory, no_leaked_mounts: str) -> None:
+    # mountinfo holds resolved paths; a store reached through a symlink must still see that its
+    # home is already private (no bind stacked per open) and that a layer is mounted.
+    os.mkdir(os.path.join(no_leaked_mounts, "real"))
+    os.symlink("real", os.path.join(no_leaked_mounts, "link"))
+    first = _overlay(make_driver, root="link")
+    _overlay(make_driver, root="link")
+    real_home = os.path.join(no_leaked_mounts, "real", "overlay")
+    with open("/proc/self/mountinfo") as f:
+        assert sum(line.split(" ")[4] == real_home for line in f) == 1
+    first.create("base", "", None, False)
+    merged = first.get("base", MountOpts())
+    first.remove("base")  # unmounts the layer it finds mounted, then removes it
+    assert not os.path.exists(merged)
 
 
 def test_skip_mount_home(make_driver: DriverFactory) -> None:

@@ -147,8 +147,37 @@ def fs_magic(path: str) -> int:
     return int.from_bytes(buf.raw[:8], sys.byteorder) & 0xFFFFFFFF
 
 
+# Kernel file system type names (mountinfo) -> statfs magic, for the types whose magic is fixed.
+_TYPE_MAGIC: dict[str, int] = {
+    "ext2": 0xEF53, "ext3": 0xEF53, "ext4": 0xEF53, "xfs": 0x58465342, "btrfs": 0x9123683E,
+    "tmpfs": 0x01021994, "overlay": FS_MAGIC_OVERLAY, "zfs": 0x2FC12FC1, "f2fs": 0xF2F52010,
+    "ramfs": 0x858458F6, "squashfs": 0x73717368, "erofs": 0xE0F5E1E2, "ecryptfs": 0xF15F,
+    "aufs": 0x61756673, "nfs": 0x6969, "nfs4": 0x6969, "fuse": FS_MAGIC_FUSE,
+}
+
+
+def type_magic(fstype: str) -> int | None:
+    """The statfs magic of a mountinfo file system type, when it is one with a fixed magic."""
+    return _TYPE_MAGIC.get("fuse" if fstype.startswith("fuse.") else fstype)
+
+
 def is_mounted_as(path: str, magic: int) -> bool:
-    """Whether ``path`` is the root of a mount of this file system type (Go's fsChecker)."""
+    """Whether ``path`` is the root of a mount of this file system type (Go's fsChecker).
+
+    Answered from mountinfo where it can be (statfs needs ctypes, a tenth of a CLI call).
+    """
+    from ..mountinfo import mount_at
+
+    try:
+        entry = mount_at(path)
+    except OSError:
+        entry = None
+    else:
+        if entry is None:
+            return False
+        known = type_magic(entry.fstype)
+        if known is not None:
+            return known == magic
     try:
         return fs_magic(path) == magic
     except OSError:
@@ -161,9 +190,12 @@ def make_private(path: str) -> None:
     A private home keeps layer mounts from propagating into other mount namespaces, where they
     would pin the layer's directories and make removing it fail with EBUSY.
     """
-    from ..mountinfo import is_mountpoint
+    from ..mountinfo import mount_at
 
-    if not is_mountpoint(path):
+    entry = mount_at(path)
+    if entry is not None and entry.private:
+        return  # already what Go's (repeated) MS_PRIVATE would make it: skip loading ctypes
+    if entry is None:
         mount(path, path, "none", MS_BIND)
     mount("", path, "none", MS_PRIVATE)
 

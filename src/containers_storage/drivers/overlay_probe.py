@@ -38,8 +38,23 @@ def overlay_xattr(name: str) -> str:
 
 
 def backing_fs(home: str) -> tuple[int, str]:
-    """The file system holding the driver home (statfs of its parent, as Go's GetFSMagic)."""
-    magic = m.fs_magic(os.path.dirname(home.rstrip("/")) or "/")
+    """The file system holding the driver home (statfs of its parent, as Go's GetFSMagic).
+
+    Read from mountinfo when the type's magic is known: statfs needs ctypes, whose import is a
+    tenth of an overlay CLI call.
+    """
+    from ..mountinfo import mount_containing
+
+    parent = os.path.dirname(home.rstrip("/")) or "/"
+    magic = None
+    try:
+        entry = mount_containing(parent)
+    except OSError:
+        entry = None
+    if entry is not None:
+        magic = m.type_magic(entry.fstype)
+    if magic is None:
+        magic = m.fs_magic(parent)
     return magic, FS_NAMES.get(magic, "<unknown>")
 
 
