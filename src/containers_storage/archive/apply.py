@@ -27,7 +27,7 @@ from ..idtools import IDMap, to_host
 from . import tarread as t
 from .compression import MAGIC_LEN, Compression, Decompressor, detect
 from .confine import open_beneath, open_root
-from .crc64 import crc64
+from .crc64 import crc64, crc64_zeros
 from .gopath import go_clean
 
 __all__ = ["ApplyOptions", "ApplyResult", "TarSplitSink", "apply_layer"]
@@ -542,9 +542,38 @@ def _ignore3(_a: object, _b: object, _c: object) -> None:
 
 
 def _drain(reader: t.TarReader) -> int:
+    if reader.sparse is not None:
+        return _sparse_content(reader, -1, 0)
     crc = 0
     for piece in reader.content():
         crc = crc64(piece, crc)
+    return crc
+
+
+def _sparse_content(reader: t.TarReader, fd: int, base: int) -> int:
+    """Write a sparse entry's fragments at ``base`` + their offsets in ``fd`` (none when -1),
+    leaving the holes unwritten, and size the region to the real size; returns the CRC-64 of
+    the expanded content, which is what Go's tar-split records for the entry."""
+    sparse = reader.sparse
+    assert sparse is not None
+    crc = 0
+    pos = 0
+    pwrite = os.pwrite
+    for off, piece in reader.fragments():
+        if off > pos:
+            crc = crc64_zeros(crc, off - pos)
+        crc = crc64(piece, crc)
+        pos = off + len(piece)
+        if fd >= 0:
+            at = base + off
+            while piece:
+                n = pwrite(fd, piece, at)
+                piece = piece[n:]
+                at += n
+    if sparse.size > pos:
+        crc = crc64_zeros(crc, sparse.size - pos)
+    if fd >= 0:
+        os.ftruncate(fd, base + sparse.size)
     return crc
 
 
@@ -676,12 +705,15 @@ def _write_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, meta: t.Tar
         fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
     crc = 0
     try:
-        write = os.write
-        for piece in reader.content():
-            crc = crc64(piece, crc)
-            while piece:
-                n = write(fd, piece)
-                piece = piece[n:]
+        if reader.sparse is None:
+            write = os.write
+            for piece in reader.content():
+                crc = crc64(piece, crc)
+                while piece:
+                    n = write(fd, piece)
+                    piece = piece[n:]
+        else:  # holes stay holes (Go 1.43 writes them out as zeros: same content)
+            crc = _sparse_content(reader, fd, 0)
         if data_fd >= 0:  # an AUFS hardlink: the content of the stashed .wh..wh.plnk file
             _copy_range(data_fd, fd, data_off, meta.size)
         if ap.chown:
@@ -785,12 +817,16 @@ def _stash_plnk(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, base: bytes
         ap.plnk_fd = os.open(b".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=ap.root)
     offset = ap.plnk_end
     crc = 0
-    for piece in reader.content():
-        crc = crc64(piece, crc)
-        while piece:
-            n = os.pwrite(ap.plnk_fd, piece, ap.plnk_end)
-            ap.plnk_end += n
-            piece = piece[n:]
+    if reader.sparse is not None:
+        crc = _sparse_content(reader, ap.plnk_fd, offset)
+        ap.plnk_end = offset + hdr.size
+    else:
+        for piece in reader.content():
+            crc = crc64(piece, crc)
+            while piece:
+                n = os.pwrite(ap.plnk_fd, piece, ap.plnk_end)
+                ap.plnk_end += n
+                piece = piece[n:]
     ap.plnk[base] = (hdr, offset, ap.plnk_end - offset)
     return crc
 

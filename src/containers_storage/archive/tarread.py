@@ -6,6 +6,12 @@ matter for compatibility: header-only types carry no data whatever their size fi
 ends cleanly at an entry boundary is a complete archive, and extension records are capped at 1 MiB.
 Names are bytes throughout, so non-UTF-8 names survive.
 
+GNU sparse files (PAX formats 0.0, 0.1 and 1.0, and the old GNU ``S`` type) are read as Go reads
+them: the header carries the sparse name and the real size, ``sparse`` holds the validated map,
+and ``fragments()`` yields the packed data with the offset each piece belongs at, so the caller
+can leave the holes as holes.  As in Go's tar-split, a 1.0 map and the packed data are content,
+not raw bytes.
+
 Bytes that are not file content (headers, extension records, padding, the end-of-archive blocks,
 anything after them) accumulate in a raw buffer that ``take_raw()`` hands out, in stream order;
 content is yielded as zero-copy memoryviews of the input chunks.
@@ -13,6 +19,8 @@ content is yielded as zero-copy memoryviews of the input chunks.
 
 from __future__ import annotations
 
+import re
+from array import array
 from collections.abc import Callable, Iterator
 
 from ..errors import InvalidArchive
@@ -23,6 +31,7 @@ __all__ = [
     "ERR_TOO_LONG",
     "ERR_UNEXPECTED_EOF",
     "MAX_SPECIAL_FILE",
+    "Sparse",
     "TarHeader",
     "TarReader",
 ]
@@ -36,6 +45,9 @@ RAW_FLUSH = 8 << 20
 ERR_HEADER = "archive/tar: invalid tar header"
 ERR_TOO_LONG = "archive/tar: header field too long"
 ERR_UNEXPECTED_EOF = "unexpected EOF"
+ERR_MISS_DATA = "archive/tar: sparse file references non-existent data"
+ERR_UNREF_DATA = "archive/tar: sparse file contains unreferenced data"
+ERR_SPARSE_TOO_LONG = "archive/tar: sparse map too long"
 
 # Type flags (as ints: block[156]).
 REG, REGA, LINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO, CONT = 48, 0, 49, 50, 51, 52, 53, 54, 55
@@ -166,6 +178,7 @@ def parse_pax_time(value: bytes) -> int:
 def parse_pax(data: bytes) -> dict[bytes, bytes]:
     """Parse ``"%d %s=%s\\n"`` records (Go's ``parsePAX``/``parsePAXRecord``) into a dict."""
     records: dict[bytes, bytes] = {}
+    sparse_00: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:
         sp = data.find(b" ", pos, min(end, pos + 20))
@@ -188,12 +201,106 @@ def parse_pax(data: bytes) -> dict[bytes, bytes]:
                 raise _bad()
         elif b"\x00" in key:
             raise _bad()
-        if key.startswith(b"GNU.sparse."):
-            # Sparse files would need hole-filling reads and break tar-split round trips.
-            raise InvalidArchive("archive/tar: GNU sparse files are not supported")
-        records[key] = value
         pos = rec_end
+        if key in _SPARSE_00_KEYS:
+            # Format 0.0 repeats these two keys once per map entry; like Go, gather them (offset
+            # first, no commas) into a 0.1-style GNU.sparse.map.
+            if key != _SPARSE_00_KEYS[len(sparse_00) % 2] or b"," in value:
+                raise _bad()
+            sparse_00.append(value)
+            continue
+        records[key] = value
+    if sparse_00:
+        records[SPARSE_MAP] = b",".join(sparse_00)
     return records
+
+
+SPARSE_MAP = b"GNU.sparse.map"
+_SPARSE_00_KEYS = (b"GNU.sparse.offset", b"GNU.sparse.numbytes")
+_SPARSE_MAJOR = b"GNU.sparse.major"
+_SPARSE_MINOR = b"GNU.sparse.minor"
+_INT = re.compile(rb"[+-]?[0-9]+")
+_MAX_INT64 = (1 << 63) - 1
+
+
+class Sparse:
+    """A sparse member's real size and its data fragments (Go's ``sparseDatas`` minus the empty
+    ones) as a flat ``array('q')`` of offset, length pairs: 16 bytes an entry, however many."""
+
+    __slots__ = ("fragments", "size")
+
+    def __init__(self, size: int, fragments: array[int]) -> None:
+        self.size = size
+        self.fragments = fragments
+
+    def data_size(self) -> int:
+        """How many bytes of packed data the map references."""
+        return sum(self.fragments[1::2])
+
+
+def _int64s(tokens: Iterator[bytes] | list[bytes]) -> array[int]:
+    """Go's ``strconv.ParseInt(tok, 10, 64)`` over map tokens; anything else is an invalid header."""
+    out: array[int] = array("q")
+    match = _INT.fullmatch
+    try:
+        for tok in tokens:
+            if match(tok) is None:
+                raise _bad()
+            out.append(int(tok))
+    except OverflowError:
+        raise _bad() from None
+    return out
+
+
+def _count(value: bytes) -> int:
+    """A map's entry count (``ParseInt(v, 10, 0)``); negative counts are invalid headers."""
+    n = _parse_dec(value)
+    if n < 0:
+        raise _bad()
+    return n
+
+
+def _checked(entries: array[int], size: int) -> Sparse:
+    """Go's ``validateSparseEntries``: non-negative, in order, non-overlapping, within ``size``;
+    then the empty fragments are dropped (``invertSparseEntries`` skips them too)."""
+    if size < 0:
+        raise _bad()
+    pre_end = 0
+    data: array[int] = array("q")
+    for i in range(0, len(entries), 2):
+        off, length = entries[i], entries[i + 1]
+        if off < 0 or length < 0 or off > _MAX_INT64 - length or off < pre_end:
+            raise _bad()
+        pre_end = off + length
+        if pre_end > size:
+            raise _bad()
+        if length:
+            data.append(off)
+            data.append(length)
+    return Sparse(size, data)
+
+
+def _sparse_pax_version(pax: dict[bytes, bytes]) -> str | None:
+    """Go's ``readGNUSparsePAXHeaders`` format detection: "0.x", "1.0" or None (not sparse;
+    an unknown version is read as a plain file, as Go does)."""
+    major, minor = pax.get(_SPARSE_MAJOR, b""), pax.get(_SPARSE_MINOR, b"")
+    if major == b"0" and minor in (b"0", b"1"):
+        return "0.x"
+    if major == b"1" and minor == b"0":
+        return "1.0"
+    if major or minor or not pax.get(SPARSE_MAP):
+        return None
+    return "0.x"
+
+
+def _sparse_map_0x(pax: dict[bytes, bytes]) -> array[int]:
+    """Go's ``readGNUSparseMap0x1``: ``numblocks`` pairs in the comma-separated PAX map."""
+    n = _count(pax.get(b"GNU.sparse.numblocks", b""))
+    text = pax.get(SPARSE_MAP, b"")
+    # The count is checked before splitting, so a bad map costs no list of its tokens.
+    if (text.count(b",") + 1 if text else 0) != 2 * n:
+        raise _bad()
+    return _int64s(text.split(b",") if text else [])
 
 
 def _merge_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
@@ -314,6 +421,7 @@ class TarReader:
         self._remaining = 0  # content bytes of the current entry not read yet
         self._pad = 0  # padding that follows the current entry's content
         self.flushed_raw: list[bytes] = []  # raw pieces forced out early (hostile input only)
+        self.sparse: Sparse | None = None  # the current entry's map when it is a sparse file
 
     # -- low level -------------------------------------------------------------------------
     def _fill(self) -> bool:
@@ -381,6 +489,121 @@ class TarReader:
         for _ in self.content():
             pass
 
+    def fragments(self) -> Iterator[tuple[int, memoryview]]:
+        """The current sparse entry's packed data as (offset in the file, piece) pairs, in order.
+
+        ``next()`` checked that the map references exactly the data there is, so the pieces
+        cover every fragment; the holes between them are the caller's to leave (or count) as
+        zeros.
+        """
+        assert self.sparse is not None
+        frags = self.sparse.fragments
+        pieces = self.content()
+        piece = memoryview(b"")
+        for i in range(0, len(frags), 2):
+            off, left = frags[i], frags[i + 1]
+            while left:
+                if not piece:
+                    got = next(pieces, None)
+                    if got is None:
+                        raise InvalidArchive(ERR_MISS_DATA)
+                    piece = got
+                if len(piece) <= left:
+                    yield off, piece
+                    off += len(piece)
+                    left -= len(piece)
+                    piece = memoryview(b"")
+                else:
+                    yield off, piece[:left]
+                    piece = piece[left:]
+                    left = 0
+
+    def _content_block(self) -> bytes:
+        """One block of the entry's data (Go's ``mustReadFull`` on the file reader)."""
+        if self._remaining < BLOCK:
+            raise InvalidArchive(ERR_UNEXPECTED_EOF)
+        data = self._take(BLOCK)
+        if len(data) < BLOCK:
+            raise InvalidArchive(ERR_UNEXPECTED_EOF)
+        self._remaining -= BLOCK
+        return data
+
+    def _sparse_map_1x0(self) -> array[int]:
+        """Go's ``readGNUSparseMap1x0``: a count and that many offset/length pairs, one decimal
+        per line, in whole blocks at the start of the data.  The blocks are content, as in Go's
+        tar-split, and held to 1 MiB as Go now does (CVE-2025-58183)."""
+        buf = bytearray()
+        newlines = 0
+
+        def feed(n: int) -> None:
+            nonlocal newlines
+            while newlines < n:
+                if len(buf) + BLOCK > MAX_SPECIAL_FILE:
+                    raise InvalidArchive(ERR_SPARSE_TOO_LONG)
+                block = self._content_block()
+                buf.extend(block)
+                newlines += block.count(b"\n")
+
+        feed(1)
+        n = _count(bytes(buf[: buf.index(b"\n")]))
+        if 2 * n > _MAX_INT64:
+            raise _bad()
+        feed(1 + 2 * n)
+        return _int64s(bytes(buf).split(b"\n", 2 * n + 1)[1 : 2 * n + 1])
+
+    def _old_gnu_sparse(self, hdr: TarHeader, block: bytes) -> Sparse:
+        """Go's ``readOldGNUSparseMap``: four entries in the header, 21 in each extension block
+        that follows it (raw bytes, as tar-split records them), the real size at offset 483."""
+        if block[257:263] != _MAGIC_GNU or block[263:265] != _VERSION_GNU:
+            raise _bad()  # STAR uses the same type flag with another layout
+        hdr.size = parse_numeric(block[483:495])
+        entries: array[int] = array("q")
+        start, count, flag_at = 386, 4, 482
+        extension = 0
+        while True:
+            for i in range(start, start + 24 * count, 24):
+                if block[i] == 0:
+                    break
+                entries.append(parse_numeric(block[i : i + 12]))
+                entries.append(parse_numeric(block[i + 12 : i + 24]))
+            if not block[flag_at]:
+                return self._sparse_data(_checked(entries, hdr.size))
+            # Go has no cap here; each block is input, but the map is held to 1 MiB anyway.
+            extension += BLOCK
+            if extension > MAX_SPECIAL_FILE:
+                raise InvalidArchive(ERR_SPARSE_TOO_LONG)
+            block = self._take(BLOCK)
+            self._keep(block)
+            if len(block) < BLOCK:
+                raise InvalidArchive(ERR_UNEXPECTED_EOF)
+            start, count, flag_at = 0, 21, 504
+
+    def _pax_sparse(self, hdr: TarHeader, pax: dict[bytes, bytes]) -> Sparse | None:
+        """PAX formats 0.0/0.1/1.0: the sparse name and real size replace the header's."""
+        version = _sparse_pax_version(pax)
+        if version is None:
+            return None
+        name = pax.get(b"GNU.sparse.name")
+        if name:
+            hdr.name = name
+        size = pax.get(b"GNU.sparse.size") or pax.get(b"GNU.sparse.realsize")
+        if size:
+            hdr.size = _parse_dec(size)
+        entries = self._sparse_map_1x0() if version == "1.0" else _sparse_map_0x(pax)
+        if hdr.typeflag in _HEADER_ONLY:
+            raise _bad()
+        return self._sparse_data(_checked(entries, hdr.size))
+
+    def _sparse_data(self, sparse: Sparse) -> Sparse:
+        """The map must reference exactly the packed data there is (Go finds out while copying:
+        errMissData / errUnrefData); checking first means nothing is written for a bad one."""
+        need = sparse.data_size()
+        if need > self._remaining:
+            raise InvalidArchive(ERR_MISS_DATA)
+        if need < self._remaining:
+            raise InvalidArchive(ERR_UNREF_DATA)
+        return sparse
+
     def _special_file(self, size: int) -> bytes:
         """Read a PAX record set or GNU long name whole (bounded) into raw; returns it."""
         if size > MAX_SPECIAL_FILE:
@@ -396,6 +619,7 @@ class TarReader:
         """The next member, or None at the end of the archive (Go's ``Reader.Next``)."""
         if self._remaining:
             self.skip_content()
+        self.sparse = None
         pax: dict[bytes, bytes] | None = None
         long_name: bytes | None = None
         long_link: bytes | None = None
@@ -453,13 +677,17 @@ class TarReader:
                 hdr.linkname = long_link
             if flag == REGA:
                 hdr.typeflag = DIR if hdr.name.endswith(b"/") else REG
-            if flag == GNU_SPARSE:
-                raise InvalidArchive("archive/tar: GNU sparse files are not supported")
             size = hdr.data_size()
             if size < 0:
                 raise _bad()
             self._remaining = size
             self._pad = -size % BLOCK
+            # Sparse maps come after the data size is fixed: it is the packed size, hdr.size
+            # becomes the real one (Go's handleRegularFile, then handleSparseFile).
+            if flag == GNU_SPARSE:
+                self.sparse = self._old_gnu_sparse(hdr, block)
+            elif pax and (SPARSE_MAP in pax or _SPARSE_MAJOR in pax or _SPARSE_MINOR in pax):
+                self.sparse = self._pax_sparse(hdr, pax)
             return hdr
 
     def trailing(self, piece: int = 1 << 20) -> Iterator[bytes]:
