@@ -261,7 +261,9 @@ def test_big_file_crc_is_checked_too(tmp_path: Path) -> None:
     _data, root, ts = make_layer(tmp_path, MEMBERS)
     with open(root / "big.bin", "r+b") as f:
         f.seek(600_000)
-        f.write(b"\xff" if f.read(1) != b"\xff" else b"\x00")
+        old = f.read(1)
+        f.seek(600_000)  # the read moved the position: flip the byte that was read
+        f.write(bytes([old[0] ^ 0xFF]))
     with open(tmp_path / "out.tar", "wb") as out, pytest.raises(ReassemblyError, match=r"big\.bin"):
         reassemble(io.BytesIO(ts), str(root), out)
 
