@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import enum
 import io
-from collections.abc import Iterator
-from typing import Any, BinaryIO, Protocol, cast
 
 from ..errors import InvalidArchive
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, BinaryIO, Protocol, cast
+else:
+    def cast(_type: object, value: object) -> object:  # typing.cast: the identity at run time
+        return value
+
+    Protocol = object
 
 __all__ = [
     "CHUNK_OUT",
@@ -97,21 +105,21 @@ def _new_member(compression: Compression) -> _Member:
     if compression is Compression.GZIP:
         from isal import igzip_lib
 
-        return cast(_Member, igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP))
+        return cast("_Member", igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP))
     if compression is Compression.ZSTD:
         try:
             from compression import zstd  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             from backports import zstd
-        return cast(_Member, zstd.ZstdDecompressor())
+        return cast("_Member", zstd.ZstdDecompressor())
     if compression is Compression.BZIP2:
         import bz2
 
-        return cast(_Member, bz2.BZ2Decompressor())
+        return cast("_Member", bz2.BZ2Decompressor())
     if compression is Compression.XZ:
         import lzma
 
-        return cast(_Member, lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
+        return cast("_Member", lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
     raise ValueError(f"no decompressor for {compression!r}")
 
 
@@ -288,30 +296,30 @@ def open_decompressed(src: BinaryIO) -> tuple[Compression, BinaryIO]:
         raw = _Prefixed(head, src)
     else:
         raw = _DecompressedReader(src, compression, head)
-    return compression, cast(BinaryIO, io.BufferedReader(raw, 1 << 20))
+    return compression, cast("BinaryIO", io.BufferedReader(raw, 1 << 20))
 
 
 def open_compressed(dst: BinaryIO, compression: Compression) -> BinaryIO:
     """A writer that compresses into ``dst``; closing it flushes the codec but leaves ``dst`` open."""
     if compression is Compression.UNCOMPRESSED:
-        return cast(BinaryIO, _Unclosing(dst))
+        return cast("BinaryIO", _Unclosing(dst))
     if compression is Compression.GZIP:
         from isal import igzip
 
-        return cast(BinaryIO, igzip.IGzipFile(fileobj=dst, mode="wb", compresslevel=2))  # type: ignore[no-untyped-call]
+        return cast("BinaryIO", igzip.IGzipFile(fileobj=dst, mode="wb", compresslevel=2))  # type: ignore[no-untyped-call]
     if compression is Compression.ZSTD:
         try:
             from compression import zstd  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             from backports import zstd
-        return cast(BinaryIO, zstd.ZstdFile(dst, "w"))
+        return cast("BinaryIO", zstd.ZstdFile(dst, "w"))
     if compression is Compression.BZIP2:
         import bz2
 
-        return cast(BinaryIO, bz2.BZ2File(dst, "w"))
+        return cast("BinaryIO", bz2.BZ2File(dst, "w"))
     import lzma
 
-    return cast(BinaryIO, lzma.LZMAFile(dst, "w", format=lzma.FORMAT_XZ))
+    return cast("BinaryIO", lzma.LZMAFile(dst, "w", format=lzma.FORMAT_XZ))
 
 
 class _Unclosing(io.RawIOBase):

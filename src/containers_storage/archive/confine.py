@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import stat
 
 __all__ = [
@@ -36,7 +35,7 @@ RESOLVE_IN_ROOT = 0x10
 _MAX_SYMLINKS = 40
 
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "arm64": 437, "ppc64le": 437, "s390x": 437,
-                "riscv64": 437, "i686": 437, "armv7l": 437}.get(platform.machine())
+                "riscv64": 437, "i686": 437, "armv7l": 437}.get(os.uname().machine)
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 

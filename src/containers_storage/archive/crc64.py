@@ -7,8 +7,10 @@ pure-Python fallback keeps the module usable without it, at a small fraction of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeAlias
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 

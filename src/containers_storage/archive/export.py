@@ -11,16 +11,14 @@ carry the time of the export in both.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, TypeVar
 
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
+from ..lazylog import LazyLogger
 from .changes import OPAQUE_XATTR, Change, ChangeKind, lexical_walk, opaque_hides_lower
 from .confine import open_beneath, open_root
 from .sink import BlockSink
@@ -38,9 +36,16 @@ from .tarwrite import (
     encode_header,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import IO, TypeVar
+
+    _T = TypeVar("_T")
+
 __all__ = ["ExportError", "export_changes", "export_overlay_diff", "export_tree"]
 
-log = logging.getLogger(__name__)
+log = LazyLogger(__name__)
 
 WHITEOUT_PREFIX = b".wh."
 WHITEOUT_OPAQUE = b".wh..wh..opq"
@@ -230,7 +235,6 @@ class _Writer:
         return self.sink.written
 
 
-_T = TypeVar("_T")
 
 
 def _read_ahead(root_fd: int, items: Iterable[_T], stat_of: Callable[[_T], os.stat_result | None],

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
-from typing import IO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO
 
 BUF_SIZE = 1024 * 1024
 # Files up to this size go through the buffer (one read each, batched writes); larger ones by

@@ -17,8 +17,6 @@ import os
 import re
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, cast
 
 # SIMD base64: with binascii, decoding segment payloads was a tenth of reassembly's CPU time.
 from pybase64 import b64decode as _b64decode
@@ -29,6 +27,14 @@ from .confine import open_beneath, open_root
 from .crc64 import crc64 as _crc64
 from .gopath import go_clean
 from .sink import BlockSink
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import IO, cast
+else:
+    def cast(_type: object, value: object) -> object:  # typing.cast: the identity at run time
+        return value
 
 __all__ = [
     "FILE_TYPE",

@@ -1,0 +1,38 @@
+"""A logger made on its first message.
+
+``logging`` costs ~10 ms of a CLI call's start-up (it imports threading, traceback, string,
+weakref...), and the archive engine logs only about odd input; most runs log nothing.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    import logging
+
+
+class LazyLogger:
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: logging.Logger | None = None
+
+    def _get(self) -> logging.Logger:
+        if self._logger is None:
+            import logging
+
+            self._logger = logging.getLogger(self._name)
+        return self._logger
+
+    def debug(self, msg: str, *args: object) -> None:
+        self._get().debug(msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._get().info(msg, *args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._get().warning(msg, *args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self._get().error(msg, *args)
