@@ -14,6 +14,7 @@ import pytest
 from drivertools import Entry, make_tar, mounts_under, read_tar
 
 from containers_storage.drivers.base import ApplyDiffOpts, Driver, MountOpts
+from containers_storage.drivers.overlay import OverlayDriver
 
 RO = MountOpts(options=["ro"])
 
@@ -177,10 +178,20 @@ def test_overlay_whiteouts_on_disk(driver: Driver) -> None:
         pytest.skip("overlay layout only")
     _two_layers(driver)
     diff = driver.diff_root("child")
-    st = os.lstat(os.path.join(diff, "etc", "gone"))
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert os.getxattr(os.path.join(diff, "opaque"), "trusted.overlay.opaque") == b"y"
-    assert sorted(os.listdir(os.path.join(diff, "opaque"))) == ["new"]
+    assert isinstance(driver, OverlayDriver)
+    if driver.options.mount_program:
+        # Go's AUFS whiteout format under a mount program: the tar's whiteout files as they are,
+        # which fuse-overlayfs hides and honours (test_apply_diff_content checks the view).
+        for name in ("etc/.wh.gone", "opaque/.wh..wh..opq"):
+            st = os.lstat(os.path.join(diff, name))
+            assert stat.S_ISREG(st.st_mode) and st.st_size == 0, name
+        assert not os.path.lexists(os.path.join(diff, "etc", "gone"))
+        assert sorted(os.listdir(os.path.join(diff, "opaque"))) == [".wh..wh..opq", "new"]
+    else:
+        st = os.lstat(os.path.join(diff, "etc", "gone"))
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+        assert os.getxattr(os.path.join(diff, "opaque"), "trusted.overlay.opaque") == b"y"
+        assert sorted(os.listdir(os.path.join(diff, "opaque"))) == ["new"]
     assert sorted(os.listdir(diff)) == ["added", "etc", "opaque"]
 
 

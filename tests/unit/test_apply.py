@@ -464,3 +464,28 @@ def test_reader_errors_and_early_stop(tmp_path: Path) -> None:
     import threading
 
     assert not [t for t in threading.enumerate() if t.name == "layer-reader" and t.is_alive()]
+
+
+def test_aufs_target_writes_whiteouts_and_aufs_metadata_as_files(tmp_path: Path) -> None:
+    """Go's Unpack without a whiteout converter (overlay under a mount program): nothing is
+    deleted or converted; ``.wh.`` entries and AUFS's hard-link directory land as they are."""
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    (dest / "etc").mkdir()
+    (dest / "etc" / "gone").write_bytes(b"still here")
+    tb = TarBuilder()
+    tb.file(b"etc/.wh.gone", b"")
+    tb.dir(b"opaque/")
+    tb.file(b"opaque/.wh..wh..opq", b"")
+    tb.dir(b".wh..wh.plnk/")
+    tb.file(b".wh..wh.plnk/1234.5678", b"shared")
+    tb.hardlink(b"bin/sh", b".wh..wh.plnk/1234.5678")
+    apply(tb.build(), dest, whiteouts="aufs")
+    assert (dest / "etc" / "gone").read_bytes() == b"still here"
+    for name in ("etc/.wh.gone", "opaque/.wh..wh..opq"):
+        st = os.lstat(dest / name)
+        assert stat.S_ISREG(st.st_mode) and st.st_size == 0
+    assert (dest / "bin" / "sh").read_bytes() == b"shared"
+    assert os.stat(dest / "bin" / "sh").st_ino == os.stat(dest / ".wh..wh.plnk" / "1234.5678").st_ino
+    assert not os.listxattr(dest / "opaque")
+

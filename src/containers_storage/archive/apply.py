@@ -71,7 +71,7 @@ class ApplyOptions:
     Plain classes rather than dataclasses: importing dataclasses costs ~10 ms per CLI call.
     """
 
-    def __init__(self, whiteouts: Literal["plain", "overlay"] = "plain",
+    def __init__(self, whiteouts: Literal["plain", "overlay", "aufs"] = "plain",
                  uid_map: list[IDMap] | None = None, gid_map: list[IDMap] | None = None,
                  ignore_chown_errors: bool = False, force_mask: int | None = None,
                  tar_split: TarSplitSink | None = None,
@@ -270,7 +270,12 @@ class _Applier:
 
     def __init__(self, dest: str, options: ApplyOptions) -> None:
         self.opts = options
+        # "plain" is Go's UnpackLayer (vfs, naive diff): whiteouts delete.  The others are Go's
+        # Unpack, as the overlay driver calls it: "overlay" converts whiteouts to the kernel's
+        # form, "aufs" (under a mount program) writes them as the files they are.
+        self.unpack = options.whiteouts in ("overlay", "aufs")
         self.overlay = options.whiteouts == "overlay"
+        self.literal = options.whiteouts == "aufs"
         self.root = open_root(dest)
         self.cache: dict[bytes, int] = {}
         # fds dropped from the cache while an entry may still hold them; closed between entries
@@ -281,11 +286,11 @@ class _Applier:
         self.plnk_fd = -1
         self.plnk_end = 0
         self.force_mask = options.force_mask
-        self.chown = not (self.overlay and options.force_mask is not None)
+        self.chown = not (self.unpack and options.force_mask is not None)
         self.userns = _detect_userns()
         self.uid_map = options.uid_map or None
         self.gid_map = options.gid_map or None
-        self.root_ids = (self._host_uid(0), self._host_gid(0)) if self.overlay else (-1, -1)
+        self.root_ids = (self._host_uid(0), self._host_gid(0)) if self.unpack else (-1, -1)
         self.chown_failures = 0
         self.root_hdr: t.TarHeader | None = None
 
@@ -367,7 +372,7 @@ class _Applier:
                 except FileExistsError:
                     continue
                 os.chmod(name, 0o755, dir_fd=pfd, follow_symlinks=False)
-                if self.overlay and self.root_ids != (os.geteuid(), os.getegid()):
+                if self.unpack and self.root_ids != (os.geteuid(), os.getegid()):
                     os.chown(name, *self.root_ids, dir_fd=pfd, follow_symlinks=False)
             finally:
                 if pfd != self.root:
@@ -619,18 +624,18 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
         try:
             pfd = ap.dir_fd(parent)
         except NotADirectoryError:
-            if base.startswith(WHITEOUT_PREFIX) and base != WHITEOUT_OPAQUE:
+            if base.startswith(WHITEOUT_PREFIX) and base != WHITEOUT_OPAQUE and not ap.literal:
                 # "rm -rf /foo/bar" layers whiteout /foo and then /foo/bar; Go ignores the second.
                 return _drain(reader)
             raise
 
     if not simple:
-        if not ap.overlay and cleaned.startswith(WHITEOUT_META_PREFIX):
+        if not ap.unpack and cleaned.startswith(WHITEOUT_META_PREFIX):
             if cleaned.startswith(WHITEOUT_LINK_DIR) and flag == t.REG:
                 return _stash_plnk(ap, reader, hdr, base)
             if cleaned != WHITEOUT_OPAQUE:
                 return _drain(reader)
-        if base.startswith(WHITEOUT_PREFIX):
+        if base.startswith(WHITEOUT_PREFIX) and not ap.literal:
             _whiteout(ap, hdr, parent, pfd, base)
             return _drain(reader)
         if not rel:
@@ -644,7 +649,7 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
     link_src = hdr
     data_fd = -1
     data_off = 0
-    if (flag == t.LINK and not ap.overlay and WHITEOUT_LINK_DIR in hdr.linkname
+    if (flag == t.LINK and not ap.unpack and WHITEOUT_LINK_DIR in hdr.linkname
             and go_clean(hdr.linkname).startswith(WHITEOUT_LINK_DIR)):
         key = _split(go_clean(hdr.linkname))[1]
         found = ap.plnk.get(key)
@@ -676,7 +681,7 @@ def _entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader) -> int:
         _finish_nofd(ap, hdr, pfd, base, uid, gid, chmod=True)
     else:
         raise InvalidArchive(f"unhandled tar header type {hdr.typeflag}")
-    if not ap.overlay:
+    if not ap.unpack:
         ap.unpacked.add(rel)
     if flag != t.REG:
         crc = _drain(reader)
@@ -917,7 +922,7 @@ def _root_entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, cleaned: by
     if hdr.typeflag != t.DIR:
         raise InvalidArchive(f"refusing to replace the layer root with {os.fsdecode(hdr.name)!r}")
     ap.root_hdr = hdr
-    if ap.overlay and cleaned == b".":
+    if ap.unpack and cleaned == b".":
         return _drain(reader)
     fd = os.open(b".", _O_DIR, dir_fd=ap.root)
     try:
@@ -941,7 +946,7 @@ def _finish_dirs(ap: _Applier) -> None:
                 os.utime(name, ns=ns, dir_fd=ap.dir_fd(parent), follow_symlinks=False)
         except OSError as e:
             raise _EntryError(rel, e) from e
-    if ap.overlay and ap.force_mask is not None:
+    if ap.unpack and ap.force_mask is not None:
         hdr = ap.root_hdr or t.TarHeader()
         if ap.root_hdr is None:
             hdr.typeflag, hdr.mode = t.DIR, 0o755

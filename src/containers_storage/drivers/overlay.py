@@ -736,7 +736,12 @@ class OverlayDriver(NaiveDiff):
             return False
         return os.path.dirname(lowers[0]) == self._dir(parent)
 
-    def _apply_options(self, opts: ApplyDiffOpts, whiteouts: Literal["plain", "overlay"]
+    def _whiteouts(self) -> Literal["overlay", "aufs"]:
+        """Go's getWhiteoutFormat: under a mount program whiteouts stay ``.wh.`` files (which
+        fuse-overlayfs reads, and an unprivileged user can create), else the kernel's form."""
+        return "aufs" if self.options.mount_program else "overlay"
+
+    def _apply_options(self, opts: ApplyDiffOpts, whiteouts: Literal["plain", "overlay", "aufs"]
                        ) -> ApplyOptions:
         from ..archive.apply import ApplyOptions
 
@@ -760,7 +765,7 @@ class OverlayDriver(NaiveDiff):
                 return apply_layer(src, target, self._apply_options(opts, "plain"))
             finally:
                 self.put(id)
-        return apply_layer(src, self._diff_path(id), self._apply_options(opts, "overlay"))
+        return apply_layer(src, self._diff_path(id), self._apply_options(opts, self._whiteouts()))
 
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
              gid_map: Sequence[IDMap] = ()) -> int:
@@ -811,7 +816,7 @@ class OverlayDriver(NaiveDiff):
                 writer = TarSplitWriter(ts_file)
                 options = self._apply_options(ApplyDiffOpts(
                     uid_map=opts.uid_map, gid_map=opts.gid_map,
-                    ignore_chown_errors=opts.ignore_chown_errors, tar_split=writer), "overlay")
+                    ignore_chown_errors=opts.ignore_chown_errors, tar_split=writer), self._whiteouts())
                 result = apply_layer(src, apply_dir, options)
                 writer.close()
         except BaseException:
