@@ -247,10 +247,15 @@ REFUSED = ["gnutar-gnu", "old-gnu", "old-gnu-overlap", "old-gnu-star-magic",
 def test_refused_like_go(go: Side, ours: Side, tmp_path: Path, case: str) -> None:
     data = refused(case, tmp_path)
     gproc, oproc = go("import-layer", input=data), ours("import-layer", input=data)
-    assert (gproc.returncode, oproc.returncode) == (1, 1)
+    assert oproc.returncode == 1
     ours_msg = oproc.stderr.decode().strip().splitlines()[-1]
-    go_msg = gproc.stderr.decode().strip().splitlines()[-1]
-    assert go_msg == f"ApplyLayer stdout:  stderr: {ours_msg} exit status 1"
+    # Go 1.43 sometimes panics after reporting the error (its tar-split goroutine reads a
+    # buffer already returned to the pool): exit 2 and a trace after the same error line.
+    go_lines = gproc.stderr.decode().strip().splitlines()
+    assert gproc.returncode in (1, 2)
+    want = f"ApplyLayer stdout:  stderr: {ours_msg} exit status 1"
+    assert go_lines[-1] == want if gproc.returncode == 1 else any(
+        want in line for line in go_lines if "While applying layer" in line), go_lines[:3]
     if case in ("gnutar-gnu", "old-gnu"):
         assert ours_msg == "unhandled tar header type 83"
     # The refused layer is gone from both stores, record and directory.
