@@ -264,3 +264,52 @@ def test_status_agrees_with_go(dirs: tuple[str, str]) -> None:
         assert ours[key] == go_status[key], key
     # Both read the same probe cache in the run root.
     assert os.path.exists(os.path.join(dirs[1], "overlay", "overlay-true"))
+
+
+FUSE_OVERLAYFS = "/usr/bin/fuse-overlayfs"
+
+
+@pytest.mark.skipif(not os.path.exists(FUSE_OVERLAYFS), reason="fuse-overlayfs is not installed")
+def test_mount_program_layers_match_go_and_mount_on_either_side(dirs: tuple[str, str]) -> None:
+    """Under a mount program Go keeps the tar's whiteouts as .wh. files (its AUFS format): our
+    diff dirs must hold exactly what Go's hold, and each side's fuse mount must hide the same."""
+    opt = f"overlay.mount_program={FUSE_OVERLAYFS}"
+
+    def go_mp(*args: str) -> str:
+        return go(dirs, "--storage-opt", opt, *args)
+
+    go_base = go_mp("import-layer", "-f", _write(dirs, "base.tar", BASE))
+    go_top = go_mp("import-layer", "-f", _write(dirs, "top.tar", TOP), go_base)
+    s = get_store(StoreOptions(graph_root=dirs[0], run_root=dirs[1], driver_name="overlay",
+                               driver_options=[opt]))
+    try:
+        base, _ = s.put_layer("", "", diff=io.BytesIO(BASE))
+        top, _ = s.put_layer("", base.id, diff=io.BytesIO(TOP))
+        home = os.path.join(dirs[0], "overlay")
+
+        def tree(id: str) -> dict[str, tuple[str, int]]:
+            diff = os.path.join(home, id, "diff")
+            out = {}
+            for dirpath, dirnames, filenames in os.walk(diff):
+                for name in dirnames + filenames:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    out[os.path.relpath(os.path.join(dirpath, name), diff)] = (
+                        stat.filemode(st.st_mode), st.st_size if stat.S_ISREG(st.st_mode) else 0)
+            return out
+
+        assert tree(top.id) == tree(go_top)
+        assert tree(top.id)["etc/.wh.gone"] == ("-rw-r--r--", 0)
+        path = s.mount(go_top)
+        try:
+            assert _files(path) == EXPECTED_TOP
+        finally:
+            s.unmount(go_top)
+        s.shutdown(force=True)
+    finally:
+        s.free()
+    mp = go_mp("mount", top.id)
+    try:
+        assert _files(mp) == EXPECTED_TOP
+    finally:
+        go_mp("unmount", top.id)
+        go_mp("shutdown")
