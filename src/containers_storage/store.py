@@ -161,6 +161,11 @@ class Store:
                 dirs.insert(0, self.graph_root)
             for d in dirs:
                 path = os.path.join(d, self.driver_name + "-images")
+                if self.image_store_dir and d in (self.graph_root, self.image_store_dir):
+                    # Go opens the graph root's images read-write when images live elsewhere:
+                    # what was made there before must stay deletable (split-store.bats).
+                    stores.append(new_image_store(path))
+                    continue
                 try:
                     stores.append(new_ro_image_store(path))
                 except OSError as e:
@@ -169,6 +174,11 @@ class Store:
                     raise
             self._ro_image_stores = stores
         return self._ro_image_stores
+
+    @property
+    def rw_image_stores(self) -> list[ImageStore]:
+        """The primary image store, then writable additional ones (Go's rwImageStores)."""
+        return [self.image_store, *(s for s in self.ro_image_stores if isinstance(s, ImageStore))]
 
     def all_image_stores(self) -> list[ROImageStore]:
         return [self.image_store, *self.ro_image_stores]
@@ -691,45 +701,63 @@ class Store:
 
     def delete_image(self, ref: str, commit: bool = True) -> list[str]:
         """Delete an image and the layers only it used; returns those layers' IDs."""
-        with self._writing_all() as rl:
-            ims = self.image_store
-            image = ims.lookup(ref)
-            if image is None:
+        with self._writing_all() as rl, ExitStack() as stack:
+            to_remove: list[str] = []
+            found = False
+            # Every writable image store that has it, as Go does (the graph root's own images
+            # are writable when images live in a separate image store).  The others are read
+            # too: their images' layers must be kept.
+            for other in self.ro_image_stores:
+                stack.enter_context(other.writing() if isinstance(other, ImageStore) else other.reading())
+            for ims in self.rw_image_stores:
+                image = ims.lookup(ref)
+                if image is None:
+                    continue
+                found = True
+                to_remove += self._delete_image_from(rl, ims, image, commit)
+            if not found:
                 raise errors.NotAnImage()
-            id = image.id
-            for c in self.container_store.records:
-                if c.image == id:
-                    raise errors.ImageUsedByContainer(
-                        f"image used by {c.id}: {errors.ImageUsedByContainer.text}")
-            children: dict[str, list[str]] = {}
-            for l in rl.layers:
-                children.setdefault(l.parent, []).append(l.id)
-            others: set[str] = set()
-            for img in ims.records:
-                if img.id != id:
-                    others.add(img.top_layer)
-                    others.update(img.mapped_top_layers)
-            if commit:
-                ims.delete(id)
-            to_remove = list(image.mapped_top_layers)
-            removing = set(to_remove)
-            layer_id = image.top_layer
-            while layer_id:
-                if self.container_store.exists(layer_id) or layer_id in others:
-                    break
-                current = rl.lookup(layer_id)
-                parent = current.parent if current else ""
-                check = [layer_id] + (image.mapped_top_layers if layer_id == image.top_layer else [])
-                if any(child not in removing for l in check for child in children.get(l, ())):
-                    break
-                to_remove.append(layer_id)
-                removing.add(layer_id)
-                layer_id = parent
             if commit:
                 for lid in to_remove:
                     if rl.exists(lid):
                         rl.delete(lid)
             return to_remove
+
+    def _delete_image_from(self, rl: LayerStore, ims: ImageStore, image: Image, commit: bool) -> list[str]:
+        """Drop ``image`` from ``ims``; the layers that only it used, top down."""
+        id = image.id
+        for c in self.container_store.records:
+            if c.image == id:
+                raise errors.ImageUsedByContainer(
+                    f"image used by {c.id}: {errors.ImageUsedByContainer.text}")
+        children: dict[str, list[str]] = {}
+        for l in rl.layers:
+            children.setdefault(l.parent, []).append(l.id)
+        # Layers that images of *any* store use are kept.  Go looks only at the store the image
+        # is deleted from, which with a separate image store deletes layers images there use.
+        others: set[str] = set()
+        for store in self.all_image_stores():
+            for img in store.records:
+                if img.id != id:
+                    others.add(img.top_layer)
+                    others.update(img.mapped_top_layers)
+        if commit:
+            ims.delete(id)
+        to_remove = list(image.mapped_top_layers)
+        removing = set(to_remove)
+        layer_id = image.top_layer
+        while layer_id:
+            if self.container_store.exists(layer_id) or layer_id in others:
+                break
+            current = rl.lookup(layer_id)
+            parent = current.parent if current else ""
+            check = [layer_id] + (image.mapped_top_layers if layer_id == image.top_layer else [])
+            if any(child not in removing for l in check for child in children.get(l, ())):
+                break
+            to_remove.append(layer_id)
+            removing.add(layer_id)
+            layer_id = parent
+        return to_remove
 
     def delete_container(self, ref: str) -> None:
         with self._writing_all() as rl:

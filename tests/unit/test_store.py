@@ -177,3 +177,34 @@ def test_additional_read_only_image_store(tmp_path: Any) -> None:
     for path, data in ro_files.items():
         with open(path, "rb") as f:
             assert f.read() == data, f"{path} changed"
+
+
+def test_graph_root_images_stay_deletable_with_a_separate_image_store(tmp_path: Any) -> None:
+    """With --image-store, images made earlier in the graph root are still found and, as in
+    Go, deleted from there (with the layers only they used); true read-only stores stay so."""
+    graph, run, images = str(tmp_path / "graph"), str(tmp_path / "run"), str(tmp_path / "images")
+    plain = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs"))
+    base = plain.create_layer("", "")
+    old = plain.create_image("", ["old"], base.id)
+    plain.free()
+    split = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs", image_store=images))
+    try:
+        assert split.image("old").id == old.id
+        new = split.create_image("", ["new"], base.id)
+        # base is still new's top layer (Go, looking only at the graph root's images, would
+        # delete it from under "new").
+        assert split.delete_image("old") == []
+        with pytest.raises(errors.ImageUnknown):
+            split.image("old")
+        assert split.image("new").id == new.id
+        with pytest.raises(errors.NotAnImage):
+            split.delete_image("old")
+    finally:
+        split.free()
+    plain = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs"))
+    try:
+        with pytest.raises(errors.ImageUnknown):
+            plain.image(old.id)
+        assert plain.layer(base.id).id == base.id
+    finally:
+        plain.free()
