@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager as ContextManager
     from typing import Any, BinaryIO, Protocol, TypeVar
 
+    from .check import CheckOptions, CheckReport, RepairOptions
+
     T = TypeVar("T")
 
     class _BigDataSource(Protocol):
@@ -1044,6 +1046,20 @@ class Store:
                 pass
         if first is not None:
             raise first
+
+    # -- consistency (check.py) -----------------------------------------------------------------
+    def check(self, options: CheckOptions | None = None) -> CheckReport:
+        """Go's Store.Check: what is damaged, per layer, image and container (can be slow)."""
+        from .check import check
+
+        return check(self, options)
+
+    def repair(self, report: CheckReport, options: RepairOptions | None = None
+               ) -> list[errors.StorageError]:
+        """Go's Store.Repair: delete what ``report`` found damaged; returns failed deletions."""
+        from .check import repair
+
+        return repair(self, report, options)
 
     # -- whole store ---------------------------------------------------------------------------
     def status(self) -> list[tuple[str, str]]:

@@ -118,8 +118,7 @@ def test_gc_removes_leftovers(cli: CLI) -> None:
     assert cli.ok("images", "-q").lines == [image]
 
 
-def test_check_and_dedup_say_not_supported(cli: CLI) -> None:
-    assert cli.fails("check").err == "check: not supported\n"
+def test_dedup_says_not_supported(cli: CLI) -> None:
     assert cli.fails("dedup", "--hash-method", "md5").err == "invalid hash method: md5\n"
     assert cli.fails("dedup").err == "dedup: not supported\n"
 

@@ -102,7 +102,7 @@ COMMANDS: tuple[Command, ...] = (
         FlagSpec("bool", "repair", ("-repair", "r"), False, "Remove damaged images and layers"),
         FlagSpec("bool", "force", ("-force", "f"), False, "Remove damaged containers"),
         FlagSpec("bool", "quick", ("-quick", "q"), False, "Perform only quick checks"),
-    ), "storecmds:check"),
+    ), "check:check"),
     # config.go
     Command(("config",), "[configurationFile]", "Print storage library configuration as JSON", 0, 1, (),
             "storecmds:config"),

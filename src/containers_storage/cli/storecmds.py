@@ -1,4 +1,4 @@
-"""Store-wide commands: status, version, shutdown, wipe, config, gc, check, dedup, unshare, copy.
+"""Store-wide commands: status, version, shutdown, wipe, config, gc, dedup, unshare, copy.
 
 status and version print to stderr (Go does); shutdown/wipe/gc print ``""`` in JSON mode on
 success, and Go's JSON of an error value (``{}``) on failure.
@@ -73,13 +73,6 @@ def gc(ctx: Context, args: list[str]) -> int:
             ctx.store.shutdown(True)
         except Exception as e:
             ctx.out.err(f"shutdown: {go_error_text(e)}\n")
-
-
-def check(ctx: Context, args: list[str]) -> int:
-    """Consistency checking is not implemented; say so plainly rather than pretend."""
-    from ..errors import NotSupported
-
-    raise NotSupported.after("check")
 
 
 def dedup(ctx: Context, args: list[str]) -> int:
@@ -325,4 +318,4 @@ def _extract_tar(root: str, target: str, fd: int) -> None:
             tar.extract(first, directory, numeric_owner=True)
 
 
-__all__ = ["check", "config", "copy", "dedup", "gc", "shutdown", "status", "unshare", "version", "wipe"]
+__all__ = ["config", "copy", "dedup", "gc", "shutdown", "status", "unshare", "version", "wipe"]

@@ -1,0 +1,731 @@
+"""Store-wide consistency checks and repairs: Go's ``Store.Check`` and ``Store.Repair``.
+
+``check`` walks every layer, image and container and reports, per item, what is wrong with it
+in Go's words (the CLI prints these texts): big data items that are gone or resized, layers whose
+diff no longer reproduces the recorded digest and size, layers whose mounted tree holds content
+the diffs do not explain, dangling parent/image/layer references, layers nothing uses, and driver
+directories no layer record owns.  Items of read-only (additional) stores are reported apart,
+because nothing may repair them.  ``repair`` then deletes what is damaged, containers (only when
+asked) before images before layers, through the store's ordinary delete paths and locks.
+
+Deliberate differences from Go, each for safety rather than looks:
+- a read-write layer whose parent lives in a read-only store is not reported as having a missing
+  parent (Go checks parents before it has visited the read-only stores, so every container over
+  an additional store's image looked damaged and ``check -r`` tried to delete its layer);
+- driver directories of layers created while the check ran are not called unaccounted, and
+  repair removes an unaccounted directory only while holding the layer lock and only if no
+  record claims it by then (Go lists and removes them without a lock);
+- parent chains that loop are walked once instead of forever.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import errors
+from .checktree import go_os_text
+from .errors import StorageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from .checktree import Hdr, Ignore
+    from .layers import ROLayerStore
+    from .records import Layer
+    from .store import Store
+
+__all__ = [
+    "DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE",
+    "CheckOptions",
+    "CheckReport",
+    "ContainerDataIncorrectSize",
+    "ContainerDataMissing",
+    "ContainerImageMissing",
+    "ImageDataIncorrectSize",
+    "ImageDataMissing",
+    "ImageLayerMissing",
+    "LayerContentModified",
+    "LayerDataMissing",
+    "LayerIncorrectContentDigest",
+    "LayerIncorrectContentSize",
+    "LayerMissing",
+    "LayerUnaccounted",
+    "LayerUnreferenced",
+    "RepairOptions",
+    "check",
+    "check_everything",
+    "check_most",
+    "repair",
+    "repair_everything",
+]
+
+
+# -- Go's sentinel errors (types/errors.go); a report entry's class says which problem it is ----
+class LayerUnaccounted(StorageError):
+    text = "layer in lower level storage driver not accounted for"
+
+
+class LayerUnreferenced(StorageError):
+    text = "layer not referenced by any images or containers"
+
+
+class LayerIncorrectContentDigest(StorageError):
+    text = "layer content incorrect digest"
+
+
+class LayerIncorrectContentSize(StorageError):
+    text = "layer content incorrect size"
+
+
+class LayerContentModified(StorageError):
+    text = "layer content modified"
+
+
+class LayerDataMissing(StorageError):
+    text = "layer data item is missing"
+
+
+class LayerMissing(StorageError):
+    text = "layer is missing"
+
+
+class ImageLayerMissing(StorageError):
+    text = "image layer is missing"
+
+
+class ImageDataMissing(StorageError):
+    text = "image data item is missing"
+
+
+class ImageDataIncorrectSize(StorageError):
+    text = "image data item has incorrect size"
+
+
+class ContainerImageMissing(StorageError):
+    text = "image missing"
+
+
+class ContainerDataMissing(StorageError):
+    text = "container data item is missing"
+
+
+class ContainerDataIncorrectSize(StorageError):
+    text = "container data item has incorrect size"
+
+
+DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE = 24 * 3600 * 1_000_000_000  # nanoseconds, as Go's 24h
+
+
+class CheckOptions:
+    """Which checks to run (Go's CheckOptions); the age is in nanoseconds, None for 24h."""
+
+    def __init__(self, *, layer_unreferenced_maximum_age: int | None = None,
+                 layer_digests: bool = False, layer_mountable: bool = False,
+                 layer_contents: bool = False, layer_data: bool = False, image_data: bool = False,
+                 container_data: bool = False) -> None:
+        self.layer_unreferenced_maximum_age = layer_unreferenced_maximum_age
+        self.layer_digests = layer_digests  # the diff still reproduces the recorded digest/size
+        self.layer_mountable = layer_mountable  # the driver can mount every read-write layer
+        self.layer_contents = layer_contents  # mounted trees hold what the diffs say (slow)
+        self.layer_data = layer_data
+        self.image_data = image_data
+        self.container_data = container_data
+
+
+def check_most() -> CheckOptions:
+    """Everything but the comparison of mounted trees with their diffs (``check --quick``)."""
+    return CheckOptions(layer_digests=True, layer_mountable=True, layer_data=True,
+                        image_data=True, container_data=True)
+
+
+def check_everything() -> CheckOptions:
+    return CheckOptions(layer_digests=True, layer_mountable=True, layer_contents=True,
+                        layer_data=True, image_data=True, container_data=True)
+
+
+class CheckReport:
+    """Problems found, per item ID, in discovery order (Go's CheckReport).
+
+    ``layers``/``images`` are read-write items (repairable); ``ro_layers``/``ro_images`` belong
+    to read-only stores.  An image also carries its layers' errors, and a container its image's.
+    """
+
+    def __init__(self) -> None:
+        self.layers: dict[str, list[StorageError]] = {}
+        self.ro_layers: dict[str, list[StorageError]] = {}
+        self.images: dict[str, list[StorageError]] = {}
+        self.ro_images: dict[str, list[StorageError]] = {}
+        self.containers: dict[str, list[StorageError]] = {}
+        self.layer_parents: dict[str, str] = {}  # every layer seen -> its parent ("" for none)
+        self.layer_order: dict[str, int] = {}  # driver listing position (1-based), for removal
+
+    def __bool__(self) -> bool:
+        """True when anything at all was found."""
+        return bool(self.layers or self.ro_layers or self.images or self.ro_images
+                    or self.containers)
+
+    def sections(self) -> list[tuple[str, dict[str, list[StorageError]]]]:
+        """(heading word, errors by ID) in Go's output order."""
+        return [("layer", self.layers), ("read-only layer", self.ro_layers), ("image", self.images),
+                ("read-only image", self.ro_images), ("container", self.containers)]
+
+
+class RepairOptions:
+    """Go's RepairOptions: containers are only removed when asked (``check -r -f``)."""
+
+    def __init__(self, *, remove_containers: bool = False) -> None:
+        self.remove_containers = remove_containers
+
+
+def repair_everything() -> RepairOptions:
+    return RepairOptions(remove_containers=True)
+
+
+def _add(errs: dict[str, list[StorageError]], id: str, err: StorageError) -> None:
+    errs.setdefault(id, []).append(err)
+
+
+def _text(err: BaseException, op: str = "open") -> str:
+    if isinstance(err, OSError):
+        return go_os_text(err, op)
+    return str(err)
+
+
+def _quote(name: str) -> str:
+    from .archive.changes import go_quote
+
+    return go_quote(os.fsencode(name))
+
+
+def _read_size(path: str) -> int:
+    """Read a big data file through (as Go does, so read errors show), returning its length."""
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return size
+            size += len(chunk)
+
+
+def _created_ns(layer: Layer) -> int | None:
+    """The layer's creation time, or None for Go's zero time (or no usable time at all)."""
+    from .records import ZERO_TIME, parse_time_ns
+
+    text = layer.created
+    if not text or text == ZERO_TIME:
+        return None
+    try:
+        ns = parse_time_ns(text)
+    except ValueError:
+        return None
+    return None if ns == _ZERO_TIME_NS else ns
+
+
+_ZERO_TIME_NS = -62135596800 * 1_000_000_000  # 0001-01-01T00:00:00Z
+
+
+# -- the whole check ----------------------------------------------------------------------------
+def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
+    """Go's Store.Check: every problem found, per item.  Can be very expensive."""
+    from .checktree import Ignore
+    from .ctx import ExitStack
+
+    if options is None:
+        options = check_most()
+    ignore = Ignore(store.options.driver_options, store.options.pull_options)
+    report = CheckReport()
+    # Layer IDs seen, in read-write and read-only stores, and whether anything uses them.
+    referenced: dict[str, bool] = {}
+    referenced_ro: dict[str, bool] = {}
+    headers: dict[str, list[Hdr]] = {}  # diff headers of layers whose diff checked out
+    rw_layer_ids: list[str] = []
+
+    rl = store.layer_store
+    with ExitStack() as stack:
+        for ls in store.all_layer_stores():
+            stack.enter_context(rl.writing() if ls is rl else ls.reading())
+            read_write = ls.read_write
+            desc = "" if read_write else "read-only "
+            target = report.layers if read_write else report.ro_layers
+            layers = list(ls.layers)
+            for layer in layers:
+                id = layer.id
+                if id in referenced or id in referenced_ro:
+                    continue
+                report.layer_parents[id] = layer.parent
+                (referenced if read_write else referenced_ro)[id] = False
+                if read_write:
+                    rw_layer_ids.append(id)
+                if options.layer_data:
+                    _check_layer_data(ls, layer, desc, target)
+                if options.layer_digests and layer.uncompressed_digest:
+                    found = _check_layer_diff(ls, layer, desc, target, options.layer_contents)
+                    if found is not None:
+                        headers[id] = found
+            if not read_write:
+                continue
+            if options.layer_mountable:
+                for layer in layers:
+                    _check_layer_mount(store, layer, report, headers, options, ignore)
+    # Dangling parents, once every store has been seen (see the module docstring).
+    for id in rw_layer_ids:
+        parent = report.layer_parents.get(id, "")
+        if parent and parent not in referenced and parent not in referenced_ro:
+            _add(report.layers, id, LayerMissing.after(f"layer {parent}"))
+
+    examined_images: set[str] = set()
+    with ExitStack() as stack:
+        for ims in store.all_image_stores():
+            stack.enter_context(ims.reading())
+            read_write = ims.read_write
+            desc = "" if read_write else "read-only "
+            target = report.images if read_write else report.ro_images
+            for image in list(ims.records):
+                id = image.id
+                if id in examined_images:
+                    continue
+                examined_images.add(id)
+                if options.image_data:
+                    sizes = image.big_data_sizes
+                    for key in image.big_data_names:
+                        what = f"{desc}image {id}: data item {_quote(key)}"
+                        try:
+                            size = _read_size(ims.big_data_path(id, key))
+                        except FileNotFoundError:
+                            _add(target, id, ImageDataMissing.after(what))
+                            continue
+                        except OSError as e:
+                            _add(target, id, StorageError(f"{what}: {_text(e)}"))
+                            continue
+                        if size != int(sizes.get(key, 0)):
+                            _add(target, id, ImageDataIncorrectSize.after(what))
+                seen_tops: set[str] = set()
+                for top in [image.top_layer, *image.mapped_top_layers]:
+                    if not top or top in seen_tops:
+                        continue
+                    seen_tops.add(top)
+                    for lid in _chain(report.layer_parents, top):
+                        if lid in referenced:
+                            referenced[lid] = True
+                        elif lid in referenced_ro:
+                            referenced_ro[lid] = True
+                        else:
+                            _add(target, id, ImageLayerMissing.after(f"{desc}image {id}: layer {lid}"))
+                        inherited = report.layers.get(lid, []) + report.ro_layers.get(lid, [])
+                        if inherited:
+                            target.setdefault(id, []).extend(inherited)
+
+    cs = store.container_store
+    with cs.reading():
+        for c in list(cs.records):
+            id = c.id
+            if options.container_data:
+                sizes = c.big_data_sizes
+                for key in c.big_data_names:
+                    what = f"container {id}: data item {_quote(key)}"
+                    try:
+                        size = _read_size(cs.big_data_path(id, key))
+                    except FileNotFoundError:
+                        _add(report.containers, id, ContainerDataMissing.after(what))
+                        continue
+                    except OSError as e:
+                        _add(report.containers, id, StorageError(f"{what}: {_text(e)}"))
+                        continue
+                    if size != int(sizes.get(key, 0)):
+                        _add(report.containers, id, ContainerDataIncorrectSize.after(what))
+            if c.image:
+                if c.image not in examined_images:
+                    _add(report.containers, id, ContainerImageMissing.after(f"image {c.image}"))
+                inherited = report.images.get(c.image, []) + report.ro_images.get(c.image, [])
+                if inherited:
+                    report.containers.setdefault(id, []).extend(inherited)
+            if c.layer:
+                referenced[c.layer] = True
+
+    # Layers nothing uses, once old enough that no image is still being written over them.
+    max_age = options.layer_unreferenced_maximum_age
+    if max_age is None:
+        max_age = DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE
+    now = time.time_ns()
+    with rl.reading():
+        for layer in list(rl.layers):
+            if referenced.get(layer.id, False):
+                continue
+            created = _created_ns(layer)
+            if created is None or created + max_age < now:
+                _add(report.layers, layer.id, LayerUnreferenced.after(f"layer {layer.id}"))
+        # Driver directories no record owns are wasted space.
+        try:
+            listed = store.driver.list_layers()
+        except errors.NotSupported:
+            listed = None
+        if listed is not None:
+            for i, lid in enumerate(listed):
+                if lid not in referenced and lid not in rl.by_id:
+                    _add(report.layers, lid, LayerUnaccounted.after(f"layer {lid}"))
+                report.layer_order[lid] = i + 1
+    return report
+
+
+def _chain(parents: dict[str, str], top: str) -> Iterator[str]:
+    """``top`` and its ancestors as far as the report knows them (each once)."""
+    seen: set[str] = set()
+    lid = top
+    while lid and lid not in seen:
+        seen.add(lid)
+        yield lid
+        lid = parents.get(lid, "")
+
+
+def _check_layer_data(ls: ROLayerStore, layer: Layer, desc: str,
+                      target: dict[str, list[StorageError]]) -> None:
+    """Every big data item must be there and readable (nothing records their sizes)."""
+    for name in layer.big_data_names:
+        what = f"{desc}layer {layer.id}: data item {_quote(name)}"
+        try:
+            _read_size(ls.big_data_path(layer.id, name))
+        except FileNotFoundError:
+            _add(target, layer.id, LayerDataMissing.after(what))
+        except OSError as e:
+            _add(target, layer.id, StorageError(f"{what}: {_text(e)}"))
+
+
+# -- the diff: digest, size and headers ----------------------------------------------------------
+class _Digester:
+    """A write-only file object for the diff: hashes and counts what passes through, and hands
+    copies to a header reader in another thread when one is listening."""
+
+    def __init__(self, algorithm: str, queue: Any = None) -> None:
+        import hashlib
+
+        self.hash = hashlib.new(algorithm)
+        self.count = 0
+        self.queue = queue
+        self.cancelled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.cancelled:
+            raise _Cancelled()
+        self.hash.update(data)
+        n = len(data)
+        self.count += n
+        if self.queue is not None:
+            self.queue.put(bytes(data))
+        return n
+
+    def flush(self) -> None:
+        return None
+
+
+class _Cancelled(Exception):
+    """The reader gave up; the writer stops producing."""
+
+
+class _StreamFailed(Exception):
+    """The diff stream broke off with ``error`` (what Go's tar reader sees from its pipe)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _check_layer_diff(ls: ROLayerStore, layer: Layer, desc: str,
+                      target: dict[str, list[StorageError]], want_headers: bool
+                      ) -> list[Hdr] | None:
+    """Regenerate the layer's diff (tar-split reassembly with CRC checks, or the driver's diff
+    when there is no tar-split) and compare its digest and size with the record.  Returns the
+    diff's headers when asked for and the diff checked out."""
+    from .digest import DigestError, validate
+
+    id = layer.id
+    expected = layer.uncompressed_digest
+    try:
+        validate(expected)
+    except DigestError as e:
+        _add(target, id, StorageError(f"{desc}layer {id}: {e}"))
+        return None
+    algorithm = expected.partition(":")[0]
+    if want_headers:
+        digester, found, stream_error, archive_error = _diff_with_headers(ls, layer, algorithm)
+    else:
+        digester = _Digester(algorithm)
+        found = None
+        stream_error = archive_error = None
+        try:
+            ls.diff("", id, digester, 0)  # type: ignore[arg-type]
+        except Exception as e:
+            stream_error = archive_error = e
+    if stream_error is not None:
+        # Go's reader drains the stream after the tar ends or fails, and meets the error again.
+        text = _diff_error_text(stream_error, ls, id)
+        _add(target, id, StorageError(f"layer {id}: consume any trailer after the EOF marker: {text}"))
+    if archive_error is not None:
+        text = _diff_error_text(archive_error, ls, id)
+        _add(target, id, StorageError(f"{desc}layer {id}: {text}"))
+        return None
+    ok = True
+    if f"{algorithm}:{digester.hash.hexdigest()}" != expected:
+        _add(target, id, LayerIncorrectContentDigest.after(f"{desc}layer {id}"))
+        ok = False
+    recorded = layer.uncompressed_size
+    if recorded != -1 and digester.count != recorded:
+        _add(target, id, LayerIncorrectContentSize.after(
+            f"{desc}layer {id}: read {digester.count} bytes instead of {recorded} bytes"))
+        ok = False
+    return found if ok else None
+
+
+def _diff_with_headers(ls: ROLayerStore, layer: Layer, algorithm: str
+                       ) -> tuple[_Digester, list[Hdr] | None, BaseException | None,
+                                  BaseException | None]:
+    """The diff produced in a worker thread and parsed as tar here, as Go pipes it to a tar
+    reader; returns the digester, the headers, the stream's error and the parse's error."""
+    import queue
+    import threading
+
+    from .archive.tarread import TarReader
+    from .checktree import Hdr
+    from .errors import InvalidArchive
+
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+    digester = _Digester(algorithm, chunks)
+    outcome: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            ls.diff("", layer.id, digester, 0)  # type: ignore[arg-type]
+        except _Cancelled:
+            pass
+        except BaseException as e:  # handed to the reader, as Go's pipe does
+            outcome.append(e)
+            chunks.put(e)
+            return
+        chunks.put(None)
+
+    worker = threading.Thread(target=produce, name="check-diff", daemon=True)
+    worker.start()
+    finished = False
+
+    def read_chunk() -> bytes:
+        nonlocal finished
+        if finished:
+            return b""
+        item = chunks.get()
+        if item is None:
+            finished = True
+            return b""
+        if isinstance(item, BaseException):
+            finished = True
+            raise _StreamFailed(item)
+        return item
+
+    hdrs: list[Hdr] = []
+    archive_error: BaseException | None = None
+    completed = False
+    try:
+        try:
+            reader = TarReader(read_chunk)
+            while True:
+                hdr = reader.next()
+                if hdr is None:
+                    break
+                hdrs.append(Hdr.from_tar(hdr))
+        except _StreamFailed as e:
+            archive_error = e.error
+        except InvalidArchive as e:
+            archive_error = e
+        # Go's reader drains (and hashes) whatever follows: the trailer, or the rest of a
+        # stream it could not parse; a stream error met here is reported by the caller.
+        while True:
+            try:
+                if not read_chunk():
+                    break
+            except _StreamFailed:
+                break
+        completed = True
+    finally:
+        if not completed:  # interrupted: stop the producer and let it finish
+            digester.cancelled = True
+            while not finished:
+                try:
+                    read_chunk()
+                except _StreamFailed:
+                    pass
+        worker.join()
+    found = None if archive_error is not None else hdrs
+    return digester, found, (outcome[0] if outcome else None), archive_error
+
+
+def _diff_error_text(err: BaseException, ls: ROLayerStore, id: str) -> str:
+    """Go's text for a failed diff stream.
+
+    The reassembler's own texts name files the Python way; Go's tar-split says ``file integrity
+    checksum failed for "<name>"`` for any content that no longer matches (grown, shrunk or
+    changed), and ``open <layer dir>/<name>: ...`` for a file that is gone.
+    """
+    from .archive.tarsplit import ReassemblyError
+
+    text = str(err)
+    if isinstance(err, ReassemblyError):
+        name = _reassembly_subject(text)
+        if name is not None:
+            kind, subject = name
+            if kind == "crc":
+                return f"file integrity checksum failed for {_quote(subject)}"
+            cause = err.__cause__
+            if kind == "open" and isinstance(cause, OSError):
+                from .archive.gopath import go_clean
+
+                root = os.fsencode(ls.driver.diff_root(id))
+                path = os.fsdecode(go_clean(root + b"/" + os.fsencode(subject)))
+                message = os.strerror(cause.errno) if cause.errno else str(cause)
+                return go_os_text(OSError(cause.errno, message, path), "open")
+        return text
+    return _text(err)
+
+
+def _reassembly_subject(text: str) -> tuple[str, str] | None:
+    """("crc" | "open", file name) parsed from a ReassemblyError's text, when it names one."""
+    import ast
+
+    prefix = "reassembling layer tarball: "
+    checksum = "file integrity checksum failed for "
+
+    def literal(value: str) -> str | None:
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return None
+        return parsed if isinstance(parsed, str) else None
+
+    if text.startswith(checksum):
+        name = literal(text[len(checksum):])
+        return ("crc", name) if name is not None else None
+    if not text.startswith(prefix):
+        return None
+    rest = text[len(prefix):]
+    if rest.startswith("open "):
+        name, sep, _ = rest[5:].rpartition(": ")
+        return ("open", name) if sep else None
+    for marker in (" has size ", " is shorter than recorded"):
+        head, sep, _ = rest.partition(marker)
+        if sep:
+            name = literal(head)
+            return ("crc", name) if name is not None else None
+    return None
+
+
+def _check_layer_mount(store: Store, layer: Layer, report: CheckReport,
+                       headers: dict[str, list[Hdr]], options: CheckOptions,
+                       ignore: Ignore) -> None:
+    """Mount the read-write layer read-only; with content checks, compare its tree with what
+    the diffs of it and its parents say it should hold."""
+    from .checktree import apply_headers, compare_trees, new_tree, scan_tree
+    from .drivers.base import MountOpts
+
+    id = layer.id
+    driver = store.driver
+    try:
+        mount_point = driver.get(id, MountOpts(mount_label=layer.mount_label, options=["ro"]))
+    except Exception as e:
+        _add(report.layers, id, StorageError(f"layer {id}: {_text(e, 'stat')}"))
+        return
+    try:
+        if not (options.layer_digests and layer.uncompressed_digest and options.layer_contents):
+            return
+        chain: list[list[Hdr]] = []
+        for lid in _chain(report.layer_parents, id):
+            found = headers.get(lid)
+            if found is None:  # not every change that built this tree is known
+                return
+            chain.append(found)
+        expected = new_tree()
+        for hdrs in reversed(chain):
+            apply_headers(expected, hdrs)
+        uid_map = gid_map = None
+        shifting = getattr(driver, "supports_shifting", None)
+        if not (callable(shifting) and shifting()):
+            # The driver had to chown the files to the layer's ID maps: map them back.
+            uid_map, gid_map = layer.uid_map, layer.gid_map
+        try:
+            actual = scan_tree(mount_point)
+        except StorageError as e:
+            _add(report.layers, id, StorageError(f"scanning contents of layer {id}: {e}"))
+            return
+        for diff in compare_trees(expected, actual, uid_map, gid_map, ignore):
+            _add(report.layers, id, LayerContentModified(f"layer {id}: {diff}, {LayerContentModified.text}"))
+    finally:
+        try:
+            driver.put(id)
+        except Exception as e:
+            _add(report.layers, id, StorageError(f"layer {id}: {_text(e, 'stat')}"))
+
+
+# -- repair -------------------------------------------------------------------------------------
+def repair(store: Store, report: CheckReport, options: RepairOptions | None = None
+           ) -> list[StorageError]:
+    """Go's Store.Repair: delete damaged containers (when asked), then damaged images with the
+    layers only they used, then the remaining damaged layers, children before parents and known
+    layers before stray driver directories.  Read-only stores are never touched.  Returns the
+    deletions that failed."""
+    if options is None:
+        options = repair_everything()
+    failed: list[StorageError] = []
+    if options.remove_containers:
+        for id in report.containers:
+            try:
+                store.delete_container(id)
+            except errors.ContainerUnknown:
+                pass
+            except Exception as e:
+                failed.append(StorageError(f"deleting container {id}: {_text(e)}"))
+    deleted_layers: set[str] = set()
+    for id in report.images:
+        try:
+            deleted_layers.update(store.delete_image(id, True))
+        except (errors.ImageUnknown, errors.LayerUnknown):
+            pass
+        except Exception as e:
+            failed.append(StorageError(f"deleting image {id}: {_text(e)}"))
+
+    def unaccounted(id: str) -> bool:
+        return any(isinstance(e, LayerUnaccounted) for e in report.layers[id])
+
+    def order(id: str) -> tuple[int, int]:
+        if unaccounted(id):  # stray directories last, in the driver's listing order
+            return (1, report.layer_order.get(id, 0))
+        return (0, -(len(list(_chain(report.layer_parents, id))) - 1))  # deepest first
+
+    for id in sorted(report.layers, key=order):
+        if id in deleted_layers:
+            continue
+        for reported in report.layers[id]:  # one attempt per problem, as in Go
+            if isinstance(reported, LayerUnaccounted):
+                try:
+                    _remove_storage_layer(store, id)
+                except Exception as e:
+                    failed.append(StorageError(f"deleting storage layer {id}: {_text(e)}"))
+                continue
+            try:
+                store.unmount(id, True)
+            except Exception:
+                pass  # Go only logs this; the delete below says what matters
+            try:
+                store.delete_layer(id)
+            except (errors.LayerUnknown, errors.NotALayer, FileNotFoundError):
+                pass
+            except Exception as e:
+                failed.append(StorageError(f"deleting layer {id}: {_text(e)}"))
+    return failed
+
+
+def _remove_storage_layer(store: Store, id: str) -> None:
+    """Remove a driver directory no record owns, unless a record claims it by now."""
+    with store.layer_store.writing() as rl:
+        if id in rl.by_id:
+            return
+        rl.driver.remove(id)
