@@ -16,6 +16,11 @@ Deliberate differences from Go, each for safety rather than looks:
   repair removes an unaccounted directory only while holding the layer lock and only if no
   record claims it by then (Go lists and removes them without a lock);
 - parent chains that loop are walked once instead of forever.
+
+And two where our machinery differs: with ``check_most`` (``--quick``) the diff is hashed but not
+also parsed as tar (a diff that reproduces its recorded digest parsed when it was applied), and a
+layer whose directory is gone is reported as ``open <layer dir>: ...`` rather than by the name of
+its first file.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .errors import StorageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from .checktree import Hdr, Ignore
@@ -231,144 +236,170 @@ _ZERO_TIME_NS = -62135596800 * 1_000_000_000  # 0001-01-01T00:00:00Z
 # -- the whole check ----------------------------------------------------------------------------
 def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
     """Go's Store.Check: every problem found, per item.  Can be very expensive."""
-    from .checktree import Ignore
-    from .ctx import ExitStack
+    checker = _Checker(store, options if options is not None else check_most())
+    checker.layers()
+    checker.images()
+    checker.containers()
+    checker.unused_layers()
+    return checker.report
 
-    if options is None:
-        options = check_most()
-    ignore = Ignore(store.options.driver_options, store.options.pull_options)
-    report = CheckReport()
-    # Layer IDs seen, in read-write and read-only stores, and whether anything uses them.
-    referenced: dict[str, bool] = {}
-    referenced_ro: dict[str, bool] = {}
-    headers: dict[str, list[Hdr]] = {}  # diff headers of layers whose diff checked out
-    rw_layer_ids: list[str] = []
 
-    rl = store.layer_store
-    with ExitStack() as stack:
-        for ls in store.all_layer_stores():
-            stack.enter_context(rl.writing() if ls is rl else ls.reading())
-            read_write = ls.read_write
-            desc = "" if read_write else "read-only "
-            target = report.layers if read_write else report.ro_layers
-            layers = list(ls.layers)
-            for layer in layers:
-                id = layer.id
-                if id in referenced or id in referenced_ro:
-                    continue
-                report.layer_parents[id] = layer.parent
-                (referenced if read_write else referenced_ro)[id] = False
-                if read_write:
-                    rw_layer_ids.append(id)
-                if options.layer_data:
-                    _check_layer_data(ls, layer, desc, target)
-                if options.layer_digests and layer.uncompressed_digest:
-                    found = _check_layer_diff(ls, layer, desc, target, options.layer_contents)
-                    if found is not None:
-                        headers[id] = found
-            if not read_write:
-                continue
-            if options.layer_mountable:
+class _Checker:
+    """One check's state, phase by phase in Go's order (each phase under Go's locks)."""
+
+    def __init__(self, store: Store, options: CheckOptions) -> None:
+        from .checktree import Ignore
+
+        self.store = store
+        self.options = options
+        self.ignore = Ignore(store.options.driver_options, store.options.pull_options)
+        self.report = CheckReport()
+        # Layer IDs seen, in read-write and in read-only stores, and whether anything uses them.
+        self.referenced: dict[str, bool] = {}
+        self.referenced_ro: dict[str, bool] = {}
+        self.headers: dict[str, list[Hdr]] = {}  # diff headers of layers whose diff checked out
+        self.examined_images: set[str] = set()
+
+    def known(self, layer_id: str) -> bool:
+        return layer_id in self.referenced or layer_id in self.referenced_ro
+
+    def layers(self) -> None:
+        """Big data, diffs and mounts of every layer; the read-write store is write-locked and
+        each read-only store read-locked from its turn to the end, as Go holds them."""
+        from .ctx import ExitStack
+
+        options, report = self.options, self.report
+        rl = self.store.layer_store
+        rw_layer_ids: list[str] = []
+        with ExitStack() as stack:
+            for ls in self.store.all_layer_stores():
+                stack.enter_context(rl.writing() if ls is rl else ls.reading())
+                read_write = ls.read_write
+                desc = "" if read_write else "read-only "
+                target = report.layers if read_write else report.ro_layers
+                layers = list(ls.layers)
                 for layer in layers:
-                    _check_layer_mount(store, layer, report, headers, options, ignore)
-    # Dangling parents, once every store has been seen (see the module docstring).
-    for id in rw_layer_ids:
-        parent = report.layer_parents.get(id, "")
-        if parent and parent not in referenced and parent not in referenced_ro:
-            _add(report.layers, id, LayerMissing.after(f"layer {parent}"))
+                    id = layer.id
+                    if self.known(id):  # a copy in a later store is never the one used
+                        continue
+                    report.layer_parents[id] = layer.parent
+                    (self.referenced if read_write else self.referenced_ro)[id] = False
+                    if read_write:
+                        rw_layer_ids.append(id)
+                    if options.layer_data:
+                        _check_layer_data(ls, layer, desc, target)
+                    if options.layer_digests and layer.uncompressed_digest:
+                        found = _check_layer_diff(ls, layer, desc, target, options.layer_contents)
+                        if found is not None:
+                            self.headers[id] = found
+                if read_write and options.layer_mountable:
+                    for layer in layers:
+                        _check_layer_mount(self.store, layer, report, self.headers, options,
+                                           self.ignore)
+        # Dangling parents, once every store has been seen (see the module docstring).
+        for id in rw_layer_ids:
+            parent = report.layer_parents.get(id, "")
+            if parent and not self.known(parent):
+                _add(report.layers, id, LayerMissing.after(f"layer {parent}"))
 
-    examined_images: set[str] = set()
-    with ExitStack() as stack:
-        for ims in store.all_image_stores():
-            stack.enter_context(ims.reading())
-            read_write = ims.read_write
-            desc = "" if read_write else "read-only "
-            target = report.images if read_write else report.ro_images
-            for image in list(ims.records):
-                id = image.id
-                if id in examined_images:
+    def images(self) -> None:
+        """Big data sizes and layer chains of every image; an image inherits its layers' errors."""
+        from .ctx import ExitStack
+
+        report = self.report
+        with ExitStack() as stack:
+            for ims in self.store.all_image_stores():
+                stack.enter_context(ims.reading())
+                desc = "" if ims.read_write else "read-only "
+                target = report.images if ims.read_write else report.ro_images
+                for image in list(ims.records):
+                    id = image.id
+                    if id in self.examined_images:
+                        continue
+                    self.examined_images.add(id)
+                    if self.options.image_data:
+                        _check_sized_data(ims.big_data_path, id, image.big_data_names,
+                                          image.big_data_sizes, f"{desc}image {id}", target,
+                                          ImageDataMissing, ImageDataIncorrectSize)
+                    seen_tops: set[str] = set()
+                    for top in [image.top_layer, *image.mapped_top_layers]:
+                        if not top or top in seen_tops:
+                            continue
+                        seen_tops.add(top)
+                        for lid in _chain(report.layer_parents, top):
+                            if lid in self.referenced:
+                                self.referenced[lid] = True
+                            elif lid in self.referenced_ro:
+                                self.referenced_ro[lid] = True
+                            else:
+                                _add(target, id,
+                                     ImageLayerMissing.after(f"{desc}image {id}: layer {lid}"))
+                            inherited = report.layers.get(lid, []) + report.ro_layers.get(lid, [])
+                            if inherited:
+                                target.setdefault(id, []).extend(inherited)
+
+    def containers(self) -> None:
+        """Big data sizes and the image of every container, which inherits the image's errors."""
+        report = self.report
+        cs = self.store.container_store
+        with cs.reading():
+            for c in list(cs.records):
+                id = c.id
+                if self.options.container_data:
+                    _check_sized_data(cs.big_data_path, id, c.big_data_names, c.big_data_sizes,
+                                      f"container {id}", report.containers,
+                                      ContainerDataMissing, ContainerDataIncorrectSize)
+                if c.image:
+                    if c.image not in self.examined_images:
+                        _add(report.containers, id, ContainerImageMissing.after(f"image {c.image}"))
+                    inherited = report.images.get(c.image, []) + report.ro_images.get(c.image, [])
+                    if inherited:
+                        report.containers.setdefault(id, []).extend(inherited)
+                if c.layer:  # Go counts it as used without looking it up
+                    self.referenced[c.layer] = True
+
+    def unused_layers(self) -> None:
+        """Read-write layers nothing uses once old enough that no image can still be coming for
+        them, and driver directories no record owns."""
+        report = self.report
+        max_age = self.options.layer_unreferenced_maximum_age
+        if max_age is None:
+            max_age = DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE
+        now = time.time_ns()
+        rl = self.store.layer_store
+        with rl.reading():
+            for layer in list(rl.layers):
+                if self.referenced.get(layer.id, False):
                     continue
-                examined_images.add(id)
-                if options.image_data:
-                    sizes = image.big_data_sizes
-                    for key in image.big_data_names:
-                        what = f"{desc}image {id}: data item {_quote(key)}"
-                        try:
-                            size = _read_size(ims.big_data_path(id, key))
-                        except FileNotFoundError:
-                            _add(target, id, ImageDataMissing.after(what))
-                            continue
-                        except OSError as e:
-                            _add(target, id, StorageError(f"{what}: {_text(e)}"))
-                            continue
-                        if size != int(sizes.get(key, 0)):
-                            _add(target, id, ImageDataIncorrectSize.after(what))
-                seen_tops: set[str] = set()
-                for top in [image.top_layer, *image.mapped_top_layers]:
-                    if not top or top in seen_tops:
-                        continue
-                    seen_tops.add(top)
-                    for lid in _chain(report.layer_parents, top):
-                        if lid in referenced:
-                            referenced[lid] = True
-                        elif lid in referenced_ro:
-                            referenced_ro[lid] = True
-                        else:
-                            _add(target, id, ImageLayerMissing.after(f"{desc}image {id}: layer {lid}"))
-                        inherited = report.layers.get(lid, []) + report.ro_layers.get(lid, [])
-                        if inherited:
-                            target.setdefault(id, []).extend(inherited)
-
-    cs = store.container_store
-    with cs.reading():
-        for c in list(cs.records):
-            id = c.id
-            if options.container_data:
-                sizes = c.big_data_sizes
-                for key in c.big_data_names:
-                    what = f"container {id}: data item {_quote(key)}"
-                    try:
-                        size = _read_size(cs.big_data_path(id, key))
-                    except FileNotFoundError:
-                        _add(report.containers, id, ContainerDataMissing.after(what))
-                        continue
-                    except OSError as e:
-                        _add(report.containers, id, StorageError(f"{what}: {_text(e)}"))
-                        continue
-                    if size != int(sizes.get(key, 0)):
-                        _add(report.containers, id, ContainerDataIncorrectSize.after(what))
-            if c.image:
-                if c.image not in examined_images:
-                    _add(report.containers, id, ContainerImageMissing.after(f"image {c.image}"))
-                inherited = report.images.get(c.image, []) + report.ro_images.get(c.image, [])
-                if inherited:
-                    report.containers.setdefault(id, []).extend(inherited)
-            if c.layer:
-                referenced[c.layer] = True
-
-    # Layers nothing uses, once old enough that no image is still being written over them.
-    max_age = options.layer_unreferenced_maximum_age
-    if max_age is None:
-        max_age = DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE
-    now = time.time_ns()
-    with rl.reading():
-        for layer in list(rl.layers):
-            if referenced.get(layer.id, False):
-                continue
-            created = _created_ns(layer)
-            if created is None or created + max_age < now:
-                _add(report.layers, layer.id, LayerUnreferenced.after(f"layer {layer.id}"))
-        # Driver directories no record owns are wasted space.
-        try:
-            listed = store.driver.list_layers()
-        except errors.NotSupported:
-            listed = None
-        if listed is not None:
+                created = _created_ns(layer)
+                if created is None or created + max_age < now:
+                    _add(report.layers, layer.id, LayerUnreferenced.after(f"layer {layer.id}"))
+            try:
+                listed = self.store.driver.list_layers()
+            except errors.NotSupported:
+                return
             for i, lid in enumerate(listed):
-                if lid not in referenced and lid not in rl.by_id:
+                if lid not in self.referenced and lid not in rl.by_id:
                     _add(report.layers, lid, LayerUnaccounted.after(f"layer {lid}"))
                 report.layer_order[lid] = i + 1
-    return report
+
+
+def _check_sized_data(path_of: Callable[[str, str], str], id: str, names: list[str],
+                      sizes: dict[str, int], what: str, target: dict[str, list[StorageError]],
+                      missing: type[StorageError], resized: type[StorageError]) -> None:
+    """Every big data item of an image or container must be there with its recorded size."""
+    for key in names:
+        item = f"{what}: data item {_quote(key)}"
+        try:
+            size = _read_size(path_of(id, key))
+        except FileNotFoundError:
+            _add(target, id, missing.after(item))
+            continue
+        except OSError as e:
+            _add(target, id, StorageError(f"{item}: {_text(e)}"))
+            continue
+        if size != int(sizes.get(key, 0)):
+            _add(target, id, resized.after(item))
 
 
 def _chain(parents: dict[str, str], top: str) -> Iterator[str]:
