@@ -3,9 +3,10 @@ of its diff and its parents' diffs, the tree it does show, and their differences
 
 ``check`` uses this to catch content that reassembling a layer's diff cannot notice (files added
 to the layer after the fact, changed owners, modes or times).  The rules follow Go's check.go
-closely, quirks included (an implicit parent directory takes its first child's attributes, an
-opaque whiteout gives its directory the whiteout entry's attributes), because the differences are
-reported to users and must read the same as Go's.
+closely, quirks included (a parent directory the diff never names takes the attributes of the
+first entry under it; an opaque whiteout re-creates its directory with the whiteout entry's
+attributes, which the directory's own entry then overrides when it sorts after it), because the
+differences are reported to users and must read the same as Go's.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Tree:
 
 
 def new_tree() -> Tree:
+    """An empty root with Go's defaults (0:0, mode 0555, now); a root is never compared."""
     return Tree(0, 0, 0, 0o555, int(time.time()))
 
 
