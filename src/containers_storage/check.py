@@ -594,60 +594,27 @@ def _diff_with_headers(ls: ROLayerStore, layer: Layer, algorithm: str
 def _diff_error_text(err: BaseException, ls: ROLayerStore, id: str) -> str:
     """Go's text for a failed diff stream.
 
-    The reassembler's own texts name files the Python way; Go's tar-split says ``file integrity
-    checksum failed for "<name>"`` for any content that no longer matches (grown, shrunk or
-    changed), and ``open <layer dir>/<name>: ...`` for a file that is gone.
+    Go's tar-split says ``file integrity checksum failed for "<name>"`` for any content that no
+    longer matches (grown, shrunk or changed), and ``open <layer dir>/<name>: ...`` for a file
+    that is gone; the reassembler's error carries the file and which of the two it was.
     """
     from .archive.tarsplit import ReassemblyError
 
-    text = str(err)
+    if isinstance(err, ReassemblyError) and err.file_name is not None:
+        subject = os.fsdecode(err.file_name)
+        if err.problem == "content":
+            return f"file integrity checksum failed for {_quote(subject)}"
+        cause = err.__cause__
+        if err.problem == "missing" and isinstance(cause, OSError):
+            from .archive.gopath import go_clean
+
+            root = os.fsencode(ls.driver.diff_root(id))
+            path = os.fsdecode(go_clean(root + b"/" + err.file_name))
+            message = os.strerror(cause.errno) if cause.errno else str(cause)
+            return go_os_text(OSError(cause.errno, message, path), "open")
     if isinstance(err, ReassemblyError):
-        name = _reassembly_subject(text)
-        if name is not None:
-            kind, subject = name
-            if kind == "crc":
-                return f"file integrity checksum failed for {_quote(subject)}"
-            cause = err.__cause__
-            if kind == "open" and isinstance(cause, OSError):
-                from .archive.gopath import go_clean
-
-                root = os.fsencode(ls.driver.diff_root(id))
-                path = os.fsdecode(go_clean(root + b"/" + os.fsencode(subject)))
-                message = os.strerror(cause.errno) if cause.errno else str(cause)
-                return go_os_text(OSError(cause.errno, message, path), "open")
-        return text
+        return str(err)
     return _text(err)
-
-
-def _reassembly_subject(text: str) -> tuple[str, str] | None:
-    """("crc" | "open", file name) parsed from a ReassemblyError's text, when it names one."""
-    import ast
-
-    prefix = "reassembling layer tarball: "
-    checksum = "file integrity checksum failed for "
-
-    def literal(value: str) -> str | None:
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return None
-        return parsed if isinstance(parsed, str) else None
-
-    if text.startswith(checksum):
-        name = literal(text[len(checksum):])
-        return ("crc", name) if name is not None else None
-    if not text.startswith(prefix):
-        return None
-    rest = text[len(prefix):]
-    if rest.startswith("open "):
-        name, sep, _ = rest[5:].rpartition(": ")
-        return ("open", name) if sep else None
-    for marker in (" has size ", " is shorter than recorded"):
-        head, sep, _ = rest.partition(marker)
-        if sep:
-            name = literal(head)
-            return ("crc", name) if name is not None else None
-    return None
 
 
 def _check_layer_mount(store: Store, layer: Layer, report: CheckReport,

@@ -22,7 +22,6 @@ from containers_storage.check import (
     LayerUnaccounted,
     LayerUnreferenced,
     RepairOptions,
-    _reassembly_subject,
     check_everything,
     repair,
 )
@@ -287,19 +286,6 @@ def test_links_whiteouts_and_opaque_directories_check_clean(vstore: Store) -> No
         ("o/new", "f", b"2")]))
     vstore.create_image("", None, top.id)
     assert _everything(vstore.check(check_everything())) == {}
-
-
-# -- the reassembler's texts, as Go's tar-split words them --------------------------------------
-@pytest.mark.parametrize(("text", "parsed"), [
-    ("file integrity checksum failed for 'a b'", ("crc", "a b")),
-    ("reassembling layer tarball: 'x/y' has size 3, the layer recorded 4", ("crc", "x/y")),
-    ('reassembling layer tarball: "it\'s" is shorter than recorded', ("crc", "it's")),
-    ("reassembling layer tarball: open dir/file: No such file or directory", ("open", "dir/file")),
-    ("reassembling layer tarball: 'p' is not a regular file", None),
-    ("something else", None),
-])
-def test_reassembly_texts(text: str, parsed: tuple[str, str] | None) -> None:
-    assert _reassembly_subject(text) == parsed
 
 
 # -- the expected tree and the comparison ------------------------------------------------------

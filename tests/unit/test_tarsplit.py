@@ -234,23 +234,26 @@ def test_many_files_cross_parse_blocks(tmp_path: Path, monkeypatch: pytest.Monke
 def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     _data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").unlink()
-    with pytest.raises(ReassemblyError, match="etc/hosts"):
+    with pytest.raises(ReassemblyError, match="etc/hosts") as info:
         reassemble(io.BytesIO(ts), str(root), io.BytesIO())
+    assert (info.value.problem, info.value.file_name) == ("missing", b"./etc/hosts")
 
 
 @pytest.mark.parametrize("new_content", [b"short", b"127.0.0.1 localhost\nand more\n"])
 def test_resized_file_is_an_error_naming_it(tmp_path: Path, new_content: bytes) -> None:
     _data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").write_bytes(new_content)
-    with pytest.raises(ReassemblyError, match="etc/hosts"):
+    with pytest.raises(ReassemblyError, match="etc/hosts") as info:
         reassemble(io.BytesIO(ts), str(root), io.BytesIO(), verify_crc=False)
+    assert (info.value.problem, info.value.file_name) == ("content", b"./etc/hosts")
 
 
 def test_changed_content_fails_the_crc_check(tmp_path: Path) -> None:
     data, root, ts = make_layer(tmp_path, MEMBERS)
     (root / "etc" / "hosts").write_bytes(b"127.0.0.1 localhosT\n")
-    with pytest.raises(ReassemblyError, match=r"file integrity checksum failed for '\./etc/hosts'"):
+    with pytest.raises(ReassemblyError, match=r"file integrity checksum failed for '\./etc/hosts'") as info:
         reassemble(io.BytesIO(ts), str(root), io.BytesIO())
+    assert (info.value.problem, info.value.file_name) == ("content", b"./etc/hosts")
     # Without the CRC check only sizes are compared, so a same-size edit goes through.
     out = io.BytesIO()
     reassemble(io.BytesIO(ts), str(root), out, verify_crc=False)

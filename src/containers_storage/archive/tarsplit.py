@@ -60,6 +60,16 @@ class ReassemblyError(StorageError):
     """The layer's files no longer match its tar-split (missing, resized or corrupted)."""
 
     text = "reassembling layer tarball"
+    # The file concerned, and how: "missing" (could not be opened) or "content" (not the
+    # recorded bytes); callers such as ``check`` word these as Go does.
+    file_name: bytes | None = None
+    problem = ""
+
+
+def _file_error(problem: str, name: bytes, message: str, prefixed: bool = True) -> ReassemblyError:
+    err = ReassemblyError(f"{ReassemblyError.text}: {message}" if prefixed else message)
+    err.file_name, err.problem = name, problem
+    return err
 
 
 class DuplicatePath(InvalidArchive):
@@ -390,21 +400,23 @@ def _open_content(roots: Sequence[int], name: bytes) -> int:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR):
                 break
     assert err is not None
-    raise ReassemblyError.about(f"open {os.fsdecode(name)}: {err.strerror}") from err
+    raise _file_error("missing", name, f"open {os.fsdecode(name)}: {err.strerror}") from err
 
 
 def _copy_file(out: BlockSink, fd: int, name: bytes, size: int, crc: bytes | None) -> None:
     """Append exactly ``size`` bytes of ``fd`` to the output, checking the size (and CRC)."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise ReassemblyError.about(f"{os.fsdecode(name)!r} is not a regular file")
+        raise _file_error("", name, f"{os.fsdecode(name)!r} is not a regular file")
     if st.st_size != size:
-        raise ReassemblyError.about(
-            f"{os.fsdecode(name)!r} has size {st.st_size}, the layer recorded {size}")
-    value = out.copy_fd(fd, size, lambda: ReassemblyError.about(
-        f"{os.fsdecode(name)!r} is shorter than recorded"), _crc64 if crc is not None else None)
+        raise _file_error(
+            "content", name, f"{os.fsdecode(name)!r} has size {st.st_size}, the layer recorded {size}")
+    short = f"{os.fsdecode(name)!r} is shorter than recorded"
+    value = out.copy_fd(fd, size, lambda: _file_error("content", name, short),
+                        _crc64 if crc is not None else None)
     if crc is not None and value.to_bytes(8, "big") != crc:
-        raise ReassemblyError(f"file integrity checksum failed for {os.fsdecode(name)!r}")
+        raise _file_error("content", name, f"file integrity checksum failed for {os.fsdecode(name)!r}",
+                          prefixed=False)
 
 
 class _Lookahead:
