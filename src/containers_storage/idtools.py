@@ -74,6 +74,68 @@ def to_container(host_id: int, maps: Sequence[IDMap] | None) -> int:
     raise InvalidMappings(f"host ID {host_id} cannot be mapped to a container ID")
 
 
+def root_pair(uid_maps: Sequence[IDMap] | None, gid_maps: Sequence[IDMap] | None) -> tuple[int, int]:
+    """The host IDs of the container's root (Go's GetRootUIDGID).
+
+    A single map of size 1 names root's host ID whatever container ID it maps; with no maps
+    root is the host's root.
+    """
+
+    def one(maps: Sequence[IDMap] | None) -> int:
+        if maps and len(maps) == 1 and maps[0].size == 1:
+            return maps[0].host_id
+        return to_host(0, maps)
+
+    return one(uid_maps), one(gid_maps)
+
+
+_overflow: dict[str, int] = {}
+
+
+def overflow_id(kind: str) -> int:
+    """The kernel's overflow UID or GID ("uid"/"gid"): where IDs a mapping lacks end up."""
+    value = _overflow.get(kind)
+    if value is None:
+        value = 65534  # the value on kernels without /proc/sys/kernel/overflow{uid,gid}
+        try:
+            with open(f"/proc/sys/kernel/overflow{kind}", "rb") as f:
+                value = int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+        _overflow[kind] = value
+    return value
+
+
+def to_host_overflow(uid: int, gid: int, uid_maps: Sequence[IDMap] | None,
+                     gid_maps: Sequence[IDMap] | None) -> tuple[int, int]:
+    """Map a container pair to the host, IDs without a mapping going to the overflow IDs.
+
+    Go's IDMappings.ToHostOverflow, including its quirk: an ID equal to the *host* ID of root
+    is taken to be root and not mapped again.
+    """
+    try:
+        root_uid, root_gid = root_pair(uid_maps, gid_maps)
+    except InvalidMappings:
+        root_uid = root_gid = -1  # Go's RootPair() drops the error the same way
+    host_uid, host_gid = root_uid, root_gid
+    if uid != root_uid:
+        try:
+            host_uid = to_host(uid, uid_maps)
+        except InvalidMappings:
+            host_uid = overflow_id("uid")
+    if gid != root_gid:
+        try:
+            host_gid = to_host(gid, gid_maps)
+        except InvalidMappings:
+            host_gid = overflow_id("gid")
+    return host_uid, host_gid
+
+
+def same_maps(a: Sequence[IDMap] | None, b: Sequence[IDMap] | None) -> bool:
+    """Whether two mappings are the same list of ranges (no maps equal an empty list)."""
+    return list(a or ()) == list(b or ())
+
+
 def parse_idmap(spec: str, name: str = "ID") -> list[IDMap]:
     """Parse ``container:host:size[,container:host:size...]`` as the Go CLI's --uidmap/--gidmap."""
     maps: list[IDMap] = []
