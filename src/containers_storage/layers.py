@@ -14,7 +14,7 @@ from .ctx import contextmanager
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, can_stage
 from .fsutil import atomic_write, read_optional, rmtree
 from .ids import PrefixIndex, unused_id
-from .idtools import IDMap, maps_to_json
+from .idtools import IDMap, maps_to_json, same_maps
 from .lockfile import LockFile, get_lock_file
 from .records import (
     INCOMPLETE_FLAG,
@@ -256,12 +256,12 @@ class ROLayerStore:
         return from_id, to_layer, from_layer
 
     def changes(self, from_ref: str, to_ref: str) -> list[Change]:
-        from_id, to_layer, _ = self._find_parent_and_layer(from_ref, to_ref)
-        return self.driver.changes(to_layer.id, from_id)
+        from_id, to_layer, from_layer = self._find_parent_and_layer(from_ref, to_ref)
+        return self.driver.changes(to_layer.id, from_id, _maps(to_layer), _maps(from_layer))
 
     def diff_size(self, from_ref: str, to_ref: str) -> int:
-        from_id, to_layer, _ = self._find_parent_and_layer(from_ref, to_ref)
-        return self.driver.diff_size(to_layer.id, from_id)
+        from_id, to_layer, from_layer = self._find_parent_and_layer(from_ref, to_ref)
+        return self.driver.diff_size(to_layer.id, from_id, _maps(to_layer), _maps(from_layer))
 
     def diff(self, from_ref: str, to_ref: str, out: BinaryIO, compression: int | None = None) -> None:
         """Write the layer's diff to ``out``: the original tar when tar-split has it, else generated.
@@ -270,7 +270,7 @@ class ROLayerStore:
         """
         from .archive.compression import Compression, open_compressed
 
-        from_id, to_layer, _ = self._find_parent_and_layer(from_ref, to_ref)
+        from_id, to_layer, from_layer = self._find_parent_and_layer(from_ref, to_ref)
         comp = Compression(to_layer.compression if compression is None else compression)
         sink: BinaryIO = out
         if comp != Compression.UNCOMPRESSED:
@@ -285,7 +285,8 @@ class ROLayerStore:
                     reassemble(ts, driver.diff_root(to_layer.id), sink,
                                lowers=driver.diff_lowers(to_layer.id))
             else:
-                self.driver.diff(to_layer.id, from_id, sink, to_layer.uid_map, to_layer.gid_map)
+                self.driver.diff(to_layer.id, from_id, sink, to_layer.uid_map, to_layer.gid_map,
+                                 _maps(from_layer))
         finally:
             if sink is not out:
                 sink.close()
@@ -407,8 +408,14 @@ class LayerStore(ROLayerStore):
         flags: dict[str, Any] | None = None,
         volatile: bool = False,
         diff: BinaryIO | None = None,
+        template: str = "",
     ) -> tuple[Layer, int]:
-        """Create a layer (and apply ``diff`` into it); returns the layer and the diff size or -1."""
+        """Create a layer (and apply ``diff`` into it); returns the layer and the diff size or -1.
+
+        With ``template``, the layer starts as a copy of that layer (its contents, digests and
+        tar-split), as the ID-mapped copies of an image's top layer do.  Files that come from
+        a layer with other ID mappings (the parent, or the template) are re-owned for ours.
+        """
         os.makedirs(self.rundir, mode=0o700, exist_ok=True)
         os.makedirs(self.layerdir, mode=0o700, exist_ok=True)
         if not id:
@@ -419,14 +426,30 @@ class LayerStore(ROLayerStore):
         for name in names:
             if name in self.by_name:
                 raise errors.DuplicateName()
+        template_layer: Layer | None = None
+        template_ts = b""
+        if template:
+            template_layer = self.lookup(template)
+            if template_layer is None:
+                raise errors.LayerUnknown()
+            template_ts = read_optional(self.tar_split_path(template_layer.id))
         data: dict[str, Any] = {"id": id}
         if names:
             data["names"] = names
         if parent is not None:
             data["parent"] = parent.id
+        if template_layer is not None:
+            traw = template_layer.raw
+            if traw.get("metadata"):
+                data["metadata"] = traw["metadata"]
         if mount_label:
             data["mountlabel"] = mount_label
         data["created"] = now_rfc3339()
+        if template_layer is not None:
+            for key in _TEMPLATE_FIELDS:
+                value = template_layer.raw.get(key)
+                if value:
+                    data[key] = list(value) if isinstance(value, list) else value
         layer_flags = dict(flags or {})
         layer_flags[INCOMPLETE_FLAG] = True
         data["flags"] = layer_flags
@@ -446,11 +469,29 @@ class LayerStore(ROLayerStore):
             self._save_for(layer)
             opts = CreateOpts(mount_label=mount_label, storage_opt=dict(options or {}),
                               uid_map=list(uid_map or []), gid_map=list(gid_map or []))
-            try:
-                self.driver.create(id, parent.id if parent else "", opts, writeable)
-            except errors.StorageError as e:
-                kind = "read-write" if writeable else "read-only"
-                raise type(e)(f'creating {kind} layer with ID "{id}": {e}') from e
+            parent_id = parent.id if parent else ""
+            old_maps: tuple[list[IDMap], list[IDMap]] | None = None
+            if template_layer is not None:
+                try:
+                    self.driver.create_from_template(id, template_layer.id, parent_id, opts, writeable)
+                except errors.StorageError as e:
+                    raise type(e)(f'creating copy of template layer "{template_layer.id}" with ID '
+                                  f'"{id}": {e}') from e
+                old_maps = (template_layer.uid_map, template_layer.gid_map)
+            else:
+                try:
+                    self.driver.create(id, parent_id, opts, writeable)
+                except errors.StorageError as e:
+                    kind = "read-write" if writeable else "read-only"
+                    raise type(e)(f'creating {kind} layer with ID "{id}": {e}') from e
+                if parent is not None:
+                    old_maps = (parent.uid_map, parent.gid_map)
+            new_maps = (list(uid_map or []), list(gid_map or []))
+            if old_maps is not None and (not same_maps(old_maps[0], new_maps[0])
+                                         or not same_maps(old_maps[1], new_maps[1])):
+                self.driver.update_layer_id_map(id, old_maps, new_maps, mount_label)
+            if template_ts:
+                atomic_write(self.tar_split_path(id), template_ts)
             size = -1
             if diff is not None:
                 size = self._apply_diff(layer, diff)
@@ -570,6 +611,11 @@ class LayerStore(ROLayerStore):
                 return layer.mount_point
             if not opts.mount_label:
                 opts.mount_label = layer.mount_label
+            same = same_maps(opts.uid_map, layer.uid_map) and same_maps(opts.gid_map, layer.gid_map)
+            if (opts.uid_map or opts.gid_map) and not same and not self.driver.supports_shifting(
+                    opts.uid_map, opts.gid_map):
+                # The files carry the layer's host IDs; without shifting no mount can show others.
+                raise errors.StorageError(f"cannot mount layer {layer.id}: shifting not enabled")
             path = self.driver.get(layer.id, opts)
             if path:
                 if layer.mount_point:
@@ -614,6 +660,50 @@ class LayerStore(ROLayerStore):
             self._reload_mounts_if_changed()
             return self.get(ref).mount_count
 
+    def parent_owners(self, ref: str) -> tuple[list[int], list[int]]:
+        """Host IDs owning the mount point's parent directories that the layer cannot map.
+
+        Go's ParentOwners: a container in that user namespace sees those directories owned by
+        the overflow IDs.  A layer without mappings maps everything; one must be mounted.
+        """
+        from .idtools import root_pair, to_container
+
+        with self.mounts_lock.reading():
+            layer = self.get(ref)
+            if not layer.uid_map and not layer.gid_map:
+                return [], []
+            if not layer.mount_point or not os.path.lexists(layer.mount_point):
+                raise errors.LayerNotMounted()
+            try:
+                root_uid, root_gid = root_pair(layer.uid_map, layer.gid_map)
+            except errors.StorageError as e:
+                raise errors.StorageError(f'reading root ID values for layer "{layer.id}": {e}') from None
+
+            def unmapped(uid: int, gid: int) -> bool:
+                try:
+                    to_container(uid, layer.uid_map)
+                    to_container(gid, layer.gid_map)
+                except errors.StorageError:
+                    return True
+                return False
+
+            uids: set[int] = set()
+            gids: set[int] = set()
+            directory = os.path.dirname(layer.mount_point)
+            while directory and directory != "/":
+                try:
+                    st = os.stat(directory)
+                except OSError as e:
+                    raise errors.StorageError(f"read directory ownership: {_os_error_text(e)}") from None
+                lst = os.lstat(directory)
+                for s in (st, lst):
+                    if unmapped(s.st_uid, root_gid):
+                        uids.add(s.st_uid)
+                    if unmapped(root_uid, s.st_gid):
+                        gids.add(s.st_gid)
+                directory = os.path.dirname(directory)
+            return sorted(uids), sorted(gids)
+
     # -- deleting ------------------------------------------------------------------------------
     def _internal_delete(self, layer: Layer) -> None:
         if not layer.incomplete:
@@ -655,6 +745,24 @@ class LayerStore(ROLayerStore):
             self._delete(layer)
         for id in self.driver.list_layers():
             self.driver.remove(id)
+
+
+# What a layer made from a template copies from it: its contents are the template's.
+_TEMPLATE_FIELDS = ("compressed-diff-digest", "compressed-size", "diff-digest", "toc-digest", "diff-size",
+                    "compression", "uidset", "gidset")
+
+
+def _os_error_text(e: OSError) -> str:
+    """Go's *PathError text: "stat /path: no such file or directory"."""
+    text = e.strerror or str(e)
+    return f"stat {e.filename}: {text[:1].lower()}{text[1:]}" if e.filename else text
+
+
+def _maps(layer: Layer | None) -> tuple[list[IDMap], list[IDMap]]:
+    """A layer's (uid, gid) maps; none for no layer (Go's layerMappings)."""
+    if layer is None:
+        return [], []
+    return layer.uid_map, layer.gid_map
 
 
 def _is_mounted_or_dir(path: str, driver: Driver) -> bool:

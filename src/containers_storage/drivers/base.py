@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ..archive.apply import ApplyResult
     from ..archive.changes import Change
     from ..archive.tarsplit import TarSplitWriter
+
+    Mappings = tuple[Sequence[IDMap], Sequence[IDMap]]  # (uid maps, gid maps)
 else:
     Protocol = object  # the interfaces below only matter to the type checker
 
@@ -107,9 +109,30 @@ class Driver(Protocol):
         ...
     def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult: ...
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
-             gid_map: Sequence[IDMap] = ()) -> int: ...
-    def changes(self, id: str, parent: str) -> list[Change]: ...
-    def diff_size(self, id: str, parent: str) -> int: ...
+             gid_map: Sequence[IDMap] = (), parent_maps: Mappings = ((), ())) -> int:
+        """Tar the layer's changes; owners written as container IDs (``uid_map``/``gid_map``).
+
+        ``parent_maps`` are the parent's (uid, gid) maps, for comparing owners across layers
+        whose mappings differ.
+        """
+        ...
+    def changes(self, id: str, parent: str, maps: Mappings = ((), ()),
+                parent_maps: Mappings = ((), ())) -> list[Change]: ...
+    def diff_size(self, id: str, parent: str, maps: Mappings = ((), ()),
+                  parent_maps: Mappings = ((), ())) -> int: ...
+    def supports_shifting(self, uid_map: Sequence[IDMap] = (), gid_map: Sequence[IDMap] = ()) -> bool:
+        """Whether mounts can shift IDs, so a mapped layer needs no re-owned copy (Go's)."""
+        ...
+    def update_layer_id_map(self, id: str, old: Mappings, new: Mappings, mount_label: str = "") -> None:
+        """Re-own the layer's files from the ``old`` (uid, gid) maps to the ``new`` ones."""
+        ...
+    def create_from_template(self, id: str, template: str, parent: str, opts: CreateOpts | None,
+                             read_write: bool) -> None:
+        """A layer with ``template``'s contents, recorded over ``parent`` (Go's CreateFromTemplate).
+
+        The caller re-owns it afterwards when the mappings differ.
+        """
+        ...
 
 
 class StagedDiff:
@@ -142,7 +165,9 @@ def can_stage(driver: Driver) -> TypeGuard[StagingDriver]:
 class NaiveDiff:
     """Diff, Changes and DiffSize by mounting both layers and comparing trees (Go's NaiveDiffDriver).
 
-    Mixed into drivers that have no cheaper way to know a layer's own changes.
+    Mixed into drivers that have no cheaper way to know a layer's own changes.  Owners are
+    compared as container IDs, each side through its own mappings, so a layer whose files were
+    only re-owned for new mappings shows no changes.
     """
 
     def get(self, id: str, opts: MountOpts) -> str:  # provided by the driver
@@ -151,7 +176,8 @@ class NaiveDiff:
     def put(self, id: str) -> None:  # provided by the driver
         raise NotImplementedError
 
-    def changes(self, id: str, parent: str) -> list[Change]:
+    def changes(self, id: str, parent: str, maps: Mappings = ((), ()),
+                parent_maps: Mappings = ((), ())) -> list[Change]:
         from ..archive.changes import changes_dirs
 
         ro = MountOpts(options=["ro"])
@@ -161,14 +187,15 @@ class NaiveDiff:
                 return changes_dirs(layer_fs, None)
             parent_fs = self.get(parent, ro)
             try:
-                return changes_dirs(layer_fs, parent_fs)
+                return changes_dirs(layer_fs, parent_fs, new_uid_map=maps[0], new_gid_map=maps[1],
+                                    old_uid_map=parent_maps[0], old_gid_map=parent_maps[1])
             finally:
                 self.put(parent)
         finally:
             self.put(id)
 
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
-             gid_map: Sequence[IDMap] = ()) -> int:
+             gid_map: Sequence[IDMap] = (), parent_maps: Mappings = ((), ())) -> int:
         from ..archive.changes import changes_dirs
         from ..archive.export import export_changes, export_tree
 
@@ -180,19 +207,43 @@ class NaiveDiff:
                 return export_tree(layer_fs, out, list(uid_map), list(gid_map))
             parent_fs = self.get(parent, ro)
             try:
-                changes = changes_dirs(layer_fs, parent_fs)
+                changes = changes_dirs(layer_fs, parent_fs, new_uid_map=uid_map, new_gid_map=gid_map,
+                                       old_uid_map=parent_maps[0], old_gid_map=parent_maps[1])
             finally:
                 self.put(parent)
             return export_changes(layer_fs, changes, out, list(uid_map), list(gid_map))
         finally:
             self.put(id)
 
-    def diff_size(self, id: str, parent: str) -> int:
+    def diff_size(self, id: str, parent: str, maps: Mappings = ((), ()),
+                  parent_maps: Mappings = ((), ())) -> int:
         from ..archive.changes import changes_size
 
-        changes = self.changes(id, parent)
+        changes = self.changes(id, parent, maps, parent_maps)
         layer_fs = self.get(id, MountOpts())
         try:
             return changes_size(layer_fs, changes)
+        finally:
+            self.put(id)
+
+
+class NaiveIDMapUpdater:
+    """UpdateLayerIDMap by mounting the layer and re-owning every file (Go's naive updater)."""
+
+    def get(self, id: str, opts: MountOpts) -> str:  # provided by the driver
+        raise NotImplementedError
+
+    def put(self, id: str) -> None:  # provided by the driver
+        raise NotImplementedError
+
+    def supports_shifting(self, uid_map: Sequence[IDMap] = (), gid_map: Sequence[IDMap] = ()) -> bool:
+        return False
+
+    def update_layer_id_map(self, id: str, old: Mappings, new: Mappings, mount_label: str = "") -> None:
+        from .chown import chown_by_maps
+
+        layer_fs = self.get(id, MountOpts(mount_label=mount_label))
+        try:
+            chown_by_maps(layer_fs, old[0], old[1], new[0], new[1])
         finally:
             self.put(id)

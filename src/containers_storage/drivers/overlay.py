@@ -25,7 +25,7 @@ import stat
 
 from ..errors import DriverError
 from ..fsutil import rmtree
-from ..idtools import IDMap, to_host
+from ..idtools import IDMap, root_pair, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
 from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, StagedDiff
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from ..archive.apply import ApplyOptions, ApplyResult
     from ..archive.changes import Change
+    from .base import Mappings
 
 DEFAULT_PERMS = 0o555
 STAGING_DIR = "staging"
@@ -281,11 +282,18 @@ class OverlayDriver(NaiveDiff):
                     self._supports_volatile = False
         return self._supports_volatile
 
-    def supports_shifting(self) -> bool:
-        """ID shifting at mount time: only fuse-overlayfs mappings are implemented here."""
+    def supports_shifting(self, uid_map: Sequence[IDMap] = (), gid_map: Sequence[IDMap] = ()) -> bool:
+        """ID shifting at mount time: only fuse-overlayfs mappings are implemented here.
+
+        Go also shifts with kernel ID-mapped mounts where the kernel has them; we re-own a
+        copy of the layer instead, which Go does too when they are off.
+        """
         if os.environ.get("_CONTAINERS_OVERLAY_DISABLE_IDMAP") == "yes":
             return False
-        return bool(self.options.mount_program)
+        if not self.options.mount_program:
+            return False
+        # fuse-overlayfs maps the upper layer too, and can only do that for contiguous maps.
+        return _contiguous(uid_map) and _contiguous(gid_map)
 
     def status(self) -> list[tuple[str, str]]:
         def b(v: bool) -> str:
@@ -450,6 +458,53 @@ class OverlayDriver(NaiveDiff):
             rmtree(dir, ignore_errors=True)
             raise
 
+    def create_from_template(self, id: str, template: str, parent: str, opts: CreateOpts | None,
+                             read_write: bool) -> None:
+        """Go's overlay CreateFromTemplate: a child of the template itself (its files are in the
+        lowers), whatever parent the layer's record names."""
+        self.create(id, template, opts, read_write)
+
+    def update_layer_id_map(self, id: str, old: Mappings, new: Mappings, mount_label: str = "") -> None:
+        """Re-own the inherited files through a mount, so they are copied up (Go's way).
+
+        The copies land in ``diff``, which then moves below the layer's own changes as
+        ``diff1`` (older ``diffN`` move up one), and an empty ``diff`` takes its place: a diff of
+        the layer against its parent still holds only what the layer itself changed.
+        """
+        from .chown import chown_by_maps
+
+        dir = self._dir(id)
+        diff_dir = os.path.join(dir, "diff")
+        root_uid, root_gid = root_pair(new[0], new[1])
+        options = [o for o in self.options.mount_options.split(",") if o]
+        layer_fs = self.get(id, MountOpts(mount_label=mount_label, options=options))
+        try:
+            chown_by_maps(layer_fs, old[0], old[1], new[0], new[1], parallel=True)
+        finally:
+            self.put(id)
+        perms = DEFAULT_PERMS
+        if self.options.force_mask is not None:
+            perms = self.options.force_mask
+        else:
+            try:
+                perms = stat.S_IMODE(os.stat(diff_dir).st_mode)
+            except FileNotFoundError:
+                pass
+        n = 0
+        while os.path.lexists(_with_suffix(diff_dir, n)):
+            n += 1
+        for i in range(n, 0, -1):
+            os.rename(_with_suffix(diff_dir, i - 1), _with_suffix(diff_dir, i))
+        # The work dir may still point at the old upper dir in its index: start it afresh.
+        work = os.path.join(dir, "work")
+        try:
+            _remove_all(work)
+        except OSError:
+            pass
+        else:
+            _mkdir_as(work, DEFAULT_PERMS, root_uid, root_gid)
+        _mkdir_as(diff_dir, perms, root_uid, root_gid)
+
     def _get_lower(self, parent: str) -> str:
         """The "lower" file content of a child of ``parent``: its link, then its lowers."""
         parent_dir = self._dir(parent)
@@ -553,7 +608,7 @@ class OverlayDriver(NaiveDiff):
     def _mount(self, id: str, dir: str, merged: str, in_additional: bool, opts: MountOpts,
                root_uid: int, root_gid: int) -> None:
         read_write = not in_additional
-        disable_shifting = not self.supports_shifting()
+        disable_shifting = not self.supports_shifting(opts.uid_map, opts.gid_map)
         opts_list = list(opts.options)
         global_opts = [o for o in self.options.mount_options.split(",") if o]
         if not opts_list:
@@ -768,24 +823,26 @@ class OverlayDriver(NaiveDiff):
         return apply_layer(src, self._diff_path(id), self._apply_options(opts, self._whiteouts()))
 
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
-             gid_map: Sequence[IDMap] = ()) -> int:
+             gid_map: Sequence[IDMap] = (), parent_maps: Mappings = ((), ())) -> int:
         if self.use_naive_diff() or not self._is_parent(id, parent):
-            return super().diff(id, parent, out, uid_map, gid_map)
+            return super().diff(id, parent, out, uid_map, gid_map, parent_maps)
         from ..archive.export import export_overlay_diff
 
         return export_overlay_diff(self._diff_path(id), self._lower_diff_paths(id), out,
                                    list(uid_map) or None, list(gid_map) or None)
 
-    def changes(self, id: str, parent: str) -> list[Change]:
+    def changes(self, id: str, parent: str, maps: Mappings = ((), ()),
+                parent_maps: Mappings = ((), ())) -> list[Change]:
         if self.use_naive_diff() or not self._is_parent(id, parent):
-            return super().changes(id, parent)
+            return super().changes(id, parent, maps, parent_maps)
         from ..archive.changes import changes_overlay
 
         return changes_overlay(self._diff_path(id), self._lower_diff_paths(id))
 
-    def diff_size(self, id: str, parent: str) -> int:
+    def diff_size(self, id: str, parent: str, maps: Mappings = ((), ()),
+                  parent_maps: Mappings = ((), ())) -> int:
         if not self._is_parent(id, parent):
-            return super().diff_size(id, parent)
+            return super().diff_size(id, parent, maps, parent_maps)
         return _directory_size(self._diff_path(id))
 
     # -- staged apply ----------------------------------------------------------------------------
@@ -881,6 +938,22 @@ class OverlayDriver(NaiveDiff):
             rmtree(path, ignore_errors=True)
             os.close(fd)
         return busy
+
+
+def _with_suffix(name: str, number: int) -> str:
+    """``diff``, ``diff1``, ``diff2``... (Go's nameWithSuffix)."""
+    return f"{name}{number}" if number else name
+
+
+def _contiguous(maps: Sequence[IDMap]) -> bool:
+    """Go's idtools.IsContiguous: the ranges tile one block on both the host and container side."""
+    if len(maps) < 2:
+        return True
+    by_host = sorted(maps, key=lambda m: m.host_id)
+    by_container = sorted(maps, key=lambda m: m.container_id)
+    return all(by_host[i].host_id == by_host[i - 1].host_id + by_host[i - 1].size
+               and by_container[i].container_id == by_container[i - 1].container_id + by_container[i - 1].size
+               for i in range(1, len(maps)))
 
 
 def _selinux_enabled() -> bool:

@@ -10,13 +10,14 @@ import os
 from ..errors import DriverError
 from ..fsutil import copy_tree, remove_tree, rmtree
 from ..idtools import to_host
-from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff
+from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, NaiveIDMapUpdater
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import BinaryIO
 
     from ..archive.apply import ApplyResult
+    from .base import Mappings
 
 DEFAULT_PERMS = 0o555
 
@@ -30,7 +31,7 @@ def _parse_bool(value: str) -> bool:
     raise DriverError(f'strconv.ParseBool: parsing "{value}": invalid syntax')
 
 
-class VfsDriver(NaiveDiff):
+class VfsDriver(NaiveDiff, NaiveIDMapUpdater):
     name = "vfs"
 
     def __init__(self, options: DriverOptions) -> None:
@@ -99,6 +100,16 @@ class VfsDriver(NaiveDiff):
         except BaseException:
             rmtree(path, ignore_errors=True)
             raise
+
+    def create_from_template(self, id: str, template: str, parent: str, opts: CreateOpts | None,
+                             read_write: bool) -> None:
+        """A copy of the template's directory, as Go's vfs does (its parent's files are in it)."""
+        self.create(id, template, opts, read_write)
+
+    def update_layer_id_map(self, id: str, old: Mappings, new: Mappings, mount_label: str = "") -> None:
+        """Re-own the copied files, then the layer's root: it is the new mapping's root now."""
+        super().update_layer_id_map(id, old, new, mount_label)
+        os.chown(self._dir(id), to_host(0, new[0]), to_host(0, new[1]))
 
     def remove(self, id: str) -> None:
         # Threaded, fd-relative RemoveAll: a cold-cache delete of a big layer waits on inode
