@@ -16,6 +16,7 @@ from .ctx import ExitStack, contextmanager
 from .drivers import new_driver
 from .drivers.base import ApplyDiffOpts, Driver, DriverOptions, MountOpts, StagedDiff, can_stage
 from .fsutil import atomic_write, rmtree
+from .idmapped import MappingOptions, image_top_layer_for_mapping, layer_maps
 from .idtools import IDMap
 from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_store
 from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
@@ -360,6 +361,7 @@ class Store:
                     default_uid, default_gid = self.uid_map, self.gid_map
                 umap = [] if host_uid_mapping else (uid_map or default_uid)
                 gmap = [] if host_gid_mapping else (gid_map or default_gid)
+                umap, gmap = layer_maps(self.driver, umap, gmap)
                 return rl.create(id, parent_layer, list(names or []), mount_label, None, writeable,
                                  uid_map=umap, gid_map=gmap, flags=flags, volatile=volatile,
                                  diff=diff)
@@ -423,12 +425,19 @@ class Store:
         *,
         uid_map: list[IDMap] | None = None,
         gid_map: list[IDMap] | None = None,
+        host_uid_mapping: bool = False,
+        host_gid_mapping: bool = False,
         flags: dict[str, Any] | None = None,
         volatile: bool = False,
         mount_opts: list[str] | None = None,
         big_data: list[tuple[str, bytes]] | None = None,
     ) -> Container:
-        """Create a container: a new read-write layer over the image's top layer, and its record."""
+        """Create a container: a new read-write layer over the image's top layer, and its record.
+
+        With ID mappings other than the top layer's, the container starts from a copy of that
+        layer re-owned for them, made once per mapping and kept with the image.
+        """
+        want = MappingOptions(uid_map, gid_map, host_uid_mapping, host_gid_mapping)
         rl = self.layer_store
         with ExitStack() as stack:
             stack.enter_context(rl.writing())
@@ -453,17 +462,15 @@ class Store:
                     raise errors.ImageUnknown.after(f'locating image with ID "{image}"')
                 image_id = found.id
                 if found.top_layer:
-                    top = rl.lookup(found.top_layer)
-                    if top is None:
-                        for ls in self.ro_layer_stores:
-                            top = ls.lookup(found.top_layer)
-                            if top is not None:
-                                break
-                    if top is None:
-                        raise errors.LayerUnknown.after(
-                            f'locating top layer "{found.top_layer}" of image "{image_id}"')
-            umap = uid_map or (top.uid_map if top else self.uid_map)
-            gmap = gid_map or (top.gid_map if top else self.gid_map)
+                    top = image_top_layer_for_mapping(self.driver, found, home, self.image_store, rl,
+                                                      self.ro_layer_stores, want)
+            if top is not None:
+                umap, gmap = want.or_defaults(top.uid_map, top.gid_map)
+            elif image:  # a layerless image: Go takes no default maps then
+                umap, gmap = want.uid_map, want.gid_map
+            else:
+                umap, gmap = want.or_defaults(self.uid_map, self.gid_map)
+            umap, gmap = layer_maps(self.driver, umap, gmap)
             cflags = dict(flags or {})
             plabel = cflags.get("ProcessLabel", "")
             mlabel = cflags.get("MountLabel", "")
@@ -479,7 +486,7 @@ class Store:
                 with self.container_store.writing() as cs:
                     return cs.create(  # type: ignore[attr-defined, no-any-return]
                         id, list(names or []), image_id, clayer.id, metadata=metadata,
-                        uid_map=uid_map, gid_map=gid_map, flags=cflags,
+                        uid_map=want.uid_map, gid_map=want.gid_map, flags=cflags,
                         volatile=volatile or self.transient, mount_opts=mount_opts,
                         big_data=big_data)
             except BaseException:
@@ -828,13 +835,30 @@ class Store:
         raise errors.LayerUnknown()
 
     def mount_image(self, ref: str, mount_opts: list[str] | None = None, mount_label: str = "") -> str:
-        image = self.image(ref)
-        layer = self.layer(image.top_layer)
-        if layer.uid_map or layer.gid_map:
-            raise errors.StorageError(
-                "cannot create an image with canonical UID/GID mappings in a read-only store")
-        opts = MountOpts(mount_label=mount_label, options=[*(mount_opts or []), "ro"])
-        with self.layer_store.writing() as rl:
+        """Mount an image's top layer read-only, with the host's IDs (a re-owned copy if need be)."""
+        with ExitStack() as stack:
+            rl = stack.enter_context(self.layer_store.writing())
+            for ls in self.ro_layer_stores:
+                stack.enter_context(ls.reading())
+            stack.enter_context(self.image_store.writing())
+            home: ROImageStore = self.image_store
+            image = home.lookup(ref)
+            if image is None:
+                for ro in self.ro_image_stores:
+                    stack.enter_context(ro.reading())
+                    image = ro.lookup(ref)
+                    if image is not None:
+                        home = ro
+                        break
+            if image is None:
+                raise errors.ImageUnknown.after(f'locating image with ID "{ref}"')
+            host = MappingOptions(host_uid=True, host_gid=True)
+            layer = image_top_layer_for_mapping(self.driver, image, home, self.image_store, rl,
+                                                self.ro_layer_stores, host)
+            if layer.uid_map or layer.gid_map:
+                raise errors.StorageError(
+                    "cannot create an image with canonical UID/GID mappings in a read-only store")
+            opts = MountOpts(mount_label=mount_label, options=[*(mount_opts or []), "ro"])
             return rl.mount(layer.id, opts)
 
     def _container_layer(self, ref: str) -> str:
@@ -849,6 +873,21 @@ class Store:
             if rl.exists(ref):
                 return rl.unmount(ref, force)
         raise errors.LayerUnknown()
+
+    def layer_parent_owners(self, ref: str) -> tuple[list[int], list[int]]:
+        """Host IDs owning the layer's mount point's parents that its mappings cannot map."""
+        with self.layer_store.reading() as rl:
+            if not rl.exists(ref):
+                raise errors.LayerUnknown()
+            return self.layer_store.parent_owners(ref)
+
+    def container_parent_owners(self, ref: str) -> tuple[list[int], list[int]]:
+        """``layer_parent_owners`` of the container's layer."""
+        with self.layer_store.reading() as rl, self.container_store.reading():
+            layer = self.container_store.get(ref).layer
+            if not rl.exists(layer):
+                raise errors.LayerUnknown()
+            return self.layer_store.parent_owners(layer)
 
     def unmount_image(self, ref: str, force: bool = False) -> bool:
         image = self.image(ref)

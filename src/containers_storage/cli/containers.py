@@ -56,10 +56,10 @@ def create_container(ctx: Context, args: list[str]) -> int:
     metadata = ctx.text("metadata")
     if ctx.text("metadata_file"):
         metadata = read_file(ctx.text("metadata_file")).decode("utf-8", "replace")
-    uids, gids, _, _ = id_mappings(ctx)
+    uids, gids, host_uid, host_gid = id_mappings(ctx)
     created = ctx.store.create_container(
         ctx.text("id"), ctx.strings("name"), args[0], "", metadata, uid_map=uids, gid_map=gids,
-        volatile=ctx.flag("volatile"))
+        host_uid_mapping=host_uid, host_gid_mapping=host_gid, volatile=ctx.flag("volatile"))
     if ctx.json:
         from .gojson import CONTAINER_FIELDS, go_view
 
@@ -70,8 +70,8 @@ def create_container(ctx: Context, args: list[str]) -> int:
 
 
 def container_parent_owners(ctx: Context, args: list[str]) -> int:
-    from ..errors import LayerUnknown, StorageError
-    from .layers import parent_owners, print_owners
+    from ..errors import StorageError
+    from .layers import print_owners
 
     matched: list[Container] = []
     for arg in args:
@@ -81,11 +81,7 @@ def container_parent_owners(ctx: Context, args: list[str]) -> int:
             pass
     for m in matched:
         try:
-            with ctx.store.layer_store.reading() as rl:
-                layer = rl.lookup(m.layer)
-            if layer is None:
-                raise LayerUnknown()
-            uids, gids = parent_owners(ctx.store, layer)
+            uids, gids = ctx.store.container_parent_owners(m.id)
         except StorageError as e:
             raise CommandError(f"ContainerParentOwner: {e}") from None
         print_owners(ctx, m.id, uids, gids, always=True)

@@ -7,8 +7,6 @@ objects directly and builds its output as one string.
 
 from __future__ import annotations
 
-import os
-
 from .base import CommandError, Context, id_mappings
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -168,55 +166,10 @@ def storage_layers(ctx: Context, args: list[str]) -> int:
 
 
 # -- parent owners ------------------------------------------------------------------------------
-def parent_owners(store: Any, layer: Layer) -> tuple[list[int] | None, list[int] | None]:
-    """Go's ParentOwners: host IDs owning the mount point's parents that the layer cannot map."""
-    from .. import errors
-    from ..idtools import to_container, to_host
-
-    if not layer.uid_map and not layer.gid_map:
-        return None, None
-    mounts = store.layer_store
-    with mounts.reading():
-        current = mounts.lookup(layer.id)
-        mount_point = current.mount_point if current is not None else ""
-    if not mount_point or not os.path.lexists(mount_point):
-        raise errors.LayerNotMounted()
-    try:
-        root_uid = to_host(0, layer.uid_map)
-        root_gid = to_host(0, layer.gid_map)
-    except errors.StorageError as e:
-        raise CommandError(f'reading root ID values for layer "{layer.id}": {e}') from None
-    _ = root_uid, root_gid
-    uids: set[int] = set()
-    gids: set[int] = set()
-
-    def unmapped(value: int, maps: Any) -> bool:
-        try:
-            to_container(value, maps)
-        except errors.StorageError:
-            return True
-        return False
-
-    directory = os.path.dirname(mount_point)
-    while directory and directory != "/":
-        try:
-            st = os.stat(directory)
-        except OSError as e:
-            raise CommandError(f"read directory ownership: {e}") from None
-        lst = os.lstat(directory)
-        for s in (st, lst):
-            if unmapped(s.st_uid, layer.uid_map):
-                uids.add(s.st_uid)
-            if unmapped(s.st_gid, layer.gid_map):
-                gids.add(s.st_gid)
-        directory = os.path.dirname(directory)
-    return (sorted(uids) or None), (sorted(gids) or None)
-
-
 def print_owners(ctx: Context, id: str, uids: list[int] | None, gids: list[int] | None,
                  always: bool) -> None:
     if ctx.json:
-        ctx.out.json({"ID": id, "UIDs": uids, "GIDs": gids})
+        ctx.out.json({"ID": id, "UIDs": uids or None, "GIDs": gids or None})  # Go's nil slices
         return
     ctx.out.out(f"ID: {id}\n")
     if always or uids:
@@ -236,7 +189,7 @@ def layer_parent_owners(ctx: Context, args: list[str]) -> int:
             pass
     for m in matched:
         try:
-            uids, gids = parent_owners(ctx.store, m)
+            uids, gids = ctx.store.layer_parent_owners(m.id)
         except StorageError as e:
             raise CommandError(f"LayerParentOwner: {e}") from None
         print_owners(ctx, m.id, uids, gids, always=False)
