@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then show the main job on a local store folder: import a tarball as a layer, make an
-# image and a container from it, mount the container, show the layer tree, and let the Go CLI
-# (when installed) read the very same store.
+# image and a container from it, mount the container, show the layer tree, let the Go CLI (when
+# installed) read the very same store, then damage a layer and let check find and repair it.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
@@ -37,4 +37,10 @@ if command -v containers-storage >/dev/null && [ "$(command -v containers-storag
   echo "== the Go CLI reads the same store"
   /usr/bin/containers-storage "${opts[@]}" images
 fi
+echo "== damage the base layer; check finds it, and repair removes what depended on it"
+echo "tampered" > "$store/root/vfs/dir/$layer/etc/motd"
+run check || echo "(check exit status $?)"
+run check --repair --force >/dev/null || true   # -f: containers on damaged layers go too
+run check && echo "(clean again)"
+run layers -q
 echo "demo store left in $store"
