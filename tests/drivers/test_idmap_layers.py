@@ -280,3 +280,30 @@ def test_mounting_with_other_maps_needs_shifting(store: Store) -> None:
     with store.layer_store.writing() as rl, pytest.raises(errors.StorageError) as info:
         rl.mount(layer.id, MountOpts(uid_map=M, gid_map=M))
     assert str(info.value) == f"cannot mount layer {layer.id}: shifting not enabled"
+
+
+def test_reowning_keeps_directory_times(store: Store) -> None:
+    """Copy-ups in parallel and hard links joined again must not leave directories looking
+    modified: their times are the parent layer's, as its tar-split says (what check compares)."""
+    entries: list[tuple[str, str, int, int, str]] = [("many", "d", 0, 0, ""), ("many/sub", "d", 1, 1, "")]
+    entries += [(f"many/f{i}", "f", i % 7, i % 5, "x" * i) for i in range(60)]
+    entries += [(f"many/sub/l{i}", "h", i % 7, i % 5, f"many/f{i}") for i in range(0, 60, 6)]
+    base, _ = store.put_layer("", "", [], diff=_tar(entries))
+    child = store.create_layer("", base.id, uid_map=M, gid_map=M)
+
+    def dir_times(layer_id: str) -> dict[str, int]:
+        mnt = store.mount(layer_id)
+        try:
+            return {d: os.lstat(os.path.join(mnt, d)).st_mtime_ns for d in ("many", "many/sub")}
+        finally:
+            store.unmount(layer_id)
+
+    assert dir_times(child.id) == dir_times(base.id)
+    mnt = store.mount(child.id)
+    try:
+        for i in range(0, 60, 6):
+            st = os.lstat(os.path.join(mnt, "many", "sub", f"l{i}"))
+            assert st.st_ino == os.lstat(os.path.join(mnt, "many", f"f{i}")).st_ino
+            assert (st.st_uid, st.st_gid) == (BASE + i % 7, BASE + i % 5)
+    finally:
+        store.unmount(child.id)

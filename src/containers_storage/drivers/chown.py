@@ -79,6 +79,9 @@ class _Files:
     def __init__(self, parallel: bool) -> None:
         self.pool: ThreadPoolExecutor | None = None
         self.futures: list[Future[None]] = []
+        # Directories' times before the walk, to put back: two copy-ups in one directory at
+        # once can leave it with a new mtime (each restores what it saw, maybe the other's).
+        self.dir_times: list[tuple[str, int, int]] = []
         if parallel:
             import threading
             from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +104,24 @@ class _Files:
                 self.slots.release()
 
         self.futures.append(self.pool.submit(work))
+
+    def note_dir(self, path: str, st: os.stat_result) -> None:
+        if self.pool is not None:
+            self.dir_times.append((path, st.st_atime_ns, st.st_mtime_ns))
+
+    def restore_dir_times(self, root_fd: int) -> None:
+        from ..archive.confine import open_beneath
+
+        for path, atime, mtime in self.dir_times:
+            try:
+                fd = open_beneath(root_fd, path, _DIR_OPEN)
+            except FileNotFoundError:
+                continue
+            try:
+                if os.fstat(fd).st_mtime_ns != mtime:
+                    os.utime(fd, ns=(atime, mtime))
+            finally:
+                os.close(fd)
 
     def finish(self) -> None:
         """Wait for every file; the first failure, if any, is raised."""
@@ -163,6 +184,7 @@ def chown_by_maps(root: str, old_uid_map: Sequence[IDMap], old_gid_map: Sequence
                 _relink(root_fd, dfd, rel, name, links)
             finally:
                 os.close(dfd)
+        files.restore_dir_times(root_fd)
     finally:
         os.close(root_fd)
 
@@ -183,7 +205,9 @@ def _one(dfd: int, rel: str, name: str, mapper: _Mapper,
         later_links.append((rel, name))
         return False
     uid, gid = mapper.map(st.st_uid, st.st_gid, path)
-    if st.st_nlink > 1 and not is_dir:
+    if is_dir:
+        files.note_dir(path, st)
+    elif st.st_nlink > 1:
         links[key] = (rel, name, uid, gid)
     if (uid, gid) == (st.st_uid, st.st_gid):
         return is_dir
@@ -254,10 +278,14 @@ def _relink(root_fd: int, dfd: int, rel: str, name: str,
         return
     src_fd = open_beneath(root_fd, first_rel, _PATH_OPEN) if first_rel else os.dup(root_fd)
     try:
+        dir_st = os.fstat(dfd)
         try:
             os.unlink(name, dir_fd=dfd)
             os.link(first_name, name, src_dir_fd=src_fd, dst_dir_fd=dfd, follow_symlinks=False)
         except OSError as e:
             raise _go_error(path, "link", e) from None
+        # Linking again is bookkeeping, not a change to the directory: keep its times (Go's
+        # relink leaves them moved, which then reads as modified content).
+        os.utime(dfd, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
     finally:
         os.close(src_fd)
