@@ -9,8 +9,13 @@ import shutil
 import tarfile
 from collections.abc import Callable
 
+from containers_storage import errors
 from containers_storage.drivers.base import Driver
 from containers_storage.mountinfo import mount_points
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from containers_storage.store import Store
 
 FUSE_OVERLAYFS = shutil.which("fuse-overlayfs")
 IS_ROOT = os.geteuid() == 0
@@ -70,3 +75,16 @@ def read_tar(data: bytes) -> dict[str, tarfile.TarInfo | bytes]:
                 assert f is not None
                 out[name + "#data"] = f.read()
     return out
+
+
+def close_store(s: Store) -> None:
+    """Shut a test's store down (unmounting everything; a second try when the first hits a
+    layer still busy) and forget it, so the next test opens its own."""
+    try:
+        try:
+            s.shutdown(force=True)
+        except errors.StorageError:
+            s.shutdown(force=True)
+    finally:
+        s.free()
+

@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT
+from drivertools import IS_ROOT, close_store
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
@@ -33,11 +33,7 @@ def store(request: pytest.FixtureRequest, no_leaked_mounts: str) -> Iterator[Sto
     try:
         yield s
     finally:
-        try:
-            s.shutdown(force=True)
-        except errors.StorageError:
-            s.shutdown(force=True)
-        s.free()
+        close_store(s)
 
 
 def _tar(entries: list[tuple[str, str, int, int, str]]) -> io.BytesIO:

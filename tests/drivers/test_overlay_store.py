@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, mounts_under
+from drivertools import IS_ROOT, close_store, mounts_under
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
@@ -34,11 +34,7 @@ def store(no_leaked_mounts: str) -> Iterator[Store]:
     try:
         yield s
     finally:
-        try:
-            s.shutdown(force=True)
-        except errors.StorageError:
-            s.shutdown(force=True)
-        s.free()
+        close_store(s)
 
 
 def _mountpoints(store: Store) -> dict[str, int]:
