@@ -258,8 +258,9 @@ def test_refused_like_go(go: Side, ours: Side, tmp_path: Path, case: str) -> Non
         want in line for line in go_lines if "While applying layer" in line), go_lines[:3]
     if case in ("gnutar-gnu", "old-gnu"):
         assert ours_msg == "unhandled tar header type 83"
-    # The refused layer is gone from both stores, record and directory.
-    for side in (go, ours):
+    # The refused layer is gone from both stores, record and directory (from Go's only when it
+    # did not panic: the panic can cut its clean-up short).
+    for side in (go, ours) if gproc.returncode == 1 else (ours,):
         assert side.layers_json() == []
         vfs_dir = Path(side.root) / "vfs" / "dir"
         assert not vfs_dir.exists() or os.listdir(vfs_dir) == []
