@@ -281,17 +281,20 @@ class Store:
         except errors.StorageError:
             return False
 
-    def lookup(self, name: str) -> str:
-        found = self._first_layer_store(lambda s: (l.id if (l := s.lookup(name)) else None))
+    def _any_record(self, ref: str) -> Layer | Image | Container:
+        """The layer, else image, else container ``ref`` names (Go's order for IDs and names)."""
+        found: Layer | Image | Container | None = self._first_layer_store(lambda s: s.lookup(ref))
         if found is None:
-            found = self._first_image_store(lambda s: (i.id if (i := s.lookup(name)) else None))
+            found = self._first_image_store(lambda s: s.lookup(ref))
         if found is None:
             with self.container_store.reading():
-                c = self.container_store.lookup(name)
-                found = c.id if c else None
+                found = self.container_store.lookup(ref)
         if found is None:
             raise errors.LayerUnknown()
         return found
+
+    def lookup(self, name: str) -> str:
+        return self._any_record(name).id
 
     def images_by_digest(self, digest: str) -> list[Image]:
         return self._all_images(lambda s: s.images_by_digest(digest))
@@ -517,16 +520,7 @@ class Store:
             raise errors.NotAnID()
 
     def names(self, ref: str) -> list[str]:
-        found = self._first_layer_store(lambda s: (l.names if (l := s.lookup(ref)) else None))
-        if found is None:
-            found = self._first_image_store(lambda s: (i.names if (i := s.lookup(ref)) else None))
-        if found is None:
-            with self.container_store.reading():
-                c = self.container_store.lookup(ref)
-                found = c.names if c else None
-        if found is None:
-            raise errors.LayerUnknown()
-        return found
+        return self._any_record(ref).names
 
     def set_names(self, ref: str, names: list[str]) -> None:
         self._update_names(ref, names, "set")
