@@ -409,6 +409,7 @@ class LayerStore(ROLayerStore):
         volatile: bool = False,
         diff: BinaryIO | None = None,
         template: str = "",
+        staged: StagedDiff | None = None,
     ) -> tuple[Layer, int]:
         """Create a layer (and apply ``diff`` into it); returns the layer and the diff size or -1.
 
@@ -495,6 +496,8 @@ class LayerStore(ROLayerStore):
             size = -1
             if diff is not None:
                 size = self._apply_diff(layer, diff)
+            elif staged is not None:  # committed while the layer is still marked incomplete
+                size = self._commit_staged(layer, staged)
             layer.flags.pop(INCOMPLETE_FLAG, None)
             self._save_for(layer)
         except BaseException:
@@ -543,6 +546,12 @@ class LayerStore(ROLayerStore):
     def apply_staged(self, ref: str, staged: StagedDiff) -> int:
         """Commit a diff the driver staged without locks (Go's applyDiffFromStagingDirectory)."""
         layer = self.get(ref)
+        size = self._commit_staged(layer, staged)
+        self._save_for(layer)
+        return size
+
+    def _commit_staged(self, layer: Layer, staged: StagedDiff) -> int:
+        """Move the staged files and tar-split into ``layer`` and record its digests (unsaved)."""
         driver = self.driver
         if not can_stage(driver):
             raise errors.NotSupported()
@@ -565,7 +574,6 @@ class LayerStore(ROLayerStore):
         d["compression"] = int(result.compression)
         d["uidset"] = sorted(result.uids)
         d["gidset"] = sorted(result.gids)
-        self._save_for(layer)
         return result.uncompressed_size
 
     # -- names, metadata, flags, big data -----------------------------------------------------

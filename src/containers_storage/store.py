@@ -339,8 +339,10 @@ class Store:
         host_gid_mapping: bool = False,
         flags: dict[str, Any] | None = None,
         volatile: bool = False,
+        staged: StagedDiff | None = None,
     ) -> tuple[Layer, int]:
-        """Create a layer over ``parent`` and apply ``diff`` into it (Go's PutLayer)."""
+        """Create a layer over ``parent`` and apply ``diff`` (or commit ``staged``) into it
+        (Go's PutLayer)."""
         rl = self.layer_store
         with rl.writing():
             parent_layer: Layer | None = None
@@ -367,7 +369,7 @@ class Store:
                 umap, gmap = layer_maps(self.driver, umap, gmap)
                 return rl.create(id, parent_layer, list(names or []), mount_label, None, writeable,
                                  uid_map=umap, gid_map=gmap, flags=flags, volatile=volatile,
-                                 diff=diff)
+                                 diff=diff, staged=staged)
 
     def create_layer(self, id: str = "", parent: str = "", names: list[str] | None = None,
                      mount_label: str = "", writeable: bool = False, **kw: Any) -> Layer:
@@ -951,18 +953,9 @@ class Store:
             if existing is not None:
                 rl.apply_staged(existing.id, staged)
                 return existing
-        layer, _ = self.put_layer(id, parent, names, mount_label, writeable)
-        try:
-            with rl.writing():
-                rl.apply_staged(layer.id, staged)
-        except BaseException:
-            try:
-                with rl.writing():
-                    rl.delete(layer.id)
-            except Exception:
-                pass
-            raise
-        return layer
+        # One locked create, still flagged incomplete while the staged files move in: a crash
+        # leaves a layer the next writer removes, never an empty one that looks complete.
+        return self.put_layer(id, parent, names, mount_label, writeable, staged=staged)[0]
 
     def cleanup_staged_layer(self, staged: StagedDiff) -> None:
         driver = self.driver

@@ -195,6 +195,38 @@ def test_staged_layer_through_the_store(store: Store) -> None:
     assert os.listdir(os.path.join(store.graph_root, "overlay", empty.id, "diff")) == ["g"]
 
 
+def test_staged_new_layer_is_incomplete_until_its_files_are_in(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record of a staged new layer says "incomplete" while the staged files move in (a
+    crash then leaves a layer the next writer removes), and a failed commit leaves nothing."""
+    from drivertools import make_tar
+
+    driver = store.driver
+    seen: list[object] = []
+    real_commit = driver.commit_staged  # type: ignore[attr-defined]
+
+    def watching(id: str, parent: str, staged: object) -> None:
+        with open(os.path.join(store.graph_root, "overlay-layers", "layers.json")) as f:
+            record = next(r for r in json.load(f) if r["id"] == id)
+        seen.append(record.get("flags", {}).get("incomplete"))
+        real_commit(id, parent, staged)
+
+    monkeypatch.setattr(driver, "commit_staged", watching)
+    layer = store.apply_staged_layer("", store.prepare_staged_layer(make_tar([("f", "f", b"x")])))
+    assert seen == [True]
+    assert "incomplete" not in (store.layer(layer.id).raw.get("flags") or {})
+
+    def failing(id: str, parent: str, staged: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(driver, "commit_staged", failing)
+    before = {l.id for l in store.layers()}
+    with pytest.raises(OSError, match="No space"):
+        store.apply_staged_layer("", store.prepare_staged_layer(make_tar([("g", "f", b"y")])))
+    assert {l.id for l in store.layers()} == before
+    assert os.listdir(os.path.join(store.graph_root, "overlay", "staging")) == []
+
+
 def test_deleting_a_mounted_layer_unmounts_it(store: Store) -> None:
     layer = store.create_layer("", "", writeable=True)
     path = store.mount(layer.id)
