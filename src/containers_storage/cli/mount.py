@@ -18,14 +18,7 @@ def mount(ctx: Context, args: list[str]) -> int:
         except Exception as e:
             error = go_error_text(e)
         results.append({"id": arg, "mountpoint": path, "error": error})
-    if ctx.json:
-        ctx.out.json(results)
-    else:
-        for r in results:
-            if r["error"]:
-                ctx.out.err(f"{r['error']} while mounting {r['id']}\n")
-            ctx.out.out(r["mountpoint"] + "\n")
-    return 1 if any(r["error"] for r in results) else 0
+    return _report(ctx, results, "while mounting", print_mountpoint=True)
 
 
 def unmount(ctx: Context, args: list[str]) -> int:
@@ -43,13 +36,7 @@ def unmount(ctx: Context, args: list[str]) -> int:
             except Exception:
                 error = go_error_text(e)
         results.append({"id": arg, "error": error})
-    if ctx.json:
-        ctx.out.json(results)
-    else:
-        for r in results:
-            if r["error"]:
-                ctx.out.err(f"{r['error']} while unmounting {r['id']}\n")
-    return 1 if any(r["error"] for r in results) else 0
+    return _report(ctx, results, "while unmounting")
 
 
 def mounted(ctx: Context, args: list[str]) -> int:
@@ -62,10 +49,19 @@ def mounted(ctx: Context, args: list[str]) -> int:
         except Exception as e:
             error = go_error_text(e)
         results.append({"id": arg, "error": error})
+    return _report(ctx, results, "checking if", suffix=" is mounted")
+
+
+def _report(ctx: Context, results: list[dict[str, str]], context: str, suffix: str = "",
+            print_mountpoint: bool = False) -> int:
+    """Go's ending of all three: the results as JSON, or each error next to its argument."""
     if ctx.json:
         ctx.out.json(results)
     else:
         for r in results:
             if r["error"]:
-                ctx.out.err(f"{r['error']} checking if {r['id']} is mounted\n")
+                ctx.out.err(f"{r['error']} {context} {r['id']}{suffix}\n")
+            if print_mountpoint:
+                ctx.out.out(r["mountpoint"] + "\n")
     return 1 if any(r["error"] for r in results) else 0
+
