@@ -28,6 +28,31 @@ def go_escape(data: bytes) -> bytes:
     return data
 
 
+
+def go_form(data: bytes) -> str:
+    """How a records file's bytes relate to Go's json.Marshal output of the records they hold.
+
+    "go": already exactly Go's bytes (compact, Go's escapes, nothing left to escape); "escape":
+    compact, but ``go_escape`` must still run over it; "other": re-encode.  That the records
+    themselves have Go's key order and omitted fields is checked on the parsed values.
+    """
+    data = data.strip()
+    if not data.startswith(b"[") or b" " in data or b"\\/" in data:
+        return "other"
+    if b"\\u" in data:
+        import re
+
+        for escape in re.findall(rb"\\u(.{4})", data):
+            if escape not in _GO_ESCAPES:
+                return "other"
+    return "go" if go_escape(data) is data else "escape"
+
+
+# What Go writes as \uXXXX: HTML-sensitive characters, line/paragraph separators and the control
+# characters without a short escape (Go 1.22+ writes \b \t \n \f \r short).
+_GO_ESCAPES = frozenset({b"003c", b"003e", b"0026", b"2028", b"2029"} | {
+    f"{c:04x}".encode() for c in range(0x20) if c not in (0x08, 0x09, 0x0A, 0x0C, 0x0D)})
+
 # A JSON codec with no imports beyond the C accelerator module: the stdlib ``json`` package pulls
 # in ``re`` and ``enum`` and orjson pulls in ``uuid``, ``platform`` and ``dataclasses``, together
 # 10-15 ms of a CLI call that otherwise takes ~30 ms.  Big documents still go to orjson, whose

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     Raw = dict[str, Any]  # a record's JSON object
+    Source = tuple[bytes, str | None]  # a file's bytes and their gojson.go_form, when known
 
 
 
@@ -52,9 +53,9 @@ class Snapshot:
     def __init__(self) -> None:
         # The non-empty files each list came from, so callers can tell when the records are
         # exactly one file's contents (and reuse its bytes).
-        self.layer_sources: list[bytes] = []
-        self.image_sources: list[bytes] = []
-        self.container_sources: list[bytes] = []
+        self.layer_sources: list[Source] = []
+        self.image_sources: list[Source] = []
+        self.container_sources: list[Source] = []
         self.layers: list[Raw] = []
         self.ro_layers: set[str] = set()
         self.additional_stores = False  # read-only stores were merged in (lookups differ per store)
@@ -63,23 +64,26 @@ class Snapshot:
         self.containers: list[Raw] = []
 
 
-def _loads(chunks: list[bytes]) -> list[list[Raw]]:
-    from .gojson import loads
+def _loads(run_root: str, paths: list[str], chunks: list[bytes], sources: list[Source]) -> list[list[Raw]]:
+    """Each file's records (through the run root's parse cache); non-empty files join ``sources``."""
+    from .recordcache import cache_file, parse
 
     out: list[list[Raw]] = []
-    for data in chunks:
+    for path, data in zip(paths, chunks, strict=True):
         if not data.strip():
             out.append([])
             continue
         try:
-            value = loads(data)
+            parsed = parse(data, cache_file(run_root, path))
         except ValueError:
             raise _GiveUp() from None
+        value = parsed.value
         if value is None:
             value = []
         if not isinstance(value, list):
             raise _GiveUp()
         out.append(value)
+        sources.append((data, parsed.go_form))
     return out
 
 
@@ -168,7 +172,7 @@ def take(graph_root: str, run_root: str, driver: str, *, image_store: str = "", 
         if layers:
             _take_layers(snap, graph_root, run_root, driver, image_store, transient, extra)
         if images:
-            _take_images(snap, graph_root, driver, image_store, extra)
+            _take_images(snap, graph_root, run_root, driver, image_store, extra)
         if containers:
             _take_containers(snap, graph_root, run_root, driver, transient)
     except _GiveUp:
@@ -185,8 +189,7 @@ def _take_layers(snap: Snapshot, graph_root: str, run_root: str, driver: str, im
     volatile_dir = os.path.join(run_root, driver + "-layers") if transient else layerdir
     paths.append(os.path.join(volatile_dir, "volatile-layers.json"))
     chunks = _read_locked(os.path.join(layerdir, "layers.lock"), paths, False)
-    primary = _merge(_loads(chunks))
-    snap.layer_sources += [c for c in chunks if c.strip()]
+    primary = _merge(_loads(run_root, paths, chunks, snap.layer_sources))
     if any(isinstance(rec["flags"], dict) and rec["flags"].get("incomplete") is True
            for rec in primary if "flags" in rec):
         raise _GiveUp()  # a writer finishes deleting it first
@@ -195,13 +198,13 @@ def _take_layers(snap: Snapshot, graph_root: str, run_root: str, driver: str, im
         ro_dir = os.path.join(directory, driver + "-layers")
         ro_paths = [os.path.join(ro_dir, "layers.json"), os.path.join(ro_dir, "volatile-layers.json")]
         chunks = _read_locked(os.path.join(ro_dir, "layers.lock"), ro_paths, True)
-        records = _merge(_loads(chunks))
-        snap.layer_sources += [c for c in chunks if c.strip()]
+        records = _merge(_loads(run_root, ro_paths, chunks, snap.layer_sources))
         snap.layers.extend(records)
         snap.ro_layers.update(r["id"] for r in records)
 
 
-def _take_images(snap: Snapshot, graph_root: str, driver: str, image_store: str, extra: list[str]) -> None:
+def _take_images(snap: Snapshot, graph_root: str, run_root: str, driver: str, image_store: str,
+                 extra: list[str]) -> None:
     stores = [(os.path.join(image_store or graph_root, driver + "-images"), False)]
     ro_dirs = ([graph_root] if image_store else []) + extra
     stores += [(os.path.join(d, driver + "-images"), True) for d in ro_dirs]
@@ -210,9 +213,9 @@ def _take_images(snap: Snapshot, graph_root: str, driver: str, image_store: str,
         lock = os.path.join(directory, "images.lock")
         if read_only and not os.path.exists(lock):
             continue
-        data = _read_locked(lock, [os.path.join(directory, "images.json")], read_only)
-        out.extend(_merge(_loads(data)))
-        snap.image_sources += [c for c in data if c.strip()]
+        paths = [os.path.join(directory, "images.json")]
+        data = _read_locked(lock, paths, read_only)
+        out.extend(_merge(_loads(run_root, paths, data, snap.image_sources)))
     snap.images = out
     snap.image_digests = [image_digests(image) for image in out]
 
@@ -234,11 +237,10 @@ def image_digests(image: Raw) -> list[str]:
 def _take_containers(snap: Snapshot, graph_root: str, run_root: str, driver: str, transient: bool) -> None:
     directory = os.path.join(graph_root, driver + "-containers")
     volatile_dir = os.path.join(run_root, driver + "-containers") if transient else directory
-    data = _read_locked(os.path.join(volatile_dir, "containers.lock"),
-                        [os.path.join(directory, "containers.json"),
-                         os.path.join(volatile_dir, "volatile-containers.json")], False)
-    snap.containers = _merge(_loads(data))
-    snap.container_sources += [c for c in data if c.strip()]
+    paths = [os.path.join(directory, "containers.json"),
+             os.path.join(volatile_dir, "volatile-containers.json")]
+    data = _read_locked(os.path.join(volatile_dir, "containers.lock"), paths, False)
+    snap.containers = _merge(_loads(run_root, paths, data, snap.container_sources))
 
 
 def lookup(records: list[Raw], ref: str) -> Raw | None:

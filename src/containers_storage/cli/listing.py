@@ -177,39 +177,21 @@ def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
     return 0
 
 
-def _json_out(out: Output, records: list[Raw], sources: list[bytes],
+def _json_out(out: Output, records: list[Raw], sources: list[tuple[bytes, str | None]],
               view: Callable[[list[Raw]], Any]) -> None:
     """Print records as Go would, reusing the file's bytes when they already are exactly that."""
     value = view(records)
     unchanged = isinstance(value, list) and all(a is b for a, b in zip(value, records, strict=True))
-    if len(sources) == 1 and unchanged and _go_encoded(sources[0]):
-        from ..gojson import go_escape
+    if len(sources) == 1 and unchanged:
+        from ..gojson import go_escape, go_form
 
-        out.out_bytes(go_escape(sources[0].strip()) + b"\n")
-        return
+        data, form = sources[0]
+        if form is None:
+            form = go_form(data)
+        if form == "go":
+            out.out_bytes(data.strip() + b"\n")
+            return
+        if form == "escape":
+            out.out_bytes(go_escape(data.strip()) + b"\n")
+            return
     out.json(value)
-
-
-def _go_encoded(data: bytes) -> bool:
-    """Whether ``data`` looks like Go's json.Marshal output (which our store writes too).
-
-    Compact (no whitespace at all, so none between tokens), no escapes but the ones Go itself
-    writes; anything else is re-encoded.  Records' key order and omitted fields were checked on
-    the parsed values.
-    """
-    data = data.strip()
-    if not data.startswith(b"[") or b" " in data or b"\\/" in data:
-        return False
-    if b"\\u" in data:
-        import re
-
-        for escape in re.findall(rb"\\u(.{4})", data):
-            if escape not in _GO_ESCAPES:
-                return False
-    return True
-
-
-# What Go writes as \uXXXX: HTML-sensitive characters, line/paragraph separators and the control
-# characters without a short escape (Go 1.22+ writes \b \t \n \f \r short).
-_GO_ESCAPES = frozenset({b"003c", b"003e", b"0026", b"2028", b"2029"} | {
-    f"{c:04x}".encode() for c in range(0x20) if c not in (0x08, 0x09, 0x0A, 0x0C, 0x0D)})
