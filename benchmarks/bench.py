@@ -360,8 +360,10 @@ def heavy_ops(stores: Stores, driver: str, with_refs: bool = True) -> list[Op]:
         def prepare(impl: str) -> tuple[list[list[str]], Callable[[], None]]:
             cli = stores.heavy(impl, driver)
             lid = cli.new_id("create-layer")
-            return [cli.argv("applydiff", "-f", str(stores.inputs[kind]), lid)], \
-                lambda: cli.call("delete-layer", lid) and None
+
+            def cleanup() -> None:
+                cli.call("delete-layer", lid)
+            return [cli.argv("applydiff", "-f", str(stores.inputs[kind]), lid)], cleanup
         return prepare
 
     def diff_op(flag: str) -> Callable[[str], tuple[list[list[str]], Callable[[], None]]]:
