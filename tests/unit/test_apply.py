@@ -11,6 +11,7 @@ import os
 import stat
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -451,7 +452,12 @@ def test_regular_file_input_from_its_current_position(tmp_path: Path, compress: 
     assert (dest / "d" / "f").read_bytes() == (tmp_path / "src" / "d" / "f").read_bytes()
 
 
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 def test_reader_errors_and_early_stop(tmp_path: Path) -> None:
+    threads = _os_threads()
     truncated = tmp_path / "t.tar.gz"
     data = gzip.compress(TarBuilder().file(b"a", os.urandom(200_000)).build())
     truncated.write_bytes(data[: len(data) // 2])
@@ -461,9 +467,11 @@ def test_reader_errors_and_early_stop(tmp_path: Path) -> None:
     junk.write_bytes(b"x" * 512 + os.urandom(8 << 20))  # fails on the first header
     with open(junk, "rb") as f, pytest.raises(InvalidArchive, match="invalid tar header"):
         apply_layer(f, str(tmp_path), ApplyOptions())
-    import threading
-
-    assert not [t for t in threading.enumerate() if t.name == "layer-reader" and t.is_alive()]
+    # The reader threads are gone (they are _thread threads: threading.enumerate() misses them).
+    deadline = time.monotonic() + 5
+    while _os_threads() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _os_threads() == threads
 
 
 def test_aufs_target_writes_whiteouts_and_aufs_metadata_as_files(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def test_reassemble_after_python_buffered_writes(tmp_path: Path) -> None:
 def test_many_files_cross_parse_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from containers_storage.archive import tarsplit
 
-    monkeypatch.setattr(tarsplit, "_PARSE_BLOCK", 10_000)  # lines split across many reads
+    monkeypatch.setattr(tarsplit, "_READ_SIZE", 500)  # lines split across many reads
     members: list[tuple[str, bytes | None]] = [(f"./d{i // 100}/f{i}", b"%d" % i) for i in range(400)]
     data, root, ts = make_layer(tmp_path, members)
     out = io.BytesIO()

@@ -11,12 +11,12 @@ symlinks planted by earlier entries reach anything outside ``dest``.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import hashlib
 import os
-import queue
 import stat
-import threading
+from _queue import Empty, SimpleQueue
 
 from ..errors import InvalidArchive, InvalidMappings
 from ..idtools import IDMap, to_host
@@ -116,30 +116,45 @@ class _Stop(Exception):
 
 
 class _Source:
-    """Reads, hashes and decompresses ``src`` in a thread; the consumer pulls chunks."""
+    """Reads, hashes and decompresses ``src`` in a thread; the consumer pulls chunks.
+
+    Built on ``_thread`` and the C ``SimpleQueue`` rather than ``threading`` and ``queue``, whose
+    imports (functools, collections, heapq...) cost a cold CLI call several milliseconds.
+    """
 
     def __init__(self, src: BinaryIO) -> None:
         self._src = src
-        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(QUEUE_DEPTH)
-        self._stop = threading.Event()
+        self._q: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
+        # One token per chunk that may be in flight: the reader takes one before it hands a chunk
+        # over and the consumer returns it on taking the chunk, which bounds memory.
+        self._slots: SimpleQueue[None] = SimpleQueue()
+        for _ in range(QUEUE_DEPTH):
+            self._slots.put(None)
+        self._stopped = False
         self.compression = Compression.UNCOMPRESSED
         self.raw_hash = hashlib.sha256()
         self.raw_size = 0
         self.tar_hash = self.raw_hash
         self.tar_size = 0
         self._done = False
-        self._thread = threading.Thread(target=self._run, name="layer-reader", daemon=True)
-        self._thread.start()
+        self._running = _thread.allocate_lock()  # held until the reader thread ends
+        self._running.acquire()
+        try:
+            _thread.start_new_thread(self._main, ())
+        except BaseException:
+            self._running.release()
+            raise
 
     def _put(self, item: bytes | BaseException | None) -> None:
         while True:
-            if self._stop.is_set():
+            if self._stopped:
                 raise _Stop
             try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
+                self._slots.get(timeout=0.1)
+            except Empty:
                 continue
+            self._q.put(item)
+            return
 
     def _read(self) -> bytes:
         data = self._src.read(READ_SIZE)
@@ -147,6 +162,12 @@ class _Source:
             self.raw_hash.update(data)
             self.raw_size += len(data)
         return data
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._running.release()
 
     def _run(self) -> None:
         try:
@@ -188,6 +209,7 @@ class _Source:
         if self._done:
             return b""
         item = self._q.get()
+        self._slots.put(None)
         if item is None:
             self._done = True
             return b""
@@ -207,15 +229,17 @@ class _Source:
 
     def close(self) -> None:
         """Stop the thread (if still running) without waiting for a blocked read."""
-        self._stop.set()
+        self._stopped = True
+        self._slots.put(None)  # wakes a reader waiting for room; it then sees the stop flag
         try:
             while True:
                 self._q.get_nowait()
-        except queue.Empty:
+        except Empty:
             pass
         # It notices the stop flag within 0.1 s unless a read of a slow pipe blocks it; it is a
         # daemon thread, so never wait long for that.
-        self._thread.join(None if self._done else 1.0)
+        if self._running.acquire(timeout=-1 if self._done else 1.0):
+            self._running.release()
 
 
 # --- names ---------------------------------------------------------------------------------

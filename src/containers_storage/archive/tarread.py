@@ -19,11 +19,12 @@ content is yielded as zero-copy memoryviews of the input chunks.
 
 from __future__ import annotations
 
-import re
-from array import array
-from collections.abc import Callable, Iterator
-
 from ..errors import InvalidArchive
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from array import array
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "BLOCK",
@@ -219,7 +220,6 @@ SPARSE_MAP = b"GNU.sparse.map"
 _SPARSE_00_KEYS = (b"GNU.sparse.offset", b"GNU.sparse.numbytes")
 _SPARSE_MAJOR = b"GNU.sparse.major"
 _SPARSE_MINOR = b"GNU.sparse.minor"
-_INT = re.compile(rb"[+-]?[0-9]+")
 _MAX_INT64 = (1 << 63) - 1
 
 
@@ -240,11 +240,14 @@ class Sparse:
 
 def _int64s(tokens: Iterator[bytes] | list[bytes]) -> array[int]:
     """Go's ``strconv.ParseInt(tok, 10, 64)`` over map tokens; anything else is an invalid header."""
+    from array import array  # sparse files only: array imports collections (start-up time)
+
     out: array[int] = array("q")
-    match = _INT.fullmatch
     try:
         for tok in tokens:
-            if match(tok) is None:
+            # An optional sign, then ASCII digits only (int() would also take spaces and "_").
+            digits = tok[1:] if tok[:1] in (b"-", b"+") else tok
+            if not digits.isdigit():
                 raise _bad()
             out.append(int(tok))
     except OverflowError:
@@ -265,6 +268,8 @@ def _checked(entries: array[int], size: int) -> Sparse:
     then the empty fragments are dropped (``invertSparseEntries`` skips them too)."""
     if size < 0:
         raise _bad()
+    from array import array
+
     pre_end = 0
     data: array[int] = array("q")
     for i in range(0, len(entries), 2):
@@ -557,6 +562,8 @@ class TarReader:
         if block[257:263] != _MAGIC_GNU or block[263:265] != _VERSION_GNU:
             raise _bad()  # STAR uses the same type flag with another layout
         hdr.size = parse_numeric(block[483:495])
+        from array import array
+
         entries: array[int] = array("q")
         start, count, flag_at = 386, 4, 482
         extension = 0

@@ -14,9 +14,7 @@ from __future__ import annotations
 import binascii
 import errno
 import os
-import re
 import stat
-from collections import deque
 
 # SIMD base64: with binascii, decoding segment payloads was a tenth of reassembly's CPU time.
 from pybase64 import b64decode as _b64decode
@@ -31,10 +29,7 @@ from .sink import BlockSink
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
-    from typing import IO, cast
-else:
-    def cast(_type: object, value: object) -> object:  # typing.cast: the identity at run time
-        return value
+    from typing import IO
 
 __all__ = [
     "FILE_TYPE",
@@ -51,9 +46,9 @@ __all__ = [
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
 
-# Decompressed tar-split text is parsed in blocks of about this size, so memory stays bounded
-# however many entries the layer has.
-_PARSE_BLOCK = 4 * 1024 * 1024
+# Compressed tar-split bytes read at a time; each decompresses into pieces of at most 4 MB, so
+# memory stays bounded however many entries the layer has.
+_READ_SIZE = 1 << 20
 
 
 class ReassemblyError(StorageError):
@@ -136,11 +131,24 @@ def clean_path(name: bytes) -> bytes:
     return go_clean(name)
 
 
-# A name whose cleaned form is itself minus "./" in front and one "/" behind (no empty, "." or
-# ".." components: no component may start with a dot) and that JSON needs no escape in: printable
-# ASCII without '"', '\\', '<', '>' and '&'.  Group 1 is the clean_path() key.
-_PLAIN_NAME = re.compile(rb'(?:\./)?([^./"\\<>&\x00-\x1f\x80-\xff][^/"\\<>&\x00-\x1f\x80-\xff]*'
-                         rb'(?:/[^./"\\<>&\x00-\x1f\x80-\xff][^/"\\<>&\x00-\x1f\x80-\xff]*)*)/?')
+# Bytes a "plain" name may consist of: printable ASCII that Go's JSON encoder writes unescaped.
+_PLAIN_BYTES = bytes(c for c in range(0x20, 0x80) if c not in b'"\\<>&')
+
+
+def _plain_key(name: bytes) -> bytes | None:
+    """The ``clean_path()`` key of a name that needs no cleaning and no JSON escape, else None.
+
+    Such a name is clean but for ``./`` in front and one ``/`` behind (no empty, ``.`` or ``..``
+    component: no component starts with a dot) and consists of ``_PLAIN_BYTES``; then it is its
+    own JSON text.  Plain string tests rather than a regex: importing ``re`` costs start-up time.
+    """
+    n = name[2:] if name.startswith(b"./") else name
+    if n.endswith(b"/"):
+        n = n[:-1]
+    if (not n or n[0] in (0x2E, 0x2F) or n[-1] == 0x2F or b"//" in n or b"/." in n
+            or n.translate(None, _PLAIN_BYTES)):
+        return None
+    return n
 
 
 def _name_field(name: bytes) -> bytes:
@@ -161,10 +169,12 @@ class TarSplitWriter:
     """
 
     def __init__(self, out: IO[bytes], compresslevel: int = 1) -> None:
-        from isal import igzip
+        # A raw ISA-L compressor with a gzip wrapper (wbits 31: zero mtime, no name) rather than
+        # igzip.IGzipFile, whose module imports gzip and typing: ~10 ms of a cold CLI start.
+        from isal import isal_zlib
 
-        self._gz = cast("IO[bytes]", igzip.IGzipFile(  # type: ignore[no-untyped-call]
-            fileobj=out, mode="wb", compresslevel=compresslevel, mtime=0))
+        self._out = out
+        self._gz = isal_zlib.compressobj(compresslevel, isal_zlib.DEFLATED, 31)
         self._pos = 0
         self._seen: set[bytes] = set()
         self._lines: list[bytes] = []
@@ -186,17 +196,17 @@ class TarSplitWriter:
 
         Raises ``DuplicatePath`` when the cleaned name was recorded before, as Go's packer does.
         """
-        # Fast path, one regex match: a clean relative name ("./" in front and one "/" behind
-        # allowed) of plain printable ASCII is its own duplicate key and its own JSON text.
-        plain = _PLAIN_NAME.fullmatch(name)
-        key = plain.group(1) if plain is not None else clean_path(name)
+        # Fast path: a clean relative name ("./" in front and one "/" behind allowed) of plain
+        # printable ASCII is its own duplicate key and its own JSON text.
+        key = _plain_key(name)
+        if key is not None:
+            name_field = b'"name":"%b",' % name
+        else:
+            key = clean_path(name)
+            name_field = _name_field(name)
         if key in self._seen:
             raise DuplicatePath.about(os.fsdecode(name))
         self._seen.add(key)
-        if plain is not None:
-            name_field = b'"name":"%b",' % name
-        else:
-            name_field = _name_field(name)
         size_field = b'"size":%d,' % size if size else b""
         payload = b'"%b"' % _b64encode(crc) if crc is not None else b"null"
         line = b'{"type":1,%b%b"payload":%b,"position":%d}\n' % (name_field, size_field, payload, self._pos)
@@ -211,7 +221,7 @@ class TarSplitWriter:
 
     def _flush_lines(self) -> None:
         if self._lines:
-            self._gz.write(b"".join(self._lines))
+            self._out.write(self._gz.compress(b"".join(self._lines)))
             self._lines.clear()
             self._pending = 0
 
@@ -221,7 +231,7 @@ class TarSplitWriter:
             return
         self._closed = True
         self._flush_lines()
-        self._gz.close()
+        self._out.write(self._gz.flush())
 
     def __enter__(self) -> TarSplitWriter:
         return self
@@ -236,35 +246,80 @@ class TarSplitWriter:
 # hands lines it does not recognise (escaped names, name_raw, other encoders) to a JSON parser.
 _SEG_PREFIX = b'{"type":2,"payload":"'
 _SEG_START = len(_SEG_PREFIX)
-_FILE_RE = re.compile(
-    rb'\{"type":1,"name":"([^"\\]+)",(?:"size":(\d+),)?"payload":(?:"([A-Za-z0-9+/=]*)"|null),'
-    rb'"position":\d+\}\s*\Z')
+_FILE_PREFIX = b'{"type":1,"name":"'
+_FILE_START = len(_FILE_PREFIX)
+_B64_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _Op = bytearray | tuple[bytes, int, bytes | None]
 
 
-def _open_text(src: IO[bytes]) -> IO[bytes]:
-    """The decompressed JSON stream of a ``.tar-split.gz``."""
-    from isal import igzip
+def _parse_file_line(line: bytes) -> tuple[bytes, int, bytes | None] | None:
+    """(name, size, base64 CRC or None) of a file entry in the shape Go's packer writes
+    (``{"type":1,"name":"N",["size":S,]"payload":"P"|null,"position":I}``, a name without quotes
+    or escapes, trailing white space allowed); None for any other line."""
+    if not line.startswith(_FILE_PREFIX):
+        return None
+    end = line.find(b'"', _FILE_START)
+    if end <= _FILE_START or line[end + 1 : end + 2] != b",":
+        return None
+    name = line[_FILE_START:end]
+    if b"\\" in name:
+        return None
+    pos = end + 2
+    size = 0
+    if line.startswith(b'"size":', pos):
+        comma = line.find(b",", pos + 7)
+        size_text = line[pos + 7 : comma]
+        if comma < 0 or not size_text.isdigit():
+            return None
+        size = int(size_text)
+        pos = comma + 1
+    if not line.startswith(b'"payload":', pos):
+        return None
+    pos += 10
+    crc: bytes | None = None
+    if line.startswith(b"null", pos):
+        pos += 4
+    elif line.startswith(b'"', pos):
+        quote = line.find(b'"', pos + 1)
+        crc = line[pos + 1 : quote]
+        if quote < 0 or crc.translate(None, _B64_BYTES):
+            return None
+        pos = quote + 1
+    else:
+        return None
+    if not line.startswith(b',"position":', pos):
+        return None
+    tail = line[pos + 12 :].rstrip()
+    if not tail.endswith(b"}") or not tail[:-1].isdigit():
+        return None
+    return name, size, crc
 
-    return cast("IO[bytes]", igzip.IGzipFile(fileobj=src, mode="rb"))  # type: ignore[no-untyped-call]
+
+def _text_blocks(src: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed JSON text of a ``.tar-split.gz``, in pieces of at most a few MB.
+
+    The archive engine's streaming decompressor (ISA-L, concatenated members, bounded output)
+    rather than igzip.IGzipFile, whose module imports gzip and typing at ~10 ms of start-up.
+    """
+    from .compression import Compression, Decompressor
+
+    dec = Decompressor(Compression.GZIP)
+    try:
+        while True:
+            chunk = src.read(_READ_SIZE)
+            if not chunk:
+                break
+            yield from dec.feed(chunk)
+        dec.finish()
+    except InvalidArchive as e:
+        raise InvalidArchive.about(f"corrupt tar-split: {e}") from None
 
 
-def _iter_lines(text: IO[bytes]) -> Iterator[list[bytes]]:
+def _iter_lines(src: IO[bytes]) -> Iterator[list[bytes]]:
     """Lines in batches of a few MB, so memory stays bounded however long the layer is."""
-    from gzip import BadGzipFile
-
-    from isal.igzip_lib import IsalError
-
-    corrupt: tuple[type[BaseException], ...] = (EOFError, BadGzipFile, cast("type[BaseException]", IsalError))
     rest = b""
-    while True:
-        try:
-            block = text.read(_PARSE_BLOCK)
-        except corrupt as e:
-            raise InvalidArchive.about(f"corrupt tar-split: {e}") from None
-        if not block:
-            break
-        data = rest + block
+    for block in _text_blocks(src):
+        data = rest + block if rest else block
         cut = data.rfind(b"\n")
         if cut < 0:
             rest = data
@@ -322,18 +377,17 @@ def iter_entries(src: IO[bytes]) -> Iterator[Entry]:
     Like Go's ``JSONUnpacker`` this refuses a second file entry for the same cleaned path.
     """
     seen: set[bytes] = set()
-    with _open_text(src) as text:
-        for lines in _iter_lines(text):
-            for line in lines:
-                entry = _decode_line(line)
-                if entry is None:
-                    continue
-                if entry.type == FILE_TYPE:
-                    key = clean_path(entry.name)
-                    if key in seen:
-                        raise DuplicatePath.about(os.fsdecode(entry.name))
-                    seen.add(key)
-                yield entry
+    for lines in _iter_lines(src):
+        for line in lines:
+            entry = _decode_line(line)
+            if entry is None:
+                continue
+            if entry.type == FILE_TYPE:
+                key = clean_path(entry.name)
+                if key in seen:
+                    raise DuplicatePath.about(os.fsdecode(entry.name))
+                seen.add(key)
+            yield entry
 
 
 def _plan(lines: list[bytes], seen: set[bytes], want_crc: bool) -> list[_Op]:
@@ -345,7 +399,7 @@ def _plan(lines: list[bytes], seen: set[bytes], want_crc: bool) -> list[_Op]:
     ops: list[_Op] = []
     run = bytearray()
     a2b = _a2b
-    match = _FILE_RE.match
+    parse_file = _parse_file_line
     for line in lines:
         if line.startswith(_SEG_PREFIX):
             end = line.find(b'"', _SEG_START)
@@ -353,10 +407,9 @@ def _plan(lines: list[bytes], seen: set[bytes], want_crc: bool) -> list[_Op]:
             if end > 0 and b"\\" not in payload and line.startswith(b',"position":', end + 1):
                 run += a2b(payload)
                 continue
-        m = match(line)
-        if m is not None:
-            name, size_text, crc_text = m.groups()
-            size = int(size_text) if size_text else 0
+        parsed = parse_file(line)
+        if parsed is not None:
+            name, size, crc_text = parsed
             crc = a2b(crc_text) if crc_text is not None and want_crc else None
         else:
             entry = _decode_line(line)
@@ -435,7 +488,7 @@ class _Lookahead:
         self._window = window
         self._files: list[tuple[bytes, int, bytes | None]] = []
         self._next = 0  # index in _files of the next file to open
-        self._fds: deque[int] = deque()
+        self._fds: list[int] = []  # a window of a few dozen: pop(0) is cheap, no collections
 
     def reset(self, files: list[tuple[bytes, int, bytes | None]]) -> None:
         """Start on a new batch; the previous one must have been consumed."""
@@ -458,13 +511,13 @@ class _Lookahead:
 
     def take(self) -> int:
         """The fd of the next file in order; the caller closes it."""
-        fd = self._fds.popleft()
+        fd = self._fds.pop(0)
         self._fill()
         return fd
 
     def close(self) -> None:
         while self._fds:
-            os.close(self._fds.popleft())
+            os.close(self._fds.pop())
 
 
 def reassemble(
@@ -503,20 +556,19 @@ def _reassemble(tar_split: IO[bytes], roots: list[int], out_obj: IO[bytes], veri
     seen: set[bytes] = set()
     ahead = _Lookahead(roots, max(window, 1))
     try:
-        with _open_text(tar_split) as text:
-            for lines in _iter_lines(text):
-                ops = _plan(lines, seen, verify_crc)
-                del lines
-                ahead.reset([op for op in ops if isinstance(op, tuple)])
-                for op in ops:
-                    if isinstance(op, bytearray):
-                        out.write(op)
-                        continue
-                    fd = ahead.take()
-                    try:
-                        _copy_file(out, fd, *op)
-                    finally:
-                        os.close(fd)
+        for lines in _iter_lines(tar_split):
+            ops = _plan(lines, seen, verify_crc)
+            del lines
+            ahead.reset([op for op in ops if isinstance(op, tuple)])
+            for op in ops:
+                if isinstance(op, bytearray):
+                    out.write(op)
+                    continue
+                fd = ahead.take()
+                try:
+                    _copy_file(out, fd, *op)
+                finally:
+                    os.close(fd)
     finally:
         ahead.close()
     out.close()
