@@ -19,6 +19,8 @@ content is yielded as zero-copy memoryviews of the input chunks.
 
 from __future__ import annotations
 
+from zlib import adler32 as _adler32
+
 from ..errors import InvalidArchive
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -332,13 +334,19 @@ def _merge_pax(hdr: TarHeader, pax: dict[bytes, bytes]) -> None:
     hdr.pax = pax
 
 
+def _byte_sum(block: bytes) -> int:
+    """``sum(block)`` of a 512-byte block, ~6x quicker: Adler-32's first half started at 0 is the
+    byte sum modulo 65521, and neither 256-byte half can reach that (256 * 255 = 65280)."""
+    return (_adler32(block[:256], 0) & 0xFFFF) + (_adler32(block[256:], 0) & 0xFFFF)
+
+
 def _checksum_ok(block: bytes) -> bool:
+    field = block[148:156]
     try:
-        want = parse_numeric(block[148:156])
+        want = parse_numeric(field)
     except InvalidArchive:
         return False
-    field = block[148:156]
-    unsigned = sum(block) - sum(field) + 8 * 0x20
+    unsigned = (_byte_sum(block) if len(block) == BLOCK else sum(block)) - sum(field) + 8 * 0x20
     if want == unsigned:
         return True
     # Some old writers summed signed chars; Go accepts either.
