@@ -30,7 +30,9 @@ Operations (``--ops`` takes a comma list of names or prefixes, e.g. ``import-lay
   machine that uses them.  A cold CPython start reads ~150 ms of files tar never needs.
 
 Our CLI and the reference run alternately (which goes first alternates too), with the page cache
-dropped before every heavy run.  Each operation reports the median wall time of each, the median
+dropped before every heavy run, and each operation starts once the machine has settled (``sync``,
+then a half second with the CPUs >= 85% idle: the heavy operations leave seconds of write-back and
+inode freeing behind them).  Each operation reports the median wall time of each, the median
 of the pairwise ratios ours/reference, and the peak RSS of each (GNU time's ``%M``, so child
 processes count too; ``wait4`` here would count this Python process's own RSS in every child).
 Commands our CLI or driver lacks are reported as "missing".  Writes
@@ -165,6 +167,28 @@ def run(cmd: list[str], *, stdin: Path | None = None, stdout: Path | None = None
         rss = int(lines[-1]) if lines and lines[-1].isdigit() else 0
     text = "" if stdout else out_path.read_text(errors="replace")
     return wall, rss, proc.returncode, text, err_path.read_text(errors="replace")
+
+
+def settle(limit: float = 60.0) -> float:
+    """Sync, then wait (up to ``limit`` s) for a half second in which the CPUs are >= 85% idle.
+
+    The heavy operations leave seconds of write-back and inode freeing behind them; a 20 ms
+    listing measured in that wake is mostly measuring the kernel's clean-up.  Returns the wait.
+    """
+    os.sync()
+    t0 = time.perf_counter()
+
+    def cpu() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3], sum(fields)  # idle, total
+
+    while time.perf_counter() - t0 < limit:
+        idle0, total0 = cpu()
+        time.sleep(0.5)
+        idle1, total1 = cpu()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= 0.85:
+            break
+    return time.perf_counter() - t0
 
 
 def check(impl: str, cmd: list[str], rc: int, out: str, err: str) -> None:
@@ -796,7 +820,7 @@ def main() -> int:
     drivers = [d for d in args.drivers.split(",") if d]
 
     heavy_runs = args.runs or (3 if args.quick else 5)
-    list_runs = args.runs or (5 if args.quick else 11)
+    list_runs = args.runs or (5 if args.quick else 21)
     writer_runs = args.runs or (1 if args.quick else 3)
     plan: list[tuple[Op, int, int]] = []
     for driver in drivers:
@@ -817,6 +841,9 @@ def main() -> int:
           f"drop caches: {stores.drop}\n", flush=True)
     results: list[Result] = []
     for op, runs, warmup in plan:
+        waited = settle()
+        if waited > 5:
+            print(f"  (waited {waited:.0f} s for the machine to settle)", flush=True)
         t0 = time.perf_counter()
         res = measure(op, runs, warmup, stores)
         results.append(res)
