@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
 
-    Temporary file in the same directory, fsync (skipped for volatile files), rename — what Go's
+    Temporary file in the same directory, fdatasync (skipped for volatile files), rename — what Go's
     ioutils.AtomicWriteFile does, so a crash leaves either version intact.
     """
     fd, tmp = _create_temp(path)
@@ -27,7 +27,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
                 view = view[n:]
             os.fchmod(fd, mode)
             if sync:
-                os.fsync(fd)
+                os.fdatasync(fd)  # what Go's AtomicFileWriter calls: the data and the size, not the times
         finally:
             os.close(fd)
         os.rename(tmp, path)

@@ -184,3 +184,33 @@ def test_remove_tree_rootless_read_only_dirs() -> None:
         assert not top.exists()
     finally:
         shutil.rmtree(area, ignore_errors=True)
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["durable", "volatile"])
+def test_atomic_write_syncs_the_data_as_go_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                sync: bool) -> None:
+    """Go's AtomicFileWriter fdatasyncs the temporary file before the rename (not for volatile
+    files), and a failure leaves the old file and no temporary behind."""
+    target = tmp_path / "layers.json"
+    target.write_bytes(b"old")
+    synced: list[bytes] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append(os.fsencode(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+    monkeypatch.setattr(os, "fdatasync", recording)
+    fsutil.atomic_write(str(target), b"new", mode=0o640, sync=sync)
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert len(synced) == (1 if sync else 0)
+    if sync:
+        assert os.path.dirname(synced[0]) == os.fsencode(tmp_path) and synced[0] != os.fsencode(target)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "EIO")
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        fsutil.atomic_write(str(target), b"newer")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.json"]
