@@ -624,6 +624,10 @@ class LayerStore(ROLayerStore):
                     opts.uid_map, opts.gid_map):
                 # The files carry the layer's host IDs; without shifting no mount can show others.
                 raise errors.StorageError(f"cannot mount layer {layer.id}: shifting not enabled")
+            if same and (layer.uid_map or layer.gid_map):
+                # The files already carry these host IDs: shifting them again would map twice
+                # (Go would, for a layer re-owned before its driver could shift).
+                opts.disable_shifting = True
             path = self.driver.get(layer.id, opts)
             if path:
                 if layer.mount_point:

@@ -136,7 +136,11 @@ def test_we_reuse_the_mapped_top_layer_go_made(dirs: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("driver", ["vfs", "overlay"])
-def test_go_uses_our_mapped_layers(dirs: tuple[str, str], driver: str) -> None:
+def test_go_uses_our_mapped_layers(dirs: tuple[str, str], driver: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Our overlay re-owns copies only when it cannot shift (test_overlay_idmapped_go.py has the
+    # shifting case); Go 1.43 does not know this switch, so it still reads the copies we made.
+    monkeypatch.setenv("_CONTAINERS_OVERLAY_DISABLE_IDMAP", "yes")
     root, run = dirs
     s = _open(root, run, driver)
     try:

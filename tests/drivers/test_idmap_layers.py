@@ -27,7 +27,11 @@ M2 = [IDMap(0, BASE + 65536, 65536)]
 
 
 @pytest.fixture(params=["vfs", "overlay"])
-def store(request: pytest.FixtureRequest, no_leaked_mounts: str) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, no_leaked_mounts: str,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    # Overlay re-owns copies only where it cannot shift at mount time (a kernel without ID-mapped
+    # mounts); test_overlay_idmapped.py covers the shifting mounts.
+    monkeypatch.setenv("_CONTAINERS_OVERLAY_DISABLE_IDMAP", "yes")
     s = get_store(StoreOptions(graph_root=os.path.join(no_leaked_mounts, "root"),
                                run_root=os.path.join(no_leaked_mounts, "run"), driver_name=request.param))
     try:

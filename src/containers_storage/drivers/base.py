@@ -39,7 +39,11 @@ class CreateOpts:
 
 
 class MountOpts:
-    """How to mount a layer: label, options ("ro", ...), ID mappings, volatile upper dir."""
+    """How to mount a layer: label, options ("ro", ...), ID mappings, volatile upper dir.
+
+    ``disable_shifting`` (Go's DisableShifting) says the maps must not be applied at mount time,
+    e.g. because the layer's files were already re-owned to them.
+    """
 
     def __init__(
         self,
@@ -48,12 +52,14 @@ class MountOpts:
         uid_map: list[IDMap] | None = None,
         gid_map: list[IDMap] | None = None,
         volatile: bool = False,
+        disable_shifting: bool = False,
     ) -> None:
         self.mount_label = mount_label
         self.options: list[str] = list(options or [])
         self.uid_map: list[IDMap] = list(uid_map or [])
         self.gid_map: list[IDMap] = list(gid_map or [])
         self.volatile = volatile
+        self.disable_shifting = disable_shifting
 
 
 class ApplyDiffOpts:

@@ -10,9 +10,11 @@ The layout is Go's, so the Go tools and we can share a store::
     overlay/l/<short>     symlink to ../<id>/diff, so mount data stays short
 
 Mounting goes through mount(2) (or a FUSE mount program); when the data for a deep image does
-not fit in a page, ``overlay_mount`` shortens it.  Diffs are exported straight from ``diff/``
-when a probe says the kernel keeps that exact ("native diff"), by mounting and comparing
-otherwise.
+not fit in a page, ``overlay_mount`` shortens it.  A container mounted with ID maps reads its
+lower dirs through kernel ID-mapped mounts made under ``overlay/<id>/mapped/<n>`` (Go's paths;
+see ``overlay_idmap``), so containers with any maps share the image layers unchanged.  Diffs are
+exported straight from ``diff/`` when a probe says the kernel keeps that exact ("native diff"),
+by mounting and comparing otherwise.
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ class OverlayDriver(NaiveDiff):
 
         self.using_metacopy = False
         self._supports_volatile: bool | None = None
+        self._supports_idmapped: bool | None = None
         if opts.mount_program:
             self.supports_dtype = True
             self._supports_volatile = True
@@ -282,18 +285,52 @@ class OverlayDriver(NaiveDiff):
                     self._supports_volatile = False
         return self._supports_volatile
 
-    def supports_shifting(self, uid_map: Sequence[IDMap] = (), gid_map: Sequence[IDMap] = ()) -> bool:
-        """ID shifting at mount time: only fuse-overlayfs mappings are implemented here.
+    def supports_idmapped_mounts(self) -> bool:
+        """Whether overlay works over kernel ID-mapped lower dirs here (Go's supportsIDmappedMounts),
+        probed once per run root and cached as Go's ``idmapped-lower-dir-<bool>`` record."""
+        if self._supports_idmapped is None:
+            self._supports_idmapped = self._probe_idmapped()
+        return self._supports_idmapped
 
-        Go also shifts with kernel ID-mapped mounts where the kernel has them; we re-own a
-        copy of the layer instead, which Go does too when they are off.
+    def _probe_idmapped(self) -> bool:
+        if os.geteuid() != 0:
+            return False  # as Go: not probed, not recorded
+        feature = "idmapped-lower-dir"
+        cached = probe.cached_feature(self.runhome, feature)
+        if cached is not None:
+            return cached[0]
+        from .overlay_idmap import supports_idmapped_lower_layers
+
+        try:
+            supported = supports_idmapped_lower_layers(self.home)
+        except OSError:
+            supported = False
+        probe.record_feature(self.runhome, feature, supported)
+        return supported
+
+    def supports_shifting(self, uid_map: Sequence[IDMap] = (), gid_map: Sequence[IDMap] = ()) -> bool:
+        """Whether a mount can show the layer with these maps applied (Go's SupportsShifting, with
+        its store's canUseShifting): fuse-overlayfs mappings or kernel ID-mapped lower dirs.
+
+        Both only for contiguous maps, as Go 1.43 (fuse-overlayfs maps the upper layer too).
+        ``_CONTAINERS_OVERLAY_DISABLE_IDMAP=yes`` turns shifting off, as newer Go does;
+        ``_TEST_FORCE_SUPPORT_SHIFTING=yes-please`` turns it on, as Go 1.43 does.
         """
         if os.environ.get("_CONTAINERS_OVERLAY_DISABLE_IDMAP") == "yes":
             return False
-        if not self.options.mount_program:
+        if not (_contiguous(uid_map) and _contiguous(gid_map)):
             return False
-        # fuse-overlayfs maps the upper layer too, and can only do that for contiguous maps.
-        return _contiguous(uid_map) and _contiguous(gid_map)
+        if os.environ.get("_TEST_FORCE_SUPPORT_SHIFTING") == "yes-please":
+            return True
+        if self.options.mount_program:
+            return True
+        return self.supports_idmapped_mounts()
+
+    def _idmapped_lowers(self, opts: MountOpts) -> bool:
+        """Whether this mount reads its lower dirs through kernel ID-mapped mounts."""
+        return bool(opts.uid_map and opts.gid_map and not opts.disable_shifting
+                    and not self.options.mount_program and self.supports_shifting(opts.uid_map, opts.gid_map)
+                    and self.supports_idmapped_mounts())
 
     def status(self) -> list[tuple[str, str]]:
         def b(v: bool) -> str:
@@ -584,7 +621,10 @@ class OverlayDriver(NaiveDiff):
         dir, _, in_additional = self._dir2(id)
         if not os.path.exists(dir):
             raise FileNotFoundError(errno.ENOENT, f"stat {dir}: no such file or directory", dir)
-        root_uid, root_gid = to_host(0, opts.uid_map), to_host(0, opts.gid_map)
+        if self._idmapped_lowers(opts):
+            root_uid = root_gid = 0  # the layer stays unshifted on disk; only its lowers are mapped
+        else:
+            root_uid, root_gid = to_host(0, opts.uid_map), to_host(0, opts.gid_map)
         merged = self._merged_dir(id, dir, in_additional)
         if not os.path.isdir(merged):
             os.makedirs(os.path.dirname(merged), mode=0o700, exist_ok=True)
@@ -608,7 +648,7 @@ class OverlayDriver(NaiveDiff):
     def _mount(self, id: str, dir: str, merged: str, in_additional: bool, opts: MountOpts,
                root_uid: int, root_gid: int) -> None:
         read_write = not in_additional
-        disable_shifting = not self.supports_shifting(opts.uid_map, opts.gid_map)
+        disable_shifting = opts.disable_shifting or not self.supports_shifting(opts.uid_map, opts.gid_map)
         opts_list = list(opts.options)
         global_opts = [o for o in self.options.mount_options.split(",") if o]
         if not opts_list:
@@ -701,6 +741,18 @@ class OverlayDriver(NaiveDiff):
                 data += "," + ",".join(opts_list)
             return _format_mount_label(data, opts.mount_label)
 
+        mapped = None
+        if self._idmapped_lowers(opts):
+            from .overlay_idmap import MappedLowers
+
+            try:
+                mapped = MappedLowers(os.path.join(self.home, id, "mapped"), abs_lowers, LINK_DIR,
+                                      opts.uid_map, opts.gid_map)
+            except OSError as e:
+                raise DriverError(f"{e.strerror or e}") from e
+            abs_lowers = mapped.lowers
+            rel_lowers = [os.path.relpath(p, self.home) for p in mapped.lowers]
+
         mount_data = build(abs_lowers, diff_dir, workdir)
 
         # overlay refuses a second volatile mount of the same upper while this marker exists.
@@ -728,6 +780,9 @@ class OverlayDriver(NaiveDiff):
         except OSError as e:
             raise DriverError(f"creating overlay mount to {merged}, mount_data={mount_data!r}: "
                               f"{e.strerror or e}") from e
+        finally:
+            if mapped is not None:
+                mapped.close()  # the overlay mount holds its own references to them
 
     def put(self, id: str) -> None:
         dir, _, in_additional = self._dir2(id)
