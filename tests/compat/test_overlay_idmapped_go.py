@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -66,6 +66,16 @@ def _ours(root: str, run: str, *args: str) -> str:
 
 def _go(root: str, run: str, *args: str) -> str:
     return go_cli(root, run, *args, driver="overlay").stdout.decode().strip()
+
+
+def _assert_shifted(mount: Callable[..., str], unmount: Callable[..., str], root: str, run: str,
+                    ctr: str) -> None:
+    """Mounted by one CLI, the container shows the shifted owners; the other may unmount it."""
+    mnt = mount(root, run, "mount", ctr)
+    try:
+        assert _owners(mnt) == SHIFTED
+    finally:
+        unmount(root, run, "unmount", ctr)
 
 
 def _owners(mnt: str) -> dict[str, tuple[int, int]]:
@@ -143,11 +153,7 @@ def test_we_mount_a_container_go_made_with_maps(dirs: tuple[str, str]) -> None:
     unshifted = {"etc/rootfile": (0, 0), "home/user": (1000, 1000)}
     assert _owners(os.path.join(root, "overlay", top, "diff")) == unshifted
     # And Go still mounts it after us.
-    mnt = _go(root, run, "mount", ctr)
-    try:
-        assert _owners(mnt) == SHIFTED
-    finally:
-        _go(root, run, "unmount", ctr)
+    _assert_shifted(_go, _go, root, run, ctr)
     _ours(root, run, "delete-container", ctr)
     assert not os.path.exists(os.path.join(root, "overlay", ctr_layer))
 
@@ -162,16 +168,8 @@ def test_go_mounts_a_container_we_made_with_maps(dirs: tuple[str, str]) -> None:
     assert not img.get("mapped-layers")
     (ctr_layer,) = [lid for lid in layers if lid != top]
 
-    mnt = _go(root, run, "mount", ctr)
-    try:
-        assert _owners(mnt) == SHIFTED
-    finally:
-        _ours(root, run, "unmount", ctr)  # what Go mounted, we take down
+    _assert_shifted(_go, _ours, root, run, ctr)  # what Go mounted, we take down
     assert _mounts_under(os.path.join(root, "overlay", ctr_layer)) == []
-    mnt = _ours(root, run, "mount", ctr)
-    try:
-        assert _owners(mnt) == SHIFTED
-    finally:
-        _ours(root, run, "unmount", ctr)
+    _assert_shifted(_ours, _ours, root, run, ctr)
     _go(root, run, "delete-container", ctr)
     assert not os.path.exists(os.path.join(root, "overlay", ctr_layer))
