@@ -2,9 +2,13 @@
 
 A reader thread reads the input, hashes it, decompresses it and hashes the result (all in C code
 that releases the GIL) while the calling thread parses the tar, records tar-split entries and
-writes files.  Semantics follow Go's ``archive.UnpackLayer`` (the "plain" target used by vfs and
-naive diff) and ``archive.Unpack`` with the overlay whiteout converter (the "overlay" target), as
-they behave inside the chroot Go runs them in: ``..`` and absolute names stay inside the layer.
+writes files.  Runs of plain entries (the bulk of a root filesystem) go through the C loop in
+``_fastapply`` when it was built: the same checks, system calls and tar-split lines as the
+Python path below, which handles every other entry and every error.
+
+Semantics follow Go's ``archive.UnpackLayer`` (the "plain" target used by vfs and naive diff)
+and ``archive.Unpack`` with the overlay whiteout converter (the "overlay" target), as they
+behave inside the chroot Go runs them in: ``..`` and absolute names stay inside the layer.
 Every path is resolved beneath a directory fd (see ``confine``), so neither hostile names nor
 symlinks planted by earlier entries reach anything outside ``dest``.
 """
@@ -24,14 +28,24 @@ from ..lazylog import LazyLogger
 from . import tarread as t
 from .compression import MAGIC_LEN, Compression, Decompressor, detect
 from .confine import open_beneath, open_root
-from .crc64 import crc64, crc64_zeros
+from .crc64 import crc64, crc64_call, crc64_zeros
 from .gopath import go_clean
+from .tarsplit import TarSplitWriter
+
+_fastapply: Any
+try:
+    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
+        raise ImportError("pure Python asked for")
+    from . import _fastapply
+except ImportError:  # built without a compiler, or turned off: the Python path does it all
+    _fastapply = None
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import BinaryIO, Literal, Protocol
+    from typing import Any, BinaryIO, Literal, Protocol
 else:
+    Any = object
     Protocol = object
 
 __all__ = ["ApplyOptions", "ApplyResult", "TarSplitSink", "apply_layer"]
@@ -549,7 +563,27 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
     add_segment: Callable[[bytes], None] = ts.add_segment if ts is not None else _ignore
     add_file: Callable[[bytes, int, bytes | None], None] = (
         ts.add_file if ts is not None else _ignore3)
+    # The C loop does what _entry does for plain entries when nothing maps or masks them.
+    fast = _fastapply if ap.opts.uid_map is None and ap.opts.gid_map is None else None
+    if ap.force_mask is not None or ap.opts.ignore_chown_errors:
+        fast = None
+    writer = ts if isinstance(ts, TarSplitWriter) else None
+    if ts is not None and writer is None:
+        fast = None  # a sink that cannot take pre-formatted lines
+    seen = writer.seen if writer is not None else None
+    unpacked = None if ap.unpack else ap.unpacked
     while True:
+        if fast is not None:
+            buf, pos, pad = reader.window()
+            if pos + pad + t.BLOCK <= len(buf):
+                pos, pad, _count, lines, err = fast.run(
+                    buf, pos, pad, ap.root, ap.cache, ap.stale, ap.dir_times, unpacked, uids,
+                    gids, ap.chown, seen, crc64_call, writer.entries if writer is not None else 0)
+                reader.advance(pos, pad)
+                if writer is not None and lines:
+                    writer.add_lines(lines)
+                if err is not None:
+                    raise _EntryError(*err)
         hdr = reader.next()
         for piece in reader.flushed_raw:
             add_segment(piece)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
-__all__ = ["Crc64", "crc64", "crc64_zeros"]
+__all__ = ["Crc64", "crc64", "crc64_call", "crc64_zeros"]
 
 _POLY_REFLECTED = 0xD800000000000000  # x^64 + x^4 + x^3 + x + 1, bit-reversed
 _MASK = 0xFFFFFFFFFFFFFFFF
@@ -49,8 +49,12 @@ try:
         return int(_fastcrc64.go_iso(data, crc))
 
     _update = _fast_update
+    crc64_call: Callable[[Buffer, int], int] = _fastcrc64.go_iso
 except ImportError:  # pragma: no cover - fastcrc is a declared dependency
     _update = _slow_update
+
+    def crc64_call(data: Buffer, crc: int) -> int:
+        return _slow_update(crc, data)
 
 
 def crc64(data: Buffer, crc: int = 0) -> int:

@@ -481,6 +481,18 @@ class TarReader:
         self._raw_len = 0
         return raw
 
+    def window(self) -> tuple[bytes, int, int]:
+        """(chunk, offset, padding) at an entry boundary: the next entry's header starts at
+        ``chunk[offset + padding:]`` (if the chunk holds it).  For an accelerator that applies
+        entries straight from the chunk and then calls ``advance``."""
+        assert not self._remaining and not self._raw, "not at an entry boundary"
+        return self._buf, self._pos, self._pad
+
+    def advance(self, pos: int, pad: int) -> None:
+        """Continue at ``pos`` of the current chunk, ``pad`` bytes of padding ahead."""
+        self._pos = pos
+        self._pad = pad
+
     # -- entries -----------------------------------------------------------------------------
     def content(self) -> Iterator[memoryview]:
         """The current entry's data as memoryviews of the input chunks (valid until next read)."""

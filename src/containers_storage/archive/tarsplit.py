@@ -186,6 +186,20 @@ class TarSplitWriter:
         """How many entries were written so far (the next entry's ``position``)."""
         return self._pos
 
+    @property
+    def seen(self) -> set[bytes]:
+        """The cleaned names recorded so far (for an accelerator that writes entries itself)."""
+        return self._seen
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Entries formatted elsewhere exactly as ``add_segment``/``add_file`` would, one a line,
+        positions numbered from ``entries`` on; their names already added to ``seen``."""
+        self._lines.extend(lines)
+        self._pending += sum(map(len, lines))
+        self._pos += len(lines)
+        if self._pending >= 256 * 1024:
+            self._flush_lines()
+
     def add_segment(self, raw: bytes | bytearray | memoryview) -> None:
         """Record raw tar bytes (headers, padding, trailer) verbatim."""
         line = b'{"type":2,"payload":"%b","position":%d}\n' % (_b64encode(raw), self._pos)

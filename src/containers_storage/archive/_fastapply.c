@@ -1,0 +1,568 @@
+/*
+ * The hot loop of layer apply, in C: runs of plain tar entries applied straight out of the
+ * current input chunk.
+ *
+ * apply.py hands over (at an entry boundary) the chunk, the offset of the next entry and the
+ * padding still ahead of it.  Entries are taken while they are plain: a ustar or GNU header with
+ * a valid checksum, octal numbers, no name prefix, of type regular file, directory or symlink,
+ * with a clean printable-ASCII name that has no component starting with a dot (so no "..", no
+ * whiteout), whose parent directory is already open in the applier's cache, whose content lies
+ * wholly in the chunk, and whose name is new in the layer.  Anything else -- and any doubt:
+ * every check that could make the archive invalid -- stops the run *before* any side effect, so
+ * apply.py handles that entry (and reports any error) exactly as it always does.
+ *
+ * Confinement is the Python path's: the parent is an fd apply.py resolved beneath the layer
+ * root, the base name is one component that cannot be "..", and every creation is *at* that fd
+ * and cannot follow a symlink (O_CREAT|O_EXCL|O_NOFOLLOW, mkdirat, symlinkat; ownership and
+ * times on the fd, or with AT_SYMLINK_NOFOLLOW).  An existing name always falls back, so
+ * nothing is ever replaced or removed here.
+ *
+ * The GIL is released around each entry's system calls, as os.* calls release it, so the reader
+ * thread keeps reading, hashing and decompressing meanwhile.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define BLOCK 512
+#define DIR_CACHE_MAX 256
+#define MAX_SECS 9223372036ULL /* the last whole second that int64 nanoseconds hold */
+
+enum { T_REG = '0', T_REGA = '\0', T_DIR = '5', T_SYMLINK = '2' };
+
+typedef struct {
+    int type;
+    unsigned long long mode, uid, gid, size, mtime;
+    const unsigned char *name;
+    size_t name_len;
+    const unsigned char *link;
+    size_t link_len;
+} Header;
+
+/* Go's parseOctal as tarread.parse_octal reads it: NUL/space padding at either end, then only
+ * octal digits.  0 for anything else (base-256, stray bytes): that header falls back. */
+static int octal(const unsigned char *p, size_t n, unsigned long long *out)
+{
+    size_t a = 0, b = n;
+    while (a < b && (p[a] == ' ' || p[a] == 0))
+        a++;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == 0))
+        b--;
+    unsigned long long v = 0;
+    for (size_t i = a; i < b; i++) {
+        if (p[i] < '0' || p[i] > '7')
+            return 0;
+        v = (v << 3) | (unsigned long long)(p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* The checksum as Go accepts it: unsigned or signed byte sum, the field counted as spaces. */
+static int checksum_ok(const unsigned char *b)
+{
+    unsigned long long want;
+    if (!octal(b + 148, 8, &want))
+        return 0;
+    long long usum = 0, ssum = 0;
+    for (int i = 0; i < BLOCK; i++) {
+        unsigned char c = (i >= 148 && i < 156) ? ' ' : b[i];
+        usum += c;
+        ssum += (signed char)c;
+    }
+    return (long long)want == usum || (long long)want == ssum;
+}
+
+static size_t cstrlen(const unsigned char *p, size_t max)
+{
+    const unsigned char *nul = memchr(p, 0, max);
+    return nul ? (size_t)(nul - p) : max;
+}
+
+/* 1 when the block is a plain header (see the top of the file), filling h. */
+static int parse_plain(const unsigned char *b, Header *h)
+{
+    unsigned long long devmajor, devminor;
+    if (memcmp(b + 257, "ustar\0", 6) == 0) {
+        if (memcmp(b + 508, "tar\0", 4) == 0 || b[345])
+            return 0; /* star's layout, or a name prefix */
+    }
+    else if (memcmp(b + 257, "ustar  \0", 8) == 0) {
+        if (b[345])
+            return 0; /* GNU atime/ctime (or an old writer's prefix) */
+    }
+    else
+        return 0; /* V7 */
+    if (!checksum_ok(b))
+        return 0;
+    if (!octal(b + 100, 8, &h->mode) || !octal(b + 108, 8, &h->uid) ||
+        !octal(b + 116, 8, &h->gid) || !octal(b + 124, 12, &h->size) ||
+        !octal(b + 136, 12, &h->mtime) || !octal(b + 329, 8, &devmajor) ||
+        !octal(b + 337, 8, &devminor))
+        return 0;
+    h->name = b;
+    h->name_len = cstrlen(b, 100);
+    h->link = b + 157;
+    h->link_len = cstrlen(b + 157, 100);
+    h->type = b[156];
+    if (h->type == T_REGA)
+        h->type = (h->name_len && b[h->name_len - 1] == '/') ? T_DIR : T_REG;
+    return h->type == T_REG || h->type == T_DIR || h->type == T_SYMLINK;
+}
+
+/* The name below the layer root when the name is plain: "./" in front and one "/" behind
+ * allowed; the rest non-empty, no component starting with "." or empty, and only bytes Go's
+ * JSON encoder writes as they are (so the name is its own tar-split text and its own key). */
+static int plain_name(const unsigned char *name, size_t n, size_t *start, size_t *end)
+{
+    size_t a = 0, e = n;
+    if (e >= 2 && name[0] == '.' && name[1] == '/')
+        a = 2;
+    if (e > a && name[e - 1] == '/')
+        e--;
+    if (e == a || name[a] == '.' || name[a] == '/' || name[e - 1] == '/')
+        return 0;
+    for (size_t i = a; i < e; i++) {
+        unsigned char c = name[i];
+        if (c < 0x20 || c > 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&')
+            return 0;
+        if (c == '/' && (name[i + 1] == '/' || name[i + 1] == '.'))
+            return 0; /* i + 1 < e here: name[e - 1] is not a slash */
+    }
+    *start = a;
+    *end = e;
+    return 1;
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64(char *out, const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = B64[(v >> 6) & 63];
+        *out++ = B64[v & 63];
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)p[i] << 16;
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = '=';
+        *out++ = '=';
+    }
+    else if (n - i == 2) {
+        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8;
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = B64[(v >> 6) & 63];
+        *out++ = '=';
+    }
+    return out;
+}
+
+typedef struct {
+    PyObject *cache, *stale, *dir_times, *unpacked, *uids, *gids, *seen, *crc, *lines;
+    int root, chown;
+    long long ts_pos;
+} Ctx;
+
+enum { DONE, FALLBACK, FAILED };
+
+static int as_int(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v > INT_MAX || v < INT_MIN) {
+        PyErr_SetString(PyExc_OverflowError, "fd out of range");
+        return -1;
+    }
+    return (int)v;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The system calls of one entry, without the GIL.  Returns DONE, FALLBACK (the name exists:
+ * nothing was done) or FAILED with errno set, *named telling whether the os.* call that failed
+ * would name the entry (1) or the link target and the entry (2); *dir_fd receives a new
+ * directory's fd. */
+static int make_entry(const Header *h, int pfd, const char *base, const char *link,
+                      const unsigned char *data, int chown, int *dir_fd, int *named)
+{
+    int fd, saved;
+    struct timespec times[2];
+    *named = 0;
+    if (h->type == T_REG) {
+        do
+            fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        while (fd < 0 && errno == EINTR);
+        if (fd < 0) {
+            *named = 1;
+            return errno == EEXIST ? FALLBACK : FAILED;
+        }
+        times[0].tv_sec = times[1].tv_sec = (time_t)h->mtime;
+        times[0].tv_nsec = times[1].tv_nsec = 0;
+        if (write_all(fd, data, h->size) < 0 || (chown && fchown(fd, h->uid, h->gid) < 0) ||
+            fchmod(fd, h->mode & 07777) < 0 || futimens(fd, times) < 0) {
+            saved = errno;
+            close(fd);
+            errno = saved;
+            return FAILED;
+        }
+        return close(fd) < 0 ? FAILED : DONE;
+    }
+    if (h->type == T_DIR) {
+        if (mkdirat(pfd, base, 0700) < 0) {
+            *named = 1;
+            return errno == EEXIST ? FALLBACK : FAILED;
+        }
+        fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            *named = 1;
+            return FAILED;
+        }
+        if ((chown && fchown(fd, h->uid, h->gid) < 0) || fchmod(fd, h->mode & 07777) < 0) {
+            saved = errno;
+            close(fd);
+            errno = saved;
+            return FAILED;
+        }
+        *dir_fd = fd;
+        return DONE;
+    }
+    /* T_SYMLINK */
+    if (symlinkat(link, pfd, base) < 0) {
+        *named = 2;
+        return errno == EEXIST ? FALLBACK : FAILED;
+    }
+    times[0].tv_sec = times[1].tv_sec = (time_t)h->mtime;
+    times[0].tv_nsec = times[1].tv_nsec = 0;
+    *named = 1;
+    if ((chown && fchownat(pfd, base, h->uid, h->gid, AT_SYMLINK_NOFOLLOW) < 0) ||
+        utimensat(pfd, base, times, AT_SYMLINK_NOFOLLOW) < 0)
+        return FAILED;
+    return DONE;
+}
+
+/* apply.py's _Applier._remember followed by close_stale: a new directory's fd becomes the
+ * cached one for its path, the oldest entry making room when the cache is full. */
+static int remember(Ctx *c, PyObject *rel, int fd)
+{
+    PyObject *fd_obj = PyLong_FromLong(fd);
+    if (!fd_obj) {
+        close(fd);
+        return -1;
+    }
+    PyObject *old = PyDict_GetItemWithError(c->cache, rel);
+    if (old) {
+        if (PyList_Append(c->stale, old) < 0 || PyDict_DelItem(c->cache, rel) < 0)
+            goto fail;
+    }
+    else if (PyErr_Occurred())
+        goto fail;
+    else if (PyDict_GET_SIZE(c->cache) >= DIR_CACHE_MAX) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        if (PyDict_Next(c->cache, &pos, &key, &value)) {
+            Py_INCREF(key);
+            int bad = PyList_Append(c->stale, value) < 0 || PyDict_DelItem(c->cache, key) < 0;
+            Py_DECREF(key);
+            if (bad)
+                goto fail;
+        }
+    }
+    if (PyDict_SetItem(c->cache, rel, fd_obj) < 0)
+        goto fail;
+    Py_DECREF(fd_obj);
+    /* close_stale */
+    Py_ssize_t n = PyList_GET_SIZE(c->stale);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int sfd = as_int(PyList_GET_ITEM(c->stale, i));
+        if (sfd == -1 && PyErr_Occurred())
+            return -1;
+        close(sfd);
+    }
+    return n ? PyList_SetSlice(c->stale, 0, n, NULL) : 0;
+fail:
+    Py_DECREF(fd_obj);
+    close(fd);
+    return -1;
+}
+
+static int append_line(Ctx *c, const char *line, Py_ssize_t len)
+{
+    PyObject *b = PyBytes_FromStringAndSize(line, len);
+    if (!b)
+        return -1;
+    int r = PyList_Append(c->lines, b);
+    Py_DECREF(b);
+    c->ts_pos++;
+    return r;
+}
+
+static int add_id(PyObject *set, unsigned long long id)
+{
+    PyObject *v = PyLong_FromUnsignedLongLong(id);
+    if (!v)
+        return -1;
+    int r = PySet_Add(set, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* CRC-64/ISO of the content, through the same function the Python path uses. */
+static int content_crc(Ctx *c, const unsigned char *data, size_t n, unsigned long long *out)
+{
+    *out = 0;
+    if (!n)
+        return 0;
+    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)n, PyBUF_READ);
+    if (!view)
+        return -1;
+    PyObject *r = PyObject_CallFunction(c->crc, "Oi", view, 0);
+    Py_DECREF(view);
+    if (!r)
+        return -1;
+    *out = PyLong_AsUnsignedLongLong(r);
+    Py_DECREF(r);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* One entry at `at` (the padding before its header included).  DONE advances *at and *pad;
+ * FALLBACK leaves everything as it was; FAILED sets *error to (name, exception) or leaves a
+ * Python exception set (an internal error). */
+static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_t *at,
+                     Py_ssize_t *pad, PyObject **error)
+{
+    Py_ssize_t hpos = *at + *pad;
+    if (hpos + BLOCK > len)
+        return FALLBACK;
+    const unsigned char *blk = buf + hpos;
+    Header h;
+    size_t a, e;
+    if (!parse_plain(blk, &h) || !plain_name(h.name, h.name_len, &a, &e))
+        return FALLBACK;
+    /* An empty link target is an error for the Python path to report; a time past int64
+     * nanoseconds is clamped there (so every time handled here is passed on unchanged). */
+    if ((h.type == T_SYMLINK && !h.link_len) || h.mtime > MAX_SECS)
+        return FALLBACK;
+    unsigned long long data_size = h.type == T_REG ? h.size : 0;
+    if (data_size > (unsigned long long)(len - hpos - BLOCK))
+        return FALLBACK;
+
+    const unsigned char *rel = h.name + a;
+    size_t rel_len = e - a;
+    const unsigned char *slash = NULL;
+    for (size_t i = rel_len; i-- > 0;)
+        if (rel[i] == '/') {
+            slash = rel + i;
+            break;
+        }
+    int pfd = c->root;
+    if (slash) {
+        PyObject *parent = PyBytes_FromStringAndSize((const char *)rel, slash - rel);
+        if (!parent)
+            return FAILED;
+        PyObject *fd_obj = PyDict_GetItemWithError(c->cache, parent);
+        Py_DECREF(parent);
+        if (!fd_obj)
+            return PyErr_Occurred() ? FAILED : FALLBACK;
+        pfd = as_int(fd_obj);
+        if (pfd == -1 && PyErr_Occurred())
+            return FAILED;
+    }
+    PyObject *key = PyBytes_FromStringAndSize((const char *)rel, (Py_ssize_t)rel_len);
+    if (!key)
+        return FAILED;
+    int status = FAILED;
+    if (c->seen) {
+        int dup = PySet_Contains(c->seen, key);
+        if (dup != 0) { /* a duplicate: the Python path records it and raises */
+            status = dup < 0 ? FAILED : FALLBACK;
+            goto out;
+        }
+    }
+
+    char base[101], link[101];
+    const unsigned char *b0 = slash ? slash + 1 : rel;
+    size_t base_len = rel + rel_len - b0;
+    memcpy(base, b0, base_len);
+    base[base_len] = 0;
+    memcpy(link, h.link, h.link_len);
+    link[h.link_len] = 0;
+    const unsigned char *data = blk + BLOCK;
+    int dir_fd = -1, named, r, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    r = make_entry(&h, pfd, base, link, data, c->chown, &dir_fd, &named);
+    if (r == FAILED)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    if (r != DONE) {
+        if (r == FAILED) {
+            /* the OSError the os.* call would raise, with the entry's name for apply.py */
+            PyObject *fname = PyBytes_FromString(base);
+            PyObject *lname = named == 2 ? PyBytes_FromString(link) : NULL;
+            if (fname && (named != 2 || lname)) {
+                errno = err;
+                if (named == 2)
+                    PyErr_SetFromErrnoWithFilenameObjects(PyExc_OSError, lname, fname);
+                else if (named)
+                    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, fname);
+                else
+                    PyErr_SetFromErrno(PyExc_OSError);
+                PyObject *type, *exc, *tb;
+                PyErr_Fetch(&type, &exc, &tb);
+                PyErr_NormalizeException(&type, &exc, &tb);
+                Py_XDECREF(type);
+                Py_XDECREF(tb);
+                PyObject *hname = PyBytes_FromStringAndSize((const char *)h.name,
+                                                            (Py_ssize_t)h.name_len);
+                if (hname) {
+                    *error = PyTuple_Pack(2, hname, exc);
+                    Py_DECREF(hname);
+                }
+                Py_XDECREF(exc);
+            }
+            Py_XDECREF(fname);
+            Py_XDECREF(lname);
+        }
+        status = r;
+        goto out;
+    }
+
+    /* The entry exists now: from here on only bookkeeping (failures are internal errors). */
+    if (dir_fd >= 0) {
+        PyObject *ns = PyLong_FromLongLong((long long)h.mtime * 1000000000LL);
+        PyObject *t = ns ? PyTuple_Pack(3, key, ns, ns) : NULL;
+        Py_XDECREF(ns);
+        if (!t) {
+            close(dir_fd);
+            goto out;
+        }
+        r = PyList_Append(c->dir_times, t);
+        Py_DECREF(t);
+        if (r < 0) {
+            close(dir_fd);
+            goto out;
+        }
+        if (remember(c, key, dir_fd) < 0)
+            goto out;
+    }
+    if ((c->unpacked != Py_None && PySet_Add(c->unpacked, key) < 0) ||
+        add_id(c->uids, h.uid) < 0 || add_id(c->gids, h.gid) < 0)
+        goto out;
+    if (c->seen) {
+        unsigned long long crc;
+        char line[2048], *p;
+        if (PySet_Add(c->seen, key) < 0 || content_crc(c, data, data_size, &crc) < 0)
+            goto out;
+        p = line + sprintf(line, "{\"type\":2,\"payload\":\"");
+        p = b64(p, buf + *at, (size_t)(*pad + BLOCK));
+        p += sprintf(p, "\",\"position\":%lld}\n", c->ts_pos);
+        if (append_line(c, line, p - line) < 0)
+            goto out;
+        p = line + sprintf(line, "{\"type\":1,\"name\":\"%.*s\",", (int)h.name_len, h.name);
+        if (h.size)
+            p += sprintf(p, "\"size\":%llu,\"payload\":\"", h.size);
+        else
+            p += sprintf(p, "\"payload\":null");
+        if (h.size) {
+            unsigned char be[8];
+            for (int i = 0; i < 8; i++)
+                be[i] = (unsigned char)(crc >> (56 - 8 * i));
+            p = b64(p, be, 8);
+            *p++ = '"';
+        }
+        p += sprintf(p, ",\"position\":%lld}\n", c->ts_pos);
+        if (append_line(c, line, p - line) < 0)
+            goto out;
+    }
+    *at = hpos + BLOCK + (Py_ssize_t)data_size;
+    *pad = (Py_ssize_t)((BLOCK - data_size % BLOCK) % BLOCK);
+    status = DONE;
+out:
+    Py_DECREF(key);
+    return status;
+}
+
+PyDoc_STRVAR(run_doc,
+"run(buf, pos, pad, root, cache, stale, dir_times, unpacked, uids, gids, chown, seen, crc, ts_pos)\n"
+"--\n\n"
+"Apply the plain entries that start at buf[pos + pad:], until one is not plain or the chunk\n"
+"ends.  Returns (pos, pad, entries applied, tar-split lines, error), error being None or\n"
+"(entry name, OSError).  seen is the tar-split writer's set of names, or None without one.");
+
+static PyObject *run(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t pos, pad;
+    Ctx c;
+    PyObject *seen;
+    if (!PyArg_ParseTuple(args, "y*nniO!O!O!OO!O!pOOL:run", &buf, &pos, &pad, &c.root,
+                          &PyDict_Type, &c.cache, &PyList_Type, &c.stale, &PyList_Type,
+                          &c.dir_times, &c.unpacked, &PySet_Type, &c.uids, &PySet_Type, &c.gids,
+                          &c.chown, &seen, &c.crc, &c.ts_pos))
+        return NULL;
+    if ((c.unpacked != Py_None && !PySet_Check(c.unpacked)) ||
+        (seen != Py_None && !PySet_Check(seen)) || pos < 0 || pad < 0 || pad >= BLOCK ||
+        pos > buf.len) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "run: bad arguments");
+        return NULL;
+    }
+    c.seen = seen == Py_None ? NULL : seen;
+    c.lines = PyList_New(0);
+    if (!c.lines) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    PyObject *error = NULL;
+    Py_ssize_t count = 0;
+    int r;
+    while ((r = one_entry(&c, buf.buf, buf.len, &pos, &pad, &error)) == DONE)
+        count++;
+    PyBuffer_Release(&buf);
+    if (r == FAILED && !error) {
+        Py_DECREF(c.lines);
+        return NULL;
+    }
+    return Py_BuildValue("nnnNN", pos, pad, count, c.lines, error ? error : Py_NewRef(Py_None));
+}
+
+static PyMethodDef methods[] = {
+    {"run", run, METH_VARARGS, run_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastapply",
+    "The hot loop of layer apply in C: runs of plain tar entries (see apply.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastapply(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,8 @@
+from collections.abc import Callable
+
+def run(
+    buf: bytes, pos: int, pad: int, root: int, cache: dict[bytes, int], stale: list[int],
+    dir_times: list[tuple[bytes, int, int]], unpacked: set[bytes] | None, uids: set[int],
+    gids: set[int], chown: bool, seen: set[bytes] | None,
+    crc: Callable[[memoryview, int], int], ts_pos: int,
+) -> tuple[int, int, int, list[bytes], tuple[bytes, OSError] | None]: ...
