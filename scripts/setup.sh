@@ -27,6 +27,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]'
+# The C loop of layer apply is an optional extension (the package works without it), but the
+# tests and benchmarks are meant to run it: a failed build must not pass unnoticed here.
+if ! .venv/bin/python -c 'import containers_storage.archive._fastapply' 2>/dev/null; then
+  echo "setup: containers_storage.archive._fastapply did not build (gcc and the Python headers?)" >&2
+  exit 1
+fi
 # Every CLI call starts an interpreter: setuptools' distutils-precedence.pth (Python 3.11's venv
 # installs setuptools; 3.12's does not) costs each start ~1 ms, and nothing needs it at run time
 # (pip builds the package in an isolated environment).

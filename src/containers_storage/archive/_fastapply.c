@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -322,6 +323,16 @@ static int append_line(Ctx *c, const char *line, Py_ssize_t len)
     return r;
 }
 
+/* The tar-split line of the raw bytes before an entry's content (padding and header). */
+static int segment_line(Ctx *c, const unsigned char *raw, size_t n)
+{
+    char line[2048], *p; /* n < 2 * BLOCK: 1364 characters of base64 at most */
+    p = line + sprintf(line, "{\"type\":2,\"payload\":\"");
+    p = b64(p, raw, n);
+    p += sprintf(p, "\",\"position\":%lld}\n", c->ts_pos);
+    return append_line(c, line, p - line);
+}
+
 static int add_id(PyObject *set, unsigned long long id)
 {
     PyObject *v = PyLong_FromUnsignedLongLong(id);
@@ -348,6 +359,38 @@ static int content_crc(Ctx *c, const unsigned char *data, size_t n, unsigned lon
     *out = PyLong_AsUnsignedLongLong(r);
     Py_DECREF(r);
     return PyErr_Occurred() ? -1 : 0;
+}
+
+/* (entry name, the OSError the failed os.* call would have raised), or NULL with an exception
+ * set. */
+static PyObject *os_error(const Header *h, int err, int named, const char *base, const char *link)
+{
+    PyObject *fname = PyBytes_FromString(base);
+    PyObject *lname = named == 2 ? PyBytes_FromString(link) : NULL;
+    PyObject *result = NULL;
+    if (fname && (named != 2 || lname)) {
+        errno = err;
+        if (named == 2)
+            PyErr_SetFromErrnoWithFilenameObjects(PyExc_OSError, lname, fname);
+        else if (named)
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, fname);
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        PyObject *hname = PyBytes_FromStringAndSize((const char *)h->name, (Py_ssize_t)h->name_len);
+        if (hname) {
+            result = PyTuple_Pack(2, hname, exc);
+            Py_DECREF(hname);
+        }
+        Py_XDECREF(exc);
+    }
+    Py_XDECREF(fname);
+    Py_XDECREF(lname);
+    return result;
 }
 
 /* One entry at `at` (the padding before its header included).  DONE advances *at and *pad;
@@ -419,36 +462,14 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
     if (r == FAILED)
         err = errno;
     Py_END_ALLOW_THREADS
-    if (r != DONE) {
-        if (r == FAILED) {
-            /* the OSError the os.* call would raise, with the entry's name for apply.py */
-            PyObject *fname = PyBytes_FromString(base);
-            PyObject *lname = named == 2 ? PyBytes_FromString(link) : NULL;
-            if (fname && (named != 2 || lname)) {
-                errno = err;
-                if (named == 2)
-                    PyErr_SetFromErrnoWithFilenameObjects(PyExc_OSError, lname, fname);
-                else if (named)
-                    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, fname);
-                else
-                    PyErr_SetFromErrno(PyExc_OSError);
-                PyObject *type, *exc, *tb;
-                PyErr_Fetch(&type, &exc, &tb);
-                PyErr_NormalizeException(&type, &exc, &tb);
-                Py_XDECREF(type);
-                Py_XDECREF(tb);
-                PyObject *hname = PyBytes_FromStringAndSize((const char *)h.name,
-                                                            (Py_ssize_t)h.name_len);
-                if (hname) {
-                    *error = PyTuple_Pack(2, hname, exc);
-                    Py_DECREF(hname);
-                }
-                Py_XDECREF(exc);
-            }
-            Py_XDECREF(fname);
-            Py_XDECREF(lname);
-        }
-        status = r;
+    if (r == FALLBACK) {
+        status = FALLBACK;
+        goto out;
+    }
+    if (r == FAILED) {
+        /* The Python path records the header before it fails on the entry. */
+        if (!c->seen || segment_line(c, buf + *at, (size_t)(*pad + BLOCK)) == 0)
+            *error = os_error(&h, err, named, base, link);
         goto out;
     }
 
@@ -478,10 +499,7 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
         char line[2048], *p;
         if (PySet_Add(c->seen, key) < 0 || content_crc(c, data, data_size, &crc) < 0)
             goto out;
-        p = line + sprintf(line, "{\"type\":2,\"payload\":\"");
-        p = b64(p, buf + *at, (size_t)(*pad + BLOCK));
-        p += sprintf(p, "\",\"position\":%lld}\n", c->ts_pos);
-        if (append_line(c, line, p - line) < 0)
+        if (segment_line(c, buf + *at, (size_t)(*pad + BLOCK)) < 0)
             goto out;
         p = line + sprintf(line, "{\"type\":1,\"name\":\"%.*s\",", (int)h.name_len, h.name);
         if (h.size)
@@ -551,8 +569,39 @@ static PyObject *run(PyObject *self, PyObject *args)
     return Py_BuildValue("nnnNN", pos, pad, count, c.lines, error ? error : Py_NewRef(Py_None));
 }
 
+PyDoc_STRVAR(openat2_doc,
+"openat2(dirfd, path, flags, mode, resolve) -> fd\n"
+"--\n\n"
+"The openat2 system call (confine.py's resolver), without loading ctypes.  Raises OSError;\n"
+"ENOSYS where the kernel or the C library has none.");
+
+static PyObject *py_openat2(PyObject *self, PyObject *args)
+{
+    int dirfd;
+    const char *path;
+    unsigned long long flags, mode, resolve;
+    if (!PyArg_ParseTuple(args, "iyKKK:openat2", &dirfd, &path, &flags, &mode, &resolve))
+        return NULL;
+#ifdef SYS_openat2
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {flags, mode, resolve};
+    long fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    Py_END_ALLOW_THREADS
+    if (fd < 0)
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 1));
+    return PyLong_FromLong(fd);
+#else
+    errno = ENOSYS;
+    return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 1));
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"run", run, METH_VARARGS, run_doc},
+    {"openat2", py_openat2, METH_VARARGS, openat2_doc},
     {NULL, NULL, 0, NULL},
 };
 

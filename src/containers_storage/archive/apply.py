@@ -26,19 +26,15 @@ from ..errors import InvalidArchive, InvalidMappings
 from ..idtools import IDMap, to_host
 from ..lazylog import LazyLogger
 from . import tarread as t
+from .accel import fastapply
 from .compression import MAGIC_LEN, Compression, Decompressor, detect
 from .confine import open_beneath, open_root
 from .crc64 import crc64, crc64_call, crc64_zeros
 from .gopath import go_clean
 from .tarsplit import TarSplitWriter
 
-_fastapply: Any
-try:
-    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
-        raise ImportError("pure Python asked for")
-    from . import _fastapply
-except ImportError:  # built without a compiler, or turned off: the Python path does it all
-    _fastapply = None
+# The C loop, or None (the Python path then does it all); tests swap it for None or a proxy.
+_fastapply: Any = fastapply
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -9,10 +9,15 @@ an ``O_NOFOLLOW`` walk of the components, one ``openat`` each, where it does not
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
+
+from .accel import fastapply
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "RESOLVE_IN_ROOT",
@@ -40,36 +45,54 @@ _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "arm64": 437, "ppc64le": 437, "s3
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _syscall = _libc.syscall
-    _syscall.restype = ctypes.c_long
-except (OSError, AttributeError):  # pragma: no cover - no libc symbols (static build)
-    _libc = None
-
 _openat2_state: bool | None = None  # None: not probed yet
 
 
+def _ctypes_openat2() -> Callable[[int, bytes, int, int, int], int] | None:
+    """openat2 through ctypes, for builds without the C accelerator (importing ctypes and
+    loading libc costs a CLI call 3-8 ms, so only then)."""
+    import ctypes
+
+    class OpenHow(ctypes.Structure):
+        _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                    ("resolve", ctypes.c_uint64)]
+
+    try:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbols (static build)
+        return None
+    syscall.restype = ctypes.c_long
+
+    def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+        how = OpenHow(flags, mode, resolve)
+        fd = int(syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path),
+                         ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+        return fd
+
+    return openat2
+
+
+_raw_openat2_impl: Callable[[int, bytes, int, int, int], int] | None = (
+    fastapply.openat2 if fastapply is not None else None)
+
+
 def _raw_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
-    how = _OpenHow(flags, mode, resolve)
-    fd = int(_syscall(_SYS_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path), ctypes.byref(how),
-                      ctypes.c_size_t(ctypes.sizeof(how))))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return fd
+    global _raw_openat2_impl
+    if _raw_openat2_impl is None:
+        _raw_openat2_impl = _ctypes_openat2()
+        if _raw_openat2_impl is None:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS), path)
+    return _raw_openat2_impl(dirfd, path, flags, mode, resolve)
 
 
 def have_openat2() -> bool:
     """Whether the kernel offers openat2 (probed once; ENOSYS or a seccomp EPERM mean no)."""
     global _openat2_state
     if _openat2_state is None:
-        if _libc is None or _SYS_OPENAT2 is None:
+        if _SYS_OPENAT2 is None:
             _openat2_state = False
         else:
             try:

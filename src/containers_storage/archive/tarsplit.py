@@ -160,6 +160,9 @@ def _name_field(name: bytes) -> bytes:
     return b'"name":%b,' % go_json_string(text).encode("utf-8") if text else b""
 
 
+_FLUSH_AT = 256 * 1024  # bytes of lines handed to the compressor at once
+
+
 class TarSplitWriter:
     """Writes a tar-split stream exactly as Go's ``storage.NewJSONPacker`` over gzip would.
 
@@ -194,11 +197,16 @@ class TarSplitWriter:
     def add_lines(self, lines: list[bytes]) -> None:
         """Entries formatted elsewhere exactly as ``add_segment``/``add_file`` would, one a line,
         positions numbered from ``entries`` on; their names already added to ``seen``."""
+        pending = self._pending + sum(map(len, lines))
+        if pending >= _FLUSH_AT:
+            # Line by line, so the compressor is fed at the same points as by add_file: the
+            # gzip bytes then do not depend on how the entries were applied.
+            for line in lines:
+                self._append(line)
+            return
         self._lines.extend(lines)
-        self._pending += sum(map(len, lines))
+        self._pending = pending
         self._pos += len(lines)
-        if self._pending >= 256 * 1024:
-            self._flush_lines()
 
     def add_segment(self, raw: bytes | bytearray | memoryview) -> None:
         """Record raw tar bytes (headers, padding, trailer) verbatim."""
@@ -230,7 +238,7 @@ class TarSplitWriter:
         self._lines.append(line)
         self._pending += len(line)
         self._pos += 1
-        if self._pending >= 256 * 1024:
+        if self._pending >= _FLUSH_AT:
             self._flush_lines()
 
     def _flush_lines(self) -> None:
