@@ -153,6 +153,7 @@ class Outcome:
     steps: list[Step]
     tree: dict[bytes, dict[str, object]]
     raw_tar_split: list[bytes | None]  # the gzip bytes as written, before decompression
+    fds_leaked: int  # descriptors left open by the applies (the directory cache must be closed)
 
 
 class Env:
@@ -178,6 +179,7 @@ def run_layers(layers: Sequence[bytes], dest: Path, opts: dict[str, object], tar
     env = env or Env()
     dest.mkdir()
     env.prepare(dest)
+    fds = len(os.listdir("/proc/self/fd"))
     try:
         since = time.time_ns()
         steps: list[Step] = []
@@ -204,7 +206,8 @@ def run_layers(layers: Sequence[bytes], dest: Path, opts: dict[str, object], tar
             steps.append(Step(result, error, lines))
             if error is not None:
                 break
-        return Outcome(steps, snapshot(dest, since), raw)
+        leaked = len(os.listdir("/proc/self/fd")) - fds
+        return Outcome(steps, snapshot(dest, since), raw, leaked)
     finally:
         env.teardown(dest)
 
@@ -231,6 +234,7 @@ def assert_same(fast: Outcome, pure: Outcome) -> None:
         assert f.error == p.error, f"layer {i}: exception differs (fast != pure)"
         assert f.result == p.result, f"layer {i}: ApplyResult differs (fast != pure)"
         assert f.tar_split == p.tar_split, f"layer {i}: tar-split differs (fast != pure)"
+    assert (fast.fds_leaked, pure.fds_leaked) == (0, 0), "file descriptors leaked (fast, pure)"
     assert sorted(fast.tree) == sorted(pure.tree), "the trees hold different paths (fast != pure)"
     for rel in sorted(pure.tree):
         assert fast.tree[rel] == pure.tree[rel], f"{rel!r} differs (fast != pure)"
@@ -369,6 +373,15 @@ for _fmt in FORMATS:
     case(f"names-{_fmt}")(_in_format(name_tree, _fmt))
 
 case("small-gnu-gzip")(lambda: (gzip.compress(tf(small_tree()), mtime=0),))
+
+
+@case("big-compressible-gzip", read_sizes=(None,))
+def _big_gzip() -> tuple[bytes, ...]:
+    """Compressible contents: a decompressed chunk (up to 4 MiB) holds a multi-MiB file whole."""
+    text = b"".join(b"line %d of a log file\n" % i for i in range(150_000))  # ~3.3 MB
+    ms = [M(b"log/", "d"), M(b"log/a", data=text), M(b"log/b", data=b"small"),
+          M(b"log/c", data=text[: (1 << 20) + 1]), M(b"log/zeros", data=bytes(2 << 20))]
+    return (gzip.compress(tf(ms), compresslevel=1, mtime=0),)
 
 
 @case("small-gnu-zstd")
