@@ -234,6 +234,7 @@ def assert_same(fast: Outcome, pure: Outcome) -> None:
         assert f.error == p.error, f"layer {i}: exception differs (fast != pure)"
         assert f.result == p.result, f"layer {i}: ApplyResult differs (fast != pure)"
         assert f.tar_split == p.tar_split, f"layer {i}: tar-split differs (fast != pure)"
+    assert fast.raw_tar_split == pure.raw_tar_split, "same tar-split lines, different gzip bytes"
     assert (fast.fds_leaked, pure.fds_leaked) == (0, 0), "file descriptors leaked (fast, pure)"
     assert sorted(fast.tree) == sorted(pure.tree), "the trees hold different paths (fast != pure)"
     for rel in sorted(pure.tree):
@@ -931,6 +932,23 @@ def test_fuzzed_archives(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     targets = ["plain", "aufs", "overlay"] if ROOT else ["plain", "aufs"]
     opts: dict[str, object] = {"whiteouts": targets[seed % len(targets)]}
     run_both(tmp_path, monkeypatch, layers, opts, tar_split=tar_split, read_size=read_size)
+
+
+def test_concurrent_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C loop releases the GIL around its system calls: applies running side by side in
+    threads (as concurrent layer pulls do) still each come out as a lone pure apply does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = ["small-gnu", "many-dirs", "raw-gnu-and-ustar", "deep-nesting"]
+    cases = [next(c for c in CASES if c.name == n) for n in names]
+    monkeypatch.setattr(apply, "READ_SIZE", 64 * 1024 + 1)  # many chunks: many hand-overs
+    with ThreadPoolExecutor(len(cases)) as pool:
+        fast = list(pool.map(lambda c: run_layers(c.build(), tmp_path / f"fast-{c.name}", {}, True),
+                             cases))
+    monkeypatch.setattr(apply, "_fastapply", None, raising=False)
+    for c, f in zip(cases, fast, strict=True):
+        f.fds_leaked = 0  # the other threads' descriptors come and go meanwhile
+        assert_same(f, run_layers(c.build(), tmp_path / f"pure-{c.name}", {}, True))
 
 
 # --- failures of the system calls themselves ---------------------------------------------------
