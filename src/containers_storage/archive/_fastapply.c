@@ -4,7 +4,7 @@
  *
  * apply.py hands over (at an entry boundary) the chunk, the offset of the next entry and the
  * padding still ahead of it.  Entries are taken while they are plain: a ustar or GNU header with
- * a valid checksum, octal numbers, no name prefix, of type regular file, directory or symlink,
+ * a valid checksum and octal numbers, of type regular file, directory or symlink,
  * with a clean printable-ASCII name that has no component starting with a dot (so no "..", no
  * whiteout), whose parent directory is already open in the applier's cache, whose content lies
  * wholly in the chunk, and whose name is new in the layer.  Anything else -- and any doubt:
@@ -42,10 +42,11 @@ enum { T_REG = '0', T_REGA = '\0', T_DIR = '5', T_SYMLINK = '2' };
 typedef struct {
     int type;
     unsigned long long mode, uid, gid, size, mtime;
-    const unsigned char *name;
+    const unsigned char *name; /* the block's name field, or full below */
     size_t name_len;
     const unsigned char *link;
     size_t link_len;
+    unsigned char full[256]; /* a ustar prefix, "/" and the name */
 } Header;
 
 /* Go's parseOctal as tarread.parse_octal reads it: NUL/space padding at either end, then only
@@ -92,9 +93,11 @@ static size_t cstrlen(const unsigned char *p, size_t max)
 static int parse_plain(const unsigned char *b, Header *h)
 {
     unsigned long long devmajor, devminor;
+    size_t prefix_len = 0;
     if (memcmp(b + 257, "ustar\0", 6) == 0) {
-        if (memcmp(b + 508, "tar\0", 4) == 0 || b[345])
-            return 0; /* star's layout, or a name prefix */
+        if (memcmp(b + 508, "tar\0", 4) == 0)
+            return 0; /* star's layout */
+        prefix_len = cstrlen(b + 345, 155);
     }
     else if (memcmp(b + 257, "ustar  \0", 8) == 0) {
         if (b[345])
@@ -111,11 +114,18 @@ static int parse_plain(const unsigned char *b, Header *h)
         return 0;
     h->name = b;
     h->name_len = cstrlen(b, 100);
+    if (prefix_len) { /* Go: prefix + "/" + name, whatever the name */
+        memcpy(h->full, b + 345, prefix_len);
+        h->full[prefix_len] = '/';
+        memcpy(h->full + prefix_len + 1, b, h->name_len);
+        h->name = h->full;
+        h->name_len += prefix_len + 1;
+    }
     h->link = b + 157;
     h->link_len = cstrlen(b + 157, 100);
     h->type = b[156];
     if (h->type == T_REGA)
-        h->type = (h->name_len && b[h->name_len - 1] == '/') ? T_DIR : T_REG;
+        h->type = (h->name_len && h->name[h->name_len - 1] == '/') ? T_DIR : T_REG;
     return h->type == T_REG || h->type == T_DIR || h->type == T_SYMLINK;
 }
 
@@ -448,7 +458,7 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
         }
     }
 
-    char base[101], link[101];
+    char base[sizeof h.full], link[101];
     const unsigned char *b0 = slash ? slash + 1 : rel;
     size_t base_len = rel + rel_len - b0;
     memcpy(base, b0, base_len);
