@@ -147,6 +147,8 @@ class _Source:
         self.tar_hash = self.raw_hash
         self.tar_size = 0
         self._done = False
+        # Set (before the first decompressed chunk is queued) when the consumer hashes.
+        self._hash_taken: Callable[[bytes], None] | None = None
         self._running = _thread.allocate_lock()  # held until the reader thread ends
         self._running.acquire()
         try:
@@ -195,12 +197,17 @@ class _Source:
                     self._put(chunk)
                     chunk = self._read()
             else:
+                # The applying thread hashes the decompressed stream as it takes each chunk: this
+                # one already reads, hashes and decompresses the input, while that one mostly waits
+                # in system calls now that plain entries are applied in C.  Root filesystem,
+                # medians of 6 (hashing here -> there): .tar.gz 1.08 -> 0.82 s, .tar.zst 0.67 ->
+                # 0.54 s on ext4, 0.77 -> 0.66 and 0.52 -> 0.38 s into tmpfs.
                 self.tar_hash = hashlib.sha256()
+                self._hash_taken = self.tar_hash.update
                 dec = Decompressor(self.compression)
                 chunk = head
                 while chunk:
                     for out in dec.feed(chunk):
-                        self.tar_hash.update(out)
                         self.tar_size += len(out)
                         self._put(out)
                     chunk = self._read()
@@ -230,10 +237,13 @@ class _Source:
             if isinstance(item, OSError):
                 raise item
             raise InvalidArchive(f"reading layer: {item}") from item
+        if self._hash_taken is not None:
+            self._hash_taken(item)
         return item
 
     def summary(self) -> tuple[Compression, str, int, str, int]:
-        """(compression, raw digest, raw size, tar digest, tar size) once the stream ended."""
+        """(compression, raw digest, raw size, tar digest, tar size) once the consumer took the
+        whole stream (``next_chunk`` returned ``b""``)."""
         return (self.compression, "sha256:" + self.raw_hash.hexdigest(), self.raw_size,
                 "sha256:" + self.tar_hash.hexdigest(), self.tar_size)
 
