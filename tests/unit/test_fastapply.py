@@ -1148,15 +1148,33 @@ def test_accelerator_takes_ustar_prefixed_names(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("opts", [
-    pytest.param({"uid_map": _MAP, "gid_map": _MAP}, id="idmap", marks=ROOT_MARKS),
     pytest.param({"force_mask": 0o755}, id="force_mask"),
     pytest.param({"ignore_chown_errors": True}, id="ignore_chown_errors"),
 ])
 def test_accelerator_stays_out_with_options(opts: dict[str, object], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """ID maps, force_mask and ignore_chown_errors are the Python path's alone."""
+    """force_mask and ignore_chown_errors are the Python path's alone."""
     proxy = _counted_apply(monkeypatch, tf(small_tree(2, 10)), tmp_path / "l", **opts)
     assert proxy.counted and proxy.entries == 0
+
+
+@pytest.mark.parametrize("mapped", [pytest.param(True, id="mapped", marks=ROOT_MARKS),
+                                    pytest.param(False, id="unmappable", marks=ROOT_MARKS)])
+def test_accelerator_maps_ids(mapped: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ID maps the C loop chowns to the host IDs; an ID without one is left to the Python
+    path, which refuses the layer with its own error."""
+    uid = 7 if mapped else 70_000
+    ms = [M(b"d/", "d", uid=uid, gid=uid)] + [M(b"d/f%02d" % i, data=b"q", uid=uid, gid=uid)
+                                              for i in range(10)]
+    maps = [IDMap(0, 100_000, 65_536)]
+    if not mapped:
+        with pytest.raises(InvalidArchive, match="Container ID 70000 cannot be mapped"):
+            _counted_apply(monkeypatch, tf(ms), tmp_path / "l", uid_map=maps, gid_map=maps)
+        return
+    proxy = _counted_apply(monkeypatch, tf(ms), tmp_path / "l", uid_map=maps, gid_map=maps)
+    assert proxy.entries == len(ms) - 1
+    st = os.lstat(tmp_path / "l" / "d" / "f09")
+    assert (st.st_uid, st.st_gid) == (100_007, 100_007)
 
 
 def test_accelerator_leaves_non_plain_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,11 +182,74 @@ static char *b64(char *out, const unsigned char *p, size_t n)
     return out;
 }
 
+/* An ID map: container IDs [c, c + n) are host IDs [h, h + n) (idtools.IDMap). */
+typedef struct {
+    long long c, h, n;
+} Range;
+
+typedef struct {
+    Range *ranges; /* NULL: no map, IDs are host IDs */
+    Py_ssize_t count;
+} IdMap;
+
 typedef struct {
     PyObject *cache, *stale, *dir_times, *unpacked, *uids, *gids, *seen, *crc, *lines;
     int root, chown;
     long long ts_pos;
+    IdMap uid_map, gid_map;
 } Ctx;
+
+/* idtools.to_host; 0 when the ID has no host ID (or none chown could take): the Python path
+ * then reports it. */
+static int to_host(const IdMap *m, unsigned long long id, unsigned long long *out)
+{
+    if (!m->ranges) {
+        *out = id;
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < m->count; i++) {
+        const Range *r = &m->ranges[i];
+        if ((long long)id >= r->c && (long long)id - r->c < r->n) {
+            *out = (unsigned long long)(r->h + ((long long)id - r->c));
+            return *out < 0xFFFFFFFFULL; /* (uid_t)-1 would mean "leave unchanged" */
+        }
+    }
+    return 0;
+}
+
+/* A list of (container ID, host ID, size) triples, or None. */
+static int parse_map(PyObject *obj, IdMap *m)
+{
+    m->ranges = NULL;
+    m->count = 0;
+    if (obj == Py_None)
+        return 0;
+    PyObject *seq = PySequence_Fast(obj, "an ID map is a sequence of (container, host, size)");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    m->ranges = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Range));
+    if (!m->ranges) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Range *r = &m->ranges[i];
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "LLL", &r->c, &r->h, &r->n)) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (r->c < 0 || r->h < 0 || r->n < 0 || r->c > LLONG_MAX - r->n || r->h > LLONG_MAX - r->n) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "ID map range out of bounds");
+            return -1;
+        }
+    }
+    m->count = n;
+    Py_DECREF(seq);
+    return 0;
+}
 
 enum { DONE, FALLBACK, FAILED };
 
@@ -220,7 +283,8 @@ static int write_all(int fd, const unsigned char *p, size_t n)
  * would name the entry (1) or the link target and the entry (2); *dir_fd receives a new
  * directory's fd. */
 static int make_entry(const Header *h, int pfd, const char *base, const char *link,
-                      const unsigned char *data, int chown, int *dir_fd, int *named)
+                      const unsigned char *data, int chown, uid_t uid, gid_t gid, int *dir_fd,
+                      int *named)
 {
     int fd, saved;
     struct timespec times[2];
@@ -235,7 +299,7 @@ static int make_entry(const Header *h, int pfd, const char *base, const char *li
         }
         times[0].tv_sec = times[1].tv_sec = (time_t)h->mtime;
         times[0].tv_nsec = times[1].tv_nsec = 0;
-        if (write_all(fd, data, h->size) < 0 || (chown && fchown(fd, h->uid, h->gid) < 0) ||
+        if (write_all(fd, data, h->size) < 0 || (chown && fchown(fd, uid, gid) < 0) ||
             fchmod(fd, h->mode & 07777) < 0 || futimens(fd, times) < 0) {
             saved = errno;
             close(fd);
@@ -254,7 +318,7 @@ static int make_entry(const Header *h, int pfd, const char *base, const char *li
             *named = 1;
             return FAILED;
         }
-        if ((chown && fchown(fd, h->uid, h->gid) < 0) || fchmod(fd, h->mode & 07777) < 0) {
+        if ((chown && fchown(fd, uid, gid) < 0) || fchmod(fd, h->mode & 07777) < 0) {
             saved = errno;
             close(fd);
             errno = saved;
@@ -271,7 +335,7 @@ static int make_entry(const Header *h, int pfd, const char *base, const char *li
     times[0].tv_sec = times[1].tv_sec = (time_t)h->mtime;
     times[0].tv_nsec = times[1].tv_nsec = 0;
     *named = 1;
-    if ((chown && fchownat(pfd, base, h->uid, h->gid, AT_SYMLINK_NOFOLLOW) < 0) ||
+    if ((chown && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) ||
         utimensat(pfd, base, times, AT_SYMLINK_NOFOLLOW) < 0)
         return FAILED;
     return DONE;
@@ -424,6 +488,9 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
     unsigned long long data_size = h.type == T_REG ? h.size : 0;
     if (data_size > (unsigned long long)(len - hpos - BLOCK))
         return FALLBACK;
+    unsigned long long host_uid, host_gid;
+    if (!to_host(&c->uid_map, h.uid, &host_uid) || !to_host(&c->gid_map, h.gid, &host_gid))
+        return FALLBACK;
 
     const unsigned char *rel = h.name + a;
     size_t rel_len = e - a;
@@ -468,7 +535,8 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
     const unsigned char *data = blk + BLOCK;
     int dir_fd = -1, named, r, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    r = make_entry(&h, pfd, base, link, data, c->chown, &dir_fd, &named);
+    r = make_entry(&h, pfd, base, link, data, c->chown, (uid_t)host_uid, (gid_t)host_gid, &dir_fd,
+                   &named);
     if (r == FAILED)
         err = errno;
     Py_END_ALLOW_THREADS
@@ -536,26 +604,36 @@ out:
 }
 
 PyDoc_STRVAR(run_doc,
-"run(buf, pos, pad, root, cache, stale, dir_times, unpacked, uids, gids, chown, seen, crc, ts_pos)\n"
+"run(buf, pos, pad, root, cache, stale, dir_times, unpacked, uids, gids, chown, seen, crc, ts_pos,\n"
+"    uid_map, gid_map)\n"
 "--\n\n"
 "Apply the plain entries that start at buf[pos + pad:], until one is not plain or the chunk\n"
 "ends.  Returns (pos, pad, entries applied, tar-split lines, error), error being None or\n"
-"(entry name, OSError).  seen is the tar-split writer's set of names, or None without one.");
+"(entry name, OSError).  seen is the tar-split writer's set of names, or None without one;\n"
+"uid_map and gid_map lists of (container ID, host ID, size), or None.");
 
 static PyObject *run(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     Py_ssize_t pos, pad;
     Ctx c;
-    PyObject *seen;
-    if (!PyArg_ParseTuple(args, "y*nniO!O!O!OO!O!pOOL:run", &buf, &pos, &pad, &c.root,
+    PyObject *seen, *uid_map, *gid_map;
+    if (!PyArg_ParseTuple(args, "y*nniO!O!O!OO!O!pOOLOO:run", &buf, &pos, &pad, &c.root,
                           &PyDict_Type, &c.cache, &PyList_Type, &c.stale, &PyList_Type,
                           &c.dir_times, &c.unpacked, &PySet_Type, &c.uids, &PySet_Type, &c.gids,
-                          &c.chown, &seen, &c.crc, &c.ts_pos))
+                          &c.chown, &seen, &c.crc, &c.ts_pos, &uid_map, &gid_map))
         return NULL;
+    if (parse_map(uid_map, &c.uid_map) < 0 || parse_map(gid_map, &c.gid_map) < 0) {
+        PyMem_Free(c.uid_map.ranges);
+        PyMem_Free(c.gid_map.ranges);
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
     if ((c.unpacked != Py_None && !PySet_Check(c.unpacked)) ||
         (seen != Py_None && !PySet_Check(seen)) || pos < 0 || pad < 0 || pad >= BLOCK ||
         pos > buf.len) {
+        PyMem_Free(c.uid_map.ranges);
+        PyMem_Free(c.gid_map.ranges);
         PyBuffer_Release(&buf);
         PyErr_SetString(PyExc_ValueError, "run: bad arguments");
         return NULL;
@@ -563,6 +641,8 @@ static PyObject *run(PyObject *self, PyObject *args)
     c.seen = seen == Py_None ? NULL : seen;
     c.lines = PyList_New(0);
     if (!c.lines) {
+        PyMem_Free(c.uid_map.ranges);
+        PyMem_Free(c.gid_map.ranges);
         PyBuffer_Release(&buf);
         return NULL;
     }
@@ -571,6 +651,8 @@ static PyObject *run(PyObject *self, PyObject *args)
     int r;
     while ((r = one_entry(&c, buf.buf, buf.len, &pos, &pad, &error)) == DONE)
         count++;
+    PyMem_Free(c.uid_map.ranges);
+    PyMem_Free(c.gid_map.ranges);
     PyBuffer_Release(&buf);
     if (r == FAILED && !error) {
         Py_DECREF(c.lines);

@@ -1,10 +1,11 @@
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 def run(
     buf: bytes, pos: int, pad: int, root: int, cache: dict[bytes, int], stale: list[int],
     dir_times: list[tuple[bytes, int, int]], unpacked: set[bytes] | None, uids: set[int],
     gids: set[int], chown: bool, seen: set[bytes] | None,
     crc: Callable[[memoryview, int], int], ts_pos: int,
+    uid_map: Sequence[tuple[int, int, int]] | None, gid_map: Sequence[tuple[int, int, int]] | None,
 ) -> tuple[int, int, int, list[bytes], tuple[bytes, OSError] | None]: ...
 
 def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int: ...

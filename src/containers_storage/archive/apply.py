@@ -569,8 +569,8 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
     add_segment: Callable[[bytes], None] = ts.add_segment if ts is not None else _ignore
     add_file: Callable[[bytes, int, bytes | None], None] = (
         ts.add_file if ts is not None else _ignore3)
-    # The C loop does what _entry does for plain entries when nothing maps or masks them.
-    fast = _fastapply if ap.opts.uid_map is None and ap.opts.gid_map is None else None
+    # The C loop does what _entry does for plain entries when nothing masks them.
+    fast = _fastapply
     if ap.force_mask is not None or ap.opts.ignore_chown_errors:
         fast = None
     writer = ts if isinstance(ts, TarSplitWriter) else None
@@ -584,7 +584,8 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
             if pos + pad + t.BLOCK <= len(buf):
                 pos, pad, _count, lines, err = fast.run(
                     buf, pos, pad, ap.root, ap.cache, ap.stale, ap.dir_times, unpacked, uids,
-                    gids, ap.chown, seen, crc64_call, writer.entries if writer is not None else 0)
+                    gids, ap.chown, seen, crc64_call, writer.entries if writer is not None else 0,
+                    ap.uid_map, ap.gid_map)
                 reader.advance(pos, pad)
                 if writer is not None and lines:
                     writer.add_lines(lines)
