@@ -4,10 +4,11 @@
  *
  * apply.py hands over (at an entry boundary) the chunk, the offset of the next entry and the
  * padding still ahead of it.  Entries are taken while they are plain: a ustar or GNU header with
- * a valid checksum and octal numbers, of type regular file, directory or symlink,
- * with a clean printable-ASCII name that has no component starting with a dot (so no "..", no
- * whiteout), whose parent directory is already open in the applier's cache, whose content lies
- * wholly in the chunk, and whose name is new in the layer.  Anything else -- and any doubt:
+ * a valid checksum and octal numbers (a ustar name prefix allowed), of type regular file,
+ * directory or symlink, with a clean printable-ASCII name that has no component starting with a
+ * dot (so no "..", no whiteout), whose parent directory is already open in the applier's cache,
+ * whose content lies wholly in the chunk, whose owner has a host ID under the layer's ID maps,
+ * and whose name is new in the layer.  Anything else -- and any doubt:
  * every check that could make the archive invalid -- stops the run *before* any side effect, so
  * apply.py handles that entry (and reports any error) exactly as it always does.
  *
