@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.mountinfo import is_mountpoint, mount_points
 from containers_storage.store import Store, get_store
 from gocli import GO_CLI, go_cli
+from storetools import close_store
 
 pytestmark = [
     pytest.mark.compat,
@@ -44,14 +44,7 @@ def _mounts_under(path: str) -> list[str]:
 @pytest.fixture
 def dirs(store_dirs: tuple[str, str], tmp_path: object) -> Iterator[tuple[str, str]]:
     yield store_dirs
-    s = _open(store_dirs)
-    try:
-        try:
-            s.shutdown(force=True)
-        except errors.StorageError:
-            s.shutdown(force=True)
-    finally:
-        s.free()
+    close_store(_open(store_dirs))
     go_cli(store_dirs[0], store_dirs[1], "shutdown", driver="overlay", check=False)
     leaked = _mounts_under(os.path.dirname(store_dirs[0]))
     for mp in sorted(leaked, key=len, reverse=True):

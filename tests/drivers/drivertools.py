@@ -9,13 +9,12 @@ import shutil
 import tarfile
 from collections.abc import Callable
 
-from containers_storage import errors
 from containers_storage.drivers.base import Driver
 from containers_storage.mountinfo import mount_points
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from containers_storage.store import Store
+    from containers_storage.drivers.overlay import OverlayDriver
 
 FUSE_OVERLAYFS = shutil.which("fuse-overlayfs")
 IS_ROOT = os.geteuid() == 0
@@ -77,14 +76,14 @@ def read_tar(data: bytes) -> dict[str, tarfile.TarInfo | bytes]:
     return out
 
 
-def close_store(s: Store) -> None:
-    """Shut a test's store down (unmounting everything; a second try when the first hits a
-    layer still busy) and forget it, so the next test opens its own."""
-    try:
-        try:
-            s.shutdown(force=True)
-        except errors.StorageError:
-            s.shutdown(force=True)
-    finally:
-        s.free()
+def deep_chain(d: OverlayDriver, depth: int) -> str:
+    """``depth`` layers on top of each other, layer i adding a file named "i"; the top's ID."""
+    parent = ""
+    for i in range(depth):
+        id = f"{i:064d}"
+        d.create(id, parent, None, False)
+        with open(os.path.join(d.diff_root(id), str(i)), "w"):
+            pass
+        parent = id
+    return parent
 

@@ -12,13 +12,14 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, close_store
+from drivertools import IS_ROOT
 
 from containers_storage import errors
 from containers_storage.check import CheckOptions, CheckReport, RepairOptions, check_everything, check_most
 from containers_storage.config import StoreOptions
 from containers_storage.records import Image, Layer
 from containers_storage.store import Store, get_store
+from storetools import close_store
 
 FILES = {"a": b"hello\n", "b": b"world\n", "d/c": b"deep\n"}
 TRAILER = "consume any trailer after the EOF marker"  # Go reports a broken stream twice

@@ -12,12 +12,13 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, close_store
+from drivertools import IS_ROOT
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.idtools import IDMap
 from containers_storage.store import Store, get_store
+from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="re-owning files and overlay mounts need root")
 

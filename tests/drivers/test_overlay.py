@@ -10,7 +10,7 @@ import re
 import stat
 
 import pytest
-from drivertools import FUSE_OVERLAYFS, DriverFactory, make_tar, mounts_under
+from drivertools import FUSE_OVERLAYFS, DriverFactory, deep_chain, make_tar, mounts_under
 
 from containers_storage.drivers.base import ApplyDiffOpts, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
@@ -245,13 +245,7 @@ def test_existing_mount_from_another_process_is_counted(make_driver: DriverFacto
 @pytest.mark.parametrize("depth", [128, 300])
 def test_deep_images_mount(make_driver: DriverFactory, depth: int) -> None:
     d = _overlay(make_driver)
-    parent = ""
-    for i in range(depth):
-        id = f"{i:064d}"
-        d.create(id, parent, None, False)
-        with open(os.path.join(d.diff_root(id), str(i)), "w"):
-            pass
-        parent = id
+    parent = deep_chain(d, depth)
     d.create("ctr", parent, None, True)
     for id, opts in ((parent, RO), ("ctr", MountOpts())):
         path = d.get(id, opts)

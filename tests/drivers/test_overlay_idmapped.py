@@ -12,13 +12,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, DriverFactory, close_store, make_tar, mounts_under
+from drivertools import IS_ROOT, DriverFactory, deep_chain, make_tar, mounts_under
 
 from containers_storage.config import StoreOptions
 from containers_storage.drivers.base import ApplyDiffOpts, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
 from containers_storage.idtools import IDMap
 from containers_storage.store import Store, get_store
+from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="overlay and ID-mapped mounts need root")
 
@@ -130,14 +131,8 @@ def test_read_only_mount_and_remove_while_mounted(make_driver: DriverFactory, no
 
 def test_deep_image_beyond_a_page_of_mount_data(make_driver: DriverFactory) -> None:
     d = _overlay(make_driver)
-    parent = ""
     depth = 60  # mapped lower paths are longer: this needs the relative and fd fallbacks
-    for i in range(depth):
-        id = f"{i:064d}"
-        d.create(id, parent, None, False)
-        with open(os.path.join(d.diff_root(id), str(i)), "w"):
-            pass
-        parent = id
+    parent = deep_chain(d, depth)
     d.create("ctr", parent, None, True)
     path = d.get("ctr", MountOpts(uid_map=M, gid_map=M))
     try:

@@ -13,12 +13,13 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, close_store, mounts_under
+from drivertools import IS_ROOT, mounts_under
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.mountinfo import is_mountpoint
 from containers_storage.store import Store, get_store
+from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="overlay mounts need root")
 
