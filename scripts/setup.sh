@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 # fuse-overlayfs: the overlay driver's mount_program. bats: the upstream CLI suite runner.
 # skopeo, podman (+ runc, busybox-static for a runnable image): Go's image tools, which must
 # read and run what we store.
-debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static)
+# gcc: builds the package's C extension (archive/_fastapply.c); its libasan/libubsan serve the
+# sanitizer test. python3-dev only when the interpreter that makes the venv lacks its headers.
+debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc)
+if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  debs+=(python3-dev)
+fi
 missing=()
 for d in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$d" 2>/dev/null | grep -q "install ok installed" || missing+=("$d")
