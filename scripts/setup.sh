@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 # read and run what we store.
 # gcc: builds the package's C extension (archive/_fastapply.c); its libasan/libubsan serve the
 # sanitizer test. python3-dev only when the interpreter that makes the venv lacks its headers.
-debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc)
+# uidmap (newuidmap/newgidmap) and python3-venv: rootless tests, which run as an unprivileged
+# user with a venv made from Debian's python3 (the user cannot execute an interpreter under /root).
+debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc uidmap python3-venv)
 if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   debs+=(python3-dev)
 fi
@@ -45,3 +47,10 @@ fi
 # Byte-compile now: this environment may set PYTHONDONTWRITEBYTECODE, and every CLI call would
 # otherwise recompile the modules it imports.
 .venv/bin/python -m compileall -q -j 0 src/containers_storage >/dev/null
+
+# Rootless tests (tests/rootless): an unprivileged user with subordinate ID ranges, and a second
+# one without any; a venv of the package's dependencies made with Debian's python3, which they can
+# execute (the tests put a copy of src/ on its path, so it always runs the code under test).
+if [ "$(id -u)" = 0 ]; then
+  ./scripts/setup-rootless.sh
+fi

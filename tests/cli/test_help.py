@@ -92,10 +92,25 @@ def test_global_options_after_the_command(cli_in: CLI, monkeypatch: pytest.Monke
     # With no global option before the command, storage.conf's settings are the starting point
     # (and its driver options stay, as in Go); STORAGE_OPTS= empties them.
     monkeypatch.setenv("STORAGE_OPTS", "")
-    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", "/nonexistent/storage.conf")
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", cli_in.root + ".conf")
+    with open(cli_in.root + ".conf", "w") as f:
+        f.write('[storage]\ndriver = "overlay"\n[storage.options.overlay]\nmountopt = "nodev"\n')
     result = run_inprocess(["layers", "--graph", cli_in.root, "--run", cli_in.run_root, "-s", "vfs",
                             "--json"])
     assert (result.code, result.out) == (0, "null\n")
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_missing_storage_conf_named_by_env_fails_every_command(
+        cli_in: CLI, monkeypatch: pytest.MonkeyPatch, before: bool) -> None:
+    # Go's GetStore reads the system configuration even when the roots are given on the command
+    # line: both Go 1.43 and 1.60 fail so.
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", "/nonexistent/storage.conf")
+    roots = ["--graph", cli_in.root, "--run", cli_in.run_root, "-s", "vfs"]
+    argv = [*roots, "layers"] if before else ["layers", *roots]
+    result = run_inprocess(argv)
+    assert (result.code, result.out) == (
+        1, "error initializing: stat /nonexistent/storage.conf: no such file or directory\n")
 
 
 def test_storage_conf_options_stay_when_the_driver_changes(cli_in: CLI, monkeypatch: pytest.MonkeyPatch,

@@ -16,7 +16,7 @@ from .output import Output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from ..config import StoreOptions
+    from ..config import ConfigError, StoreOptions
 
 PROG = "containers-storage"
 # Commands that only read records: the graph driver is set up lazily for them (Go sets it up in
@@ -28,7 +28,7 @@ _LAZY_DRIVER = frozenset({
     "get-container-data", "getcontainerdata", "get-layer-data", "getlayerdata",
     "get-image-data-size", "getimagedatasize", "get-image-data-digest", "getimagedatadigest",
     "get-container-data-size", "getcontainerdatasize", "get-container-data-digest",
-    "getcontainerdatadigest", "version", "config",
+    "getcontainerdatadigest", "version", "config", "unshare",
 })
 _KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
 _FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
@@ -55,7 +55,9 @@ class _Exit(Exception):
 
 
 def _is_rootless() -> bool:
-    return os.geteuid() != 0
+    from ..userns import is_rootless
+
+    return is_rootless()
 
 
 def _make_flags(name: str, prog: str, values: dict[str, object], exit_on_error: bool, out: Output
@@ -144,8 +146,15 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         _global_usage(top, out)
         return 1
     base: StoreOptions | None = None
+    config_error: BaseException | None = None
     if not (values["graph"] or values["run"] or values["storage_driver"] or values["storage_opt"]):
-        base = _default_options(values)
+        try:
+            base = _default_options(values, out)
+        except (OSError, ValueError) as e:
+            # Go ignores DefaultStoreOptions' error here and fails in GetStore with its text.
+            config_error = e
+    else:
+        config_error = _system_config_error()
     args = top.args
     if not args:
         _global_usage(top, out)
@@ -178,6 +187,15 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
     if command.max_args >= 0 and len(args) > command.max_args:
         out.out(f"{name}: too many arguments ({go_list(args)}).\n")
         _command_usage(fs, name, command, out)
+        return 1
+    if values.get("unshare"):
+        code = enter_namespace(out)
+        if code is not None:
+            return code
+    if config_error is not None:
+        from .base import go_error_text
+
+        out.out(f"error initializing: {go_error_text(config_error)}\n")
         return 1
 
     if values.get("debug"):
@@ -222,11 +240,47 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         return 1
 
 
-def _default_options(values: dict[str, object]) -> StoreOptions:
+def _system_config_error() -> ConfigError | None:
+    """Go's GetStore reads the system configuration even when the roots are given: a missing
+    $CONTAINERS_STORAGE_CONF fails every command.  (A stat, not a parse: parsing TOML on every
+    call would cost start-up time for the one case Go also refuses.)"""
+    path = os.environ.get("CONTAINERS_STORAGE_CONF")
+    if path is None:
+        return None
+    from ..config import ConfigError, system_config_path
+
+    try:
+        system_config_path()
+    except ConfigError as e:
+        return e
+    return None
+
+
+def enter_namespace(out: Output) -> int | None:
+    """Go's MaybeReexecUsingUserNamespace for a rootless caller: None to go on, else the exit code.
+
+    We move this very process into the namespace (no re-execution); warnings are Go's logrus lines.
+    """
+    from ..userns import UserNamespaceError, enter_user_namespace, in_user_namespace
+
+    if in_user_namespace() or (os.geteuid() == 0 and not _is_rootless()):
+        return None  # nothing to do
+    from .base import debug_line
+
+    try:
+        enter_user_namespace(even_for_root=True, warn=lambda m: out.err(debug_line(m, "warning")))
+    except UserNamespaceError as e:
+        out.err(f"{e.strerror or e}\n")
+        return 1
+    return None
+
+
+def _default_options(values: dict[str, object], out: Output) -> StoreOptions:
     """Go replaces the options with DefaultStoreOptions when no root/driver option was given."""
     from ..config import default_store_options
+    from .base import debug_line
 
-    base = default_store_options()
+    base = default_store_options(warn=lambda m: out.err(debug_line(m, "warning")))
     values["graph"] = base.graph_root
     values["run"] = base.run_root
     values["storage_driver"] = base.driver_name

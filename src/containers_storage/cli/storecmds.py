@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .base import CommandError, Context, go_error_text
+from .base import CommandError, Context, debug_line, go_error_text
 from .flags import go_list, go_quote
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -86,12 +86,21 @@ def dedup(ctx: Context, args: list[str]) -> int:
 
 
 def unshare(ctx: Context, args: list[str]) -> int:
-    """Run a command; we are already root, so no user namespace is needed (Go re-execs only
-    when rootless)."""
+    """Run a command (or $SHELL) in the user namespace a rootless user's store needs.
+
+    The CLI has already entered it unless ``--unshare=false`` was given; root with
+    CAP_SYS_ADMIN needs none and runs the command as it is.
+    """
     import subprocess
 
-    if os.geteuid() != 0:
-        raise CommandError("unshare: running in a user namespace is not supported")
+    from ..userns import UserNamespaceError, enter_user_namespace, in_user_namespace
+
+    if not in_user_namespace():
+        try:
+            enter_user_namespace(even_for_root=True,
+                                 warn=lambda m: ctx.out.err(debug_line(m, "warning")))
+        except UserNamespaceError as e:
+            raise CommandError(str(e.strerror or e)) from None
     if not args:
         args = [os.environ.get("SHELL") or "/bin/sh"]
     ctx.out.flush()
@@ -108,13 +117,14 @@ def unshare(ctx: Context, args: list[str]) -> int:
 # -- config ---------------------------------------------------------------------------------------
 def config(ctx: Context, args: list[str]) -> int:
     """The effective storage.conf settings as Go's types.StoreOptions JSON."""
-    import tomllib
-
     from ..config import config_file_path, default_store_options, load_config_file
 
     env = dict(os.environ)
-    path = config_file_path(env)
-    options = default_store_options(env)
+    try:
+        path = config_file_path(env)
+        options = default_store_options(env)
+    except (OSError, ValueError) as e:
+        raise CommandError(f"default: {go_error_text(e)}") from None
     if args:
         try:
             os.stat(args[0])
@@ -123,13 +133,6 @@ def config(ctx: Context, args: list[str]) -> int:
         if os.path.abspath(args[0]) != os.path.abspath(path):
             path = args[0]
             options = load_config_file(path, env)
-    try:
-        with open(path, "rb") as f:
-            conf = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        conf = {}
-    storage = conf.get("storage") or {}
-    extra = storage.get("options") or {}
     out: dict[str, Any] = {}
     if options.run_root:
         out["runroot"] = options.run_root
@@ -137,7 +140,7 @@ def config(ctx: Context, args: list[str]) -> int:
         out["root"] = options.graph_root
     if options.image_store:
         out["imagestore"] = options.image_store
-    out["RootlessStoragePath"] = str(storage.get("rootless_storage_path") or "")
+    out["RootlessStoragePath"] = options.rootless_storage_path
     if options.driver_name:
         out["driver"] = options.driver_name
     if options.driver_priority:
@@ -148,12 +151,12 @@ def config(ctx: Context, args: list[str]) -> int:
         out["uidmap"] = [m.to_json() for m in options.uid_map]
     if options.gid_map:
         out["gidmap"] = [m.to_json() for m in options.gid_map]
-    if extra.get("root-auto-userns-user"):
-        out["root_auto_ns_user"] = str(extra["root-auto-userns-user"])
-    if extra.get("auto-userns-min-size"):
-        out["auto_userns_min_size"] = int(extra["auto-userns-min-size"])
-    if extra.get("auto-userns-max-size"):
-        out["auto_userns_max_size"] = int(extra["auto-userns-max-size"])
+    if options.root_auto_ns_user:
+        out["root_auto_ns_user"] = options.root_auto_ns_user
+    if options.auto_ns_min_size:
+        out["auto_userns_min_size"] = options.auto_ns_min_size
+    if options.auto_ns_max_size:
+        out["auto_userns_max_size"] = options.auto_ns_max_size
     pull = {str(k): str(v) for k, v in sorted(options.pull_options.items())}
     out["PullOptions"] = pull or None
     if options.disable_volatile:

@@ -19,7 +19,14 @@ PRIORITY = ("overlay", "vfs")
 
 
 def new_driver(name: str, options: DriverOptions) -> Driver:
-    """Instantiate ``name``, or pick one as Go does (an existing driver home first, then priority)."""
+    """Instantiate ``name``, or pick one as Go does (an existing driver home first, then priority).
+
+    A rootless process must be in a user namespace first (``UserNamespaceRequired`` otherwise):
+    every driver owns its directories as the namespace's root and mounts.
+    """
+    from ..userns import require_user_namespace
+
+    require_user_namespace(f"setting up the {name or 'storage'} driver in {options.root}")
     if name:
         return _load(name, options)
     for candidate in PRIORITY:
