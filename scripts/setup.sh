@@ -36,8 +36,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 # The C loop of layer apply is an optional extension (the package works without it), but the
 # tests and benchmarks are meant to run it: a failed build must not pass unnoticed here.
-if ! .venv/bin/python -c 'import containers_storage.archive._fastapply' 2>/dev/null; then
-  echo "setup: containers_storage.archive._fastapply did not build (gcc and the Python headers?)" >&2
+if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns' 2>/dev/null; then
+  echo "setup: the C extensions (_fastapply, _userns) did not build (gcc and the Python headers?)" >&2
   exit 1
 fi
 # Every CLI call starts an interpreter: setuptools' distutils-precedence.pth (Python 3.11's venv

@@ -255,13 +255,12 @@ def load_config_file(path: str, env: Mapping[str, str] | None = None,
 
     ``warn`` receives the warnings Go logs while doing so (no driver set, overlay2, unknown keys).
     """
-    import tomllib  # only when a config file is actually read: most CLI calls name their roots
+    from .minitoml import load_file  # tomllib only for what the fast subset parser declines
 
     env = _environ(env)
     opts = StoreOptions(config_file=path)
     try:
-        with open(path, "rb") as f:
-            conf = tomllib.load(f)
+        conf = load_file(path)
     except FileNotFoundError:
         conf = {}
     storage = conf.get("storage") or {}

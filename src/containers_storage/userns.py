@@ -359,19 +359,15 @@ def _threads_check() -> None:
             "enter_user_namespace() before starting any")
 
 
-_libc = None
-
-
 def _unshare(flags: int, what: str) -> None:
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.unshare(flags) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+    try:
+        from ._userns import unshare  # the small C extension: no ctypes on every rootless call
+    except ImportError:
+        unshare = _ctypes_unshare
+    try:
+        unshare(flags)
+    except OSError as e:
+        err = e.errno or 0
         text = f"{what}: {os.strerror(err)}"
         if flags & _CLONE_NEWUSER:
             for path in ("/proc/sys/user/max_user_namespaces",
@@ -382,7 +378,16 @@ def _unshare(flags: int, what: str) -> None:
                             text += f"\nUser namespaces are not enabled in {path}."
                 except (OSError, ValueError):
                     pass
-        raise UserNamespaceError(err, text)
+        raise UserNamespaceError(err, text) from None
+
+
+def _ctypes_unshare(flags: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _unshare_with_helper(uid_maps: list[IDMap], gid_maps: list[IDMap], use_helpers: bool
@@ -442,7 +447,11 @@ def _unshare_with_helper(uid_maps: list[IDMap], gid_maps: list[IDMap], use_helpe
 
 
 def _write_maps(pid: str, uid_maps: list[IDMap], gid_maps: list[IDMap], use_helpers: bool) -> str:
-    """In the helper: set setgroups, gid_map and uid_map of ``pid``; return the report lines."""
+    """In the helper: set setgroups, gid_map and uid_map of ``pid``; return the report lines.
+
+    newgidmap and newuidmap run side by side (each is a setuid program start); a failure falls
+    back, as Go does, to a single-ID map written directly.
+    """
     lines: list[str] = []
 
     def proc_write(name: str, data: str) -> None:
@@ -452,30 +461,35 @@ def _write_maps(pid: str, uid_maps: list[IDMap], gid_maps: list[IDMap], use_help
         finally:
             os.close(fd)
 
+    texts = {kind: "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+             for kind, maps in (("gid", gid_maps), ("uid", uid_maps))}
     try:
         proc_write("setgroups", "allow")
-        for kind, maps, own in (("gid", gid_maps, os.getegid()), ("uid", uid_maps, os.geteuid())):
-            text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
-            done = False
+        outcomes: dict[str, tuple[bool, str]] = {}
+        if use_helpers:
+            started = {kind: _spawn_helper(f"new{kind}map", [pid, *texts[kind].split()])
+                       for kind in ("gid", "uid")}
+            outcomes = {kind: _reap_helper(run) for kind, run in started.items()}
+        for kind, own in (("gid", os.getegid()), ("uid", os.geteuid())):
+            text = texts[kind]
             if use_helpers:
+                done, output = outcomes[kind]
+                if done:
+                    continue
                 program = f"new{kind}map"
-                done, output = _run_helper(program, [pid, *text.split()])
-                if not done:
-                    prefix = "running" if kind == "gid" else "Error running"
-                    lines.append(f"warning {prefix} {program}: {output}")
-                    if not _is_setid(program, kind):
-                        lines.append(f"warning {program} should be set{kind} or have filecaps "
-                                     f"set{kind}")
-                    lines.append("warning Falling back to single mapping")
-                    text = f"0 {own} 1\n"
-            if not done:
-                if kind == "gid" and use_helpers:
+                prefix = "running" if kind == "gid" else "Error running"
+                lines.append(f"warning {prefix} {program}: {output}")
+                if not _is_setid(program, kind):
+                    lines.append(f"warning {program} should be set{kind} or have filecaps set{kind}")
+                lines.append("warning Falling back to single mapping")
+                text = f"0 {own} 1\n"
+                if kind == "gid":
                     proc_write("setgroups", "deny")
-                try:
-                    proc_write(f"{kind}_map", text)
-                except OSError as e:
-                    lines.append(f"error writing {text!r} to /proc/{pid}/{kind}_map: {e.strerror}")
-                    break
+            try:
+                proc_write(f"{kind}_map", text)
+            except OSError as e:
+                lines.append(f"error writing {text!r} to /proc/{pid}/{kind}_map: {e.strerror}")
+                break
     except OSError as e:
         lines.append(f"error setting up the user namespace of {pid}: {e}")
     return "\0".join(lines)
@@ -489,20 +503,28 @@ def _which(program: str) -> str | None:
     return None
 
 
-def _run_helper(program: str, args: list[str]) -> tuple[bool, str]:
-    """Run newuidmap/newgidmap; (succeeded, what it printed or why it could not run)."""
+def _spawn_helper(program: str, args: list[str]) -> tuple[int, int] | str:
+    """Start newuidmap/newgidmap with its output on a pipe: (pid, read end), or why it could not."""
     path = _which(program)
     if path is None:
-        return False, f'exec: "{program}": executable file not found in $PATH'
+        return f'exec: "{program}": executable file not found in $PATH'
     out_r, out_w = os.pipe()
     try:
         pid = os.posix_spawn(path, [path, *args], dict(os.environ), file_actions=[
             (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, out_w, 2)])
     except OSError as e:
         os.close(out_r)
+        return str(e)
+    finally:
         os.close(out_w)
-        return False, str(e)
-    os.close(out_w)
+    return pid, out_r
+
+
+def _reap_helper(started: tuple[int, int] | str) -> tuple[bool, str]:
+    """Wait for a started helper: (succeeded, what it printed, or why it failed)."""
+    if isinstance(started, str):
+        return False, started
+    pid, out_r = started
     chunks = []
     while True:
         chunk = os.read(out_r, 65536)
