@@ -42,3 +42,10 @@ PY
 mapfile -t dep_list <<< "$deps"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "${dep_list[@]}" >/dev/null
 chmod -R a+rX /opt/containers-storage-rootless
+
+# Automatic user namespaces (podman --userns=auto, AutoUserNs) as root take their IDs from the
+# ranges /etc/subuid and /etc/subgid grant the user "containers" (root-auto-userns-user); this is
+# the entry podman's documentation suggests, far above any range useradd hands out.
+for f in /etc/subuid /etc/subgid; do
+  grep -q "^containers:" "$f" 2>/dev/null || echo "containers:2147483647:2147483648" >> "$f"
+done
