@@ -117,3 +117,11 @@ def test_python_program_with_threads_gets_a_clear_error(user: User) -> None:
     )
     out = user.python(code).stdout
     assert out.startswith("refused: cannot enter a user namespace: the process runs 2 threads"), out
+
+
+def test_unshare_errors_as_go_prints_them(user: User) -> None:
+    missing = user.ours("unshare", "no-such-command", check=False)
+    assert (missing.returncode, missing.stderr) == (
+        1, 'exec: "no-such-command": executable file not found in $PATH\n')
+    killed = user.ours("unshare", "sh", "-c", "kill -9 $$", check=False)
+    assert (killed.returncode, killed.stderr) == (1, "signal: killed\n")
