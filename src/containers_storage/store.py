@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager as ContextManager
     from typing import Any, BinaryIO, Protocol, TypeVar
 
+    from .autouserns import AutoUserNsOptions
     from .check import CheckOptions, CheckReport, RepairOptions
 
     T = TypeVar("T")
@@ -436,21 +437,30 @@ class Store:
         volatile: bool = False,
         mount_opts: list[str] | None = None,
         big_data: list[tuple[str, bytes]] | None = None,
+        auto_userns: AutoUserNsOptions | None = None,
     ) -> Container:
         """Create a container: a new read-write layer over the image's top layer, and its record.
 
         With ID mappings other than the top layer's, the container starts from a copy of that
         layer re-owned for them, made once per mapping and kept with the image.
+
+        ``auto_userns`` (Go's AutoUserNs, podman's ``--userns=auto``) has the store choose the
+        maps, replacing ``uid_map``/``gid_map`` and the ``host_*`` flags: ranges that no other
+        container of this store uses (see :mod:`containers_storage.autouserns`).
         """
         want = MappingOptions(uid_map, gid_map, host_uid_mapping, host_gid_mapping)
         rl = self.layer_store
         with ExitStack() as stack:
+            if auto_userns is not None or want.uid_map or want.gid_map:
+                # As Go: one process at a time picks ranges, so two automatic namespaces never
+                # get the same IDs (explicit maps are not checked against them, only serialized).
+                stack.enter_context(get_lock_file(os.path.join(self.graph_root, "userns.lock")).writing())
             stack.enter_context(rl.writing())
             image_id = ""
             top: Layer | None = None
+            found: Image | None = None
+            home: ROImageStore | None = None
             if image:
-                found: Image | None = None
-                home: ROImageStore | None = None
                 for ls in self.ro_layer_stores:
                     stack.enter_context(ls.reading())
                 stack.enter_context(self.image_store.writing())
@@ -466,9 +476,11 @@ class Store:
                 if found is None or home is None:
                     raise errors.ImageUnknown.after(f'locating image with ID "{image}"')
                 image_id = found.id
-                if found.top_layer:
-                    top = image_top_layer_for_mapping(self.driver, found, home, self.image_store, rl,
-                                                      self.ro_layer_stores, want)
+            if auto_userns is not None:
+                want = self._auto_userns_maps(auto_userns, found, rl)
+            if found is not None and home is not None and found.top_layer:
+                top = image_top_layer_for_mapping(self.driver, found, home, self.image_store, rl,
+                                                  self.ro_layer_stores, want)
             if top is not None:
                 umap, gmap = want.or_defaults(top.uid_map, top.gid_map)
             elif image:  # a layerless image: Go takes no default maps then
@@ -497,6 +509,27 @@ class Store:
             except BaseException:
                 rl.delete(clayer.id)
                 raise
+
+    def _auto_userns_maps(self, options: AutoUserNsOptions, image: Image | None, rl: LayerStore
+                          ) -> MappingOptions:
+        """The maps of a new automatic user namespace (Go's getAutoUserNS); the caller holds
+        userns.lock and ``rl`` for writing, and the image and read-only layer stores for reading."""
+        from . import autouserns
+
+        uids, gids = autouserns.available_ids(self.options.root_auto_ns_user)
+        with self.container_store.reading():
+            used_uids, used_gids = autouserns.used_maps(self.container_store.records)
+        size = options.size
+        if size <= 0:
+            needs = 0
+            if image is not None:
+                needs = autouserns.image_size(image, rl, self.ro_layer_stores,
+                                              options.passwd_file, options.group_file)
+            size = autouserns.namespace_size(options, self.options.auto_ns_min_size,
+                                             self.options.auto_ns_max_size, needs)
+        umap, gmap = autouserns.allocate(size, uids, gids, used_uids, used_gids,
+                                         options.additional_uid_maps, options.additional_gid_maps)
+        return MappingOptions(umap, gmap)
 
     # -- metadata and names --------------------------------------------------------------------
     def metadata(self, ref: str) -> str:
