@@ -61,15 +61,20 @@ def test_killed_import_is_cleaned_up(tmp_path: Path) -> None:
         header[148:155] = f"{sum(header):06o}\0".encode()
         feed.write(bytes(header) + b"x" * 4096)
         feed.flush()
+        # Wait for the state to kill in: the record saved as incomplete AND the layer's directory
+        # made (the record is saved before the driver makes the directory, so seeing the record
+        # alone is too early).
         deadline = time.monotonic() + 20
+        half_id = ""
         while time.monotonic() < deadline:
             incomplete = [l for l in _layers_json(root) if _incomplete(l)]
             if incomplete:
-                break
-            time.sleep(0.05)
-        assert incomplete, "the importer never recorded its layer as incomplete"
-        half_id = str(incomplete[0]["id"])
-        assert os.path.isdir(os.path.join(root, "vfs", "dir", half_id))
+                half_id = str(incomplete[0]["id"])
+                if os.path.isdir(os.path.join(root, "vfs", "dir", half_id)):
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"the importer never got mid-apply (incomplete layer {half_id!r})")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
     finally:
