@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from storetools import close_store
 
 from containers_storage import autouserns, errors
 from containers_storage.autouserns import AutoUserNsOptions
@@ -25,6 +24,7 @@ from containers_storage.config import StoreOptions
 from containers_storage.idset import IDSet
 from containers_storage.idtools import IDMap
 from containers_storage.store import Store, get_store
+from storetools import close_store
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="re-owning layer files needs root")
 
