@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -152,6 +153,35 @@ def _available() -> str | None:
     return None
 
 
+def kill_processes_under(path: Path) -> None:
+    """SIGKILL, by PID, every process whose $HOME or $XDG_RUNTIME_DIR lies under ``path``.
+
+    podman leaves a pause process holding its namespace (and conmon, containers) behind.  Tests
+    running in parallel, and other sessions on the machine, use the same users at the same time:
+    only the processes started for this test (which inherit its environment) may go.
+    """
+    prefixes = tuple(f"{var}={path}/".encode() for var in ("HOME", "XDG_RUNTIME_DIR"))
+    for _ in range(5):  # a process may fork while we look: look again until none is left
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(v.startswith(prefixes) for v in env):
+                pids.append(int(entry))
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _remove_tree(path: Path) -> None:
     # Files owned by subordinate IDs and read-only directories: root removes them all.
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
@@ -167,9 +197,7 @@ def rootless_install() -> Iterator[Install]:
     try:
         yield Install(base)
     finally:
-        for name in (USER, NO_SUBIDS_USER):
-            # podman leaves a pause process holding its namespace; nothing of ours outlives a test.
-            subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        kill_processes_under(base)
         _remove_tree(base)
 
 
@@ -179,7 +207,7 @@ def _user_fixture(name: str, install: Install) -> Iterator[User]:
     try:
         yield User(name, install, workdir)
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        kill_processes_under(workdir)
         _remove_tree(workdir)
 
 
@@ -195,5 +223,5 @@ def user_without_subids(rootless_install: Install) -> Iterator[User]:
     yield from _user_fixture(NO_SUBIDS_USER, rootless_install)
 
 
-__all__ = ["GO_CLI", "NO_SUBIDS_USER", "USER", "VENV_PYTHON", "Install", "User", "rootless_install",
-           "subid_range", "user", "user_without_subids"]
+__all__ = ["GO_CLI", "NO_SUBIDS_USER", "USER", "VENV_PYTHON", "Install", "User", "kill_processes_under",
+           "rootless_install", "subid_range", "user", "user_without_subids"]
