@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -17,19 +13,15 @@ import pytest
 
 from containers_storage.config import StoreOptions
 from containers_storage.store import get_store
+from imagetools import BUSYBOX, busybox_tar, make_image
 
 PODMAN = shutil.which("podman")
 RUNC = shutil.which("runc")
-BUSYBOX = "/bin/busybox"
 pytestmark = [
     pytest.mark.compat,
     pytest.mark.skipif(PODMAN is None or RUNC is None, reason="podman and runc are not installed"),
     pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="busybox-static is not installed"),
 ]
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _podman(root: str, run: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,30 +34,11 @@ def test_podman_runs_an_image_we_stored(tmp_path: Path) -> None:
     root = str(tmp_path / "root")
     short = tempfile.mkdtemp(prefix="pm")  # podman refuses run roots over 50 characters
     run = os.path.join(short, "run")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(BUSYBOX, arcname="bin/busybox")
-    layer_tar = buf.getvalue()
-    blob = gzip.compress(layer_tar, mtime=0)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/busybox", "echo", "hello from our store"]},
-        "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]},
-    }).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(blob),
-                    "size": len(blob)}],
-    }).encode()
+    image = make_image(busybox_tar(), {"Cmd": ["/bin/busybox", "echo", "hello from our store"]})
     store = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
     try:
-        layer, _ = store.put_layer("", "", None, diff=io.BytesIO(blob))
-        image = store.create_image(
-            _sha(config)[7:], ["localhost/ours:v1"], layer.id,
-            big_data=[(_sha(config), config, ""), ("manifest-" + _sha(manifest), manifest, _sha(manifest)),
-                      ("manifest", manifest, _sha(manifest))])
+        layer, _ = store.put_layer("", "", None, diff=io.BytesIO(image.blob))
+        store.create_image(image.id, ["localhost/ours:v1"], layer.id, big_data=image.big_data())
     finally:
         store.free()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -16,13 +15,10 @@ import pytest
 
 from containers_storage.config import StoreOptions
 from containers_storage.store import get_store
+from imagetools import make_image, sha, write_oci_layout
 
 SKOPEO = shutil.which("skopeo")
 pytestmark = [pytest.mark.compat, pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")]
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _layer_tar() -> bytes:
@@ -39,30 +35,9 @@ def _layer_tar() -> bytes:
 
 def _oci_layout(path: Path, layer_tar: bytes) -> tuple[bytes, bytes, bytes]:
     """An OCI image layout with one gzip layer; returns (layer blob, config, manifest)."""
-    blobs = path / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> str:
-        digest = _sha(data)
-        (blobs / digest.split(":")[1]).write_bytes(data)
-        return digest
-
-    blob = gzip.compress(layer_tar, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [_sha(layer_tar)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(blob),
-                    "size": len(blob)}],
-    }).encode()
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest),
-        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}
-    (path / "index.json").write_text(json.dumps(index))
-    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    return blob, config, manifest
+    image = make_image(layer_tar)
+    write_oci_layout(path, image, "v1")
+    return image.blob, image.config, image.manifest
 
 
 def _skopeo(*args: str) -> None:
@@ -79,13 +54,13 @@ def test_we_read_an_image_skopeo_stored(tmp_path: Path) -> None:
     store = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
     try:
         image = store.image("example.com/demo:v1")
-        assert image.id == _sha(config).split(":")[1]
+        assert image.id == sha(config).split(":")[1]
         assert store.image_big_data(image.id, "manifest") == manifest
-        assert store.image_big_data(image.id, _sha(config)) == config
-        assert image.digest == _sha(manifest)
+        assert store.image_big_data(image.id, sha(config)) == config
+        assert image.digest == sha(manifest)
         layer = store.layer(image.top_layer)
-        assert layer.uncompressed_digest == _sha(layer_tar)
-        assert layer.compressed_digest == _sha(blob)
+        assert layer.uncompressed_digest == sha(layer_tar)
+        assert layer.compressed_digest == sha(blob)
         out = io.BytesIO()
         store.diff("", layer.id, out, compression=0)
         assert out.getvalue() == layer_tar
@@ -106,9 +81,9 @@ def test_skopeo_reads_an_image_we_stored(tmp_path: Path) -> None:
     try:
         layer, _ = store.put_layer("", "", None, diff=io.BytesIO(blob))
         store.create_image(
-            _sha(config).split(":")[1], ["example.com/ours:v1"], layer.id,
-            big_data=[(_sha(config), config, ""), ("manifest-" + _sha(manifest), manifest, _sha(manifest)),
-                      ("manifest", manifest, _sha(manifest))])
+            sha(config).split(":")[1], ["example.com/ours:v1"], layer.id,
+            big_data=[(sha(config), config, ""), ("manifest-" + sha(manifest), manifest, sha(manifest)),
+                      ("manifest", manifest, sha(manifest))])
     finally:
         store.free()
 
