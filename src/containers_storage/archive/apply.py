@@ -22,7 +22,7 @@ import os
 import stat
 from _queue import Empty, SimpleQueue
 
-from ..errors import InvalidArchive, InvalidMappings
+from ..errors import InvalidArchive, InvalidMappings, StorageError
 from ..idtools import IDMap, to_host
 from ..lazylog import LazyLogger
 from . import tarread as t
@@ -44,7 +44,7 @@ else:
     Any = object
     Protocol = object
 
-__all__ = ["ApplyOptions", "ApplyResult", "TarSplitSink", "apply_layer"]
+__all__ = ["ApplyOptions", "ApplyResult", "InsufficientIDs", "TarSplitSink", "apply_layer"]
 
 log = LazyLogger(__name__)
 
@@ -66,6 +66,29 @@ _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Errors that say nothing about the archive: report them as they are.
 _ENVIRONMENT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM,
                                  errno.EMFILE, errno.ENFILE))
+
+
+class InsufficientIDs(StorageError):
+    """An owner in the layer has no ID in this user namespace: chown failed with EINVAL.
+
+    Go's ``idtools.checkChownErr`` text, which names the host IDs asked for and the path as
+    seen from the layer's root.  Typical for a rootless user whose ``/etc/subuid`` range is
+    smaller than the IDs an image uses (or who has none); ``ignore_chown_errors`` lets such a
+    layer in with those files owned by the namespace's root instead.
+    """
+
+    def __init__(self, uid: int, gid: int, path: str, op: str = "lchown",
+                 message: str | None = None) -> None:
+        self.uid, self.gid, self.path, self.op = uid, gid, path, op
+        self.errno = errno.EINVAL
+        super().__init__(message if message is not None else (
+            f"potentially insufficient UIDs or GIDs available in user namespace (requested "
+            f"{uid}:{gid} for {path}): Check /etc/subuid and /etc/subgid if configured locally "
+            f'and run "podman system migrate": {op} {path}: invalid argument'))
+
+    def wrapped(self, template: str) -> InsufficientIDs:
+        """The same failure with Go's text around it (``template`` holds one ``{}``)."""
+        return InsufficientIDs(self.uid, self.gid, self.path, self.op, template.format(self))
 
 
 class TarSplitSink(Protocol):
@@ -287,15 +310,11 @@ def _clamp_time(ns: int) -> int:
 
 
 def _detect_userns() -> bool:
-    """True when running in a user namespace without the full ID range (Go: rootless)."""
-    if os.geteuid() != 0:
-        return True
-    try:
-        with open("/proc/self/uid_map", "rb") as f:
-            fields = f.read().split()
-    except OSError:
-        return False
-    return fields[:3] != [b"0", b"0", b"4294967295"]
+    """Go's ``InUserNS`` (``unshare.IsRootless``): not root, in a rootless user's namespace (uid 0
+    there, yet no device nodes and no privileged xattrs), or root without the full ID range."""
+    from ..userns import is_rootless
+
+    return is_rootless()
 
 
 class _EntryError(Exception):
@@ -444,7 +463,9 @@ class _Applier:
 
     # -- per-entry helpers ---------------------------------------------------------------------
     def set_owner(self, hdr: t.TarHeader, uid: int, gid: int, fd: int = -1, pfd: int = -1,
-                  name: bytes = b"") -> None:
+                  name: bytes = b"", whiteout: bytes | None = None) -> None:
+        """Chown an entry (``whiteout``: the path of the whiteout made for it, which Go chowns
+        following links); EINVAL means the IDs do not exist in this user namespace."""
         try:
             if fd >= 0:
                 os.fchown(fd, uid, gid)
@@ -452,6 +473,10 @@ class _Applier:
                 os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
         except OSError as e:
             if not self.opts.ignore_chown_errors:
+                if e.errno == errno.EINVAL:
+                    if whiteout is not None:
+                        raise InsufficientIDs(uid, gid, "/" + os.fsdecode(whiteout), "chown") from e
+                    raise InsufficientIDs(uid, gid, "/" + os.fsdecode(in_root(go_clean(hdr.name)))) from e
                 raise
             self.chown_failures += 1
             log.debug("ignoring chown error on %r: %s", hdr.name, e)
@@ -549,7 +574,8 @@ def apply_layer(src: BinaryIO, dest: str, options: ApplyOptions | None = None) -
         source.close()
         applier.close()
     if applier.chown_failures:
-        log.warning("Chown error detected. Ignoring due to ignoreChownErrors flag (%d entries)",
+        # Go prints this from its unpacking child, whose output nobody sees when it succeeds.
+        log.info("Chown error detected. Ignoring due to ignoreChownErrors flag (%d entries)",
                     applier.chown_failures)
     compression, raw_digest, raw_size, tar_digest, tar_size = source.summary()
     return ApplyResult(
@@ -590,7 +616,7 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
                 if writer is not None and lines:
                     writer.add_lines(lines)
                 if err is not None:
-                    raise _EntryError(*err)
+                    _fast_failure(ap, reader, *err)
         hdr = reader.next()
         for piece in reader.flushed_raw:
             add_segment(piece)
@@ -622,6 +648,26 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
     # tar-split as built into Go's 1.43 CLI records the final zero-length read after the end of
     # the archive as an empty segment; doing the same keeps our tar-split files byte-identical.
     add_segment(b"")
+
+
+def _fast_failure(ap: _Applier, reader: t.TarReader, name: bytes, err: OSError) -> None:
+    """Raise what the C loop's failure on entry ``name`` means.  EINVAL there is the chown to an
+    ID this user namespace lacks when chowning the entry again fails the same way (the C loop
+    does not say which call failed): Go's text then, as the Python path gives."""
+    if err.errno == errno.EINVAL and ap.chown:
+        try:
+            hdr = reader.next()  # the loop stopped at the failing entry's header
+        except (InvalidArchive, OSError):
+            hdr = None
+        if hdr is not None and hdr.name == name:
+            rel = in_root(go_clean(hdr.name))
+            parent, base = _split(rel)
+            try:
+                ap.set_owner(hdr, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid),
+                             pfd=ap.dir_fd(parent), name=base)
+            except OSError:
+                pass
+    raise _EntryError(name, err)
 
 
 def _ignore(*_: object) -> None:
@@ -941,7 +987,8 @@ def _whiteout(ap: _Applier, hdr: t.TarHeader, parent: bytes, pfd: int, base: byt
             os.mknod(target, stat.S_IFCHR, 0, dir_fd=pfd)
         except NotADirectoryError:
             return  # "rm -rf /foo/bar" layers whiteout /foo and then /foo/bar, as Go tolerates
-        ap.set_owner(hdr, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid), pfd=pfd, name=target)
+        ap.set_owner(hdr, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid), pfd=pfd, name=target,
+                     whiteout=parent + b"/" + target if parent else target)
     else:
         ap.remove_all(pfd, target)
 

@@ -5,8 +5,9 @@ native diff): a path is Modify when its type, permissions, owner, device number,
 seconds, or nanoseconds when both sides have them), size (non-directories), symlink target,
 ``security.capability`` or ``user.*`` xattrs differ, and a directory whose only change is below
 it is reported Modify too.  The overlay one reads an upper ``diff`` directory alone, taking char
-0/0 devices as deletions and ``trusted.overlay.opaque=y`` directories that hide a lower one as
-deletions of that directory, and asks the lower layers whether anything else is an Add or a Modify.
+0/0 devices as deletions and ``trusted.overlay.opaque=y`` directories (``user.overlay.opaque``
+when rootless, as overlay's ``userxattr`` mounts write it) that hide a lower one as deletions of
+that directory, and asks the lower layers whether anything else is an Add or a Modify.
 """
 
 from __future__ import annotations
@@ -31,9 +32,19 @@ __all__ = [
     "changes_size",
     "go_quote",
     "lexical_walk",
+    "opaque_xattr",
 ]
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+ROOTLESS_OPAQUE_XATTR = "user.overlay.opaque"
+
+
+def opaque_xattr() -> str:
+    """The opaque-directory xattr of this process's overlay mounts (Go's GetOverlayXattrName):
+    ``trusted.`` as root, ``user.`` when rootless (also as uid 0 of a rootless namespace)."""
+    from ..userns import is_rootless
+
+    return ROOTLESS_OPAQUE_XATTR if is_rootless() else OPAQUE_XATTR
 
 
 class ChangeKind(enum.IntEnum):
@@ -363,9 +374,9 @@ def opaque_hides_lower(lower_fds: Sequence[int], path: bytes, *, need_dir: bool 
     return False
 
 
-def _is_opaque(path: bytes) -> bool:
+def _is_opaque(path: bytes, name: str) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(path, name, follow_symlinks=False) == b"y"
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.ENOTSUP):
             return False
@@ -395,11 +406,12 @@ def changes_overlay(diff: str, lowers: Sequence[str]) -> list[Change]:
 def _overlay_walk(diff: bytes, lower_fds: list[int]) -> list[Change]:
     out: list[Change] = []
     changed_dirs: set[bytes] = set()
+    opaque = opaque_xattr()
 
     def visit(rel: bytes, st: os.stat_result) -> None:
         full = diff + rel
         kind = ChangeKind.ADD
-        if _is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and lower_fds and _is_opaque(full)
+        if _is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and lower_fds and _is_opaque(full, opaque)
                                 and opaque_hides_lower(lower_fds, rel)):
             kind = ChangeKind.DELETE
         else:

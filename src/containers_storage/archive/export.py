@@ -19,7 +19,7 @@ from collections import deque
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
 from ..lazylog import LazyLogger
-from .changes import OPAQUE_XATTR, Change, ChangeKind, lexical_walk, opaque_hides_lower
+from .changes import Change, ChangeKind, lexical_walk, opaque_hides_lower, opaque_xattr
 from .confine import open_beneath, open_root
 from .sink import BlockSink
 from .tarwrite import (
@@ -106,6 +106,7 @@ class _Writer:
         self.gid_map = gid_map or None
         self.seen: dict[int, bytes] = {}
         self.lower_fds = lower_fds  # not None: convert overlay whiteouts (Go's overlayWhiteoutConverter)
+        self.opaque_xattr = opaque_xattr() if lower_fds is not None else ""
 
     def prepare(self, path: bytes, name: bytes) -> tuple[TarHeader, TarHeader | None, os.stat_result] | None:
         """Go's ``prepareAddFile``: the header(s) for one path, nothing written yet; None skips it."""
@@ -162,13 +163,13 @@ class _Writer:
             hdr.size = 0
         if stat.S_ISDIR(st.st_mode):
             try:
-                opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+                opaque = os.getxattr(path, self.opaque_xattr, follow_symlinks=False) == b"y"
             except OSError as e:
                 if e.errno != errno.ENODATA:
                     raise
                 opaque = False
             if opaque:
-                hdr.pax_records.pop(b"SCHILY.xattr." + OPAQUE_XATTR.encode(), None)
+                hdr.pax_records.pop(b"SCHILY.xattr." + self.opaque_xattr.encode(), None)
                 rel = b"/" + hdr.name.rstrip(b"/")
                 if self.lower_fds and opaque_hides_lower(self.lower_fds, rel, need_dir=True):
                     return TarHeader(name=hdr.name + WHITEOUT_OPAQUE, typeflag=TYPE_REG,

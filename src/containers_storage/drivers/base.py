@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import BinaryIO, Protocol, TypeGuard
 
-    from ..archive.apply import ApplyResult
+    from ..archive.apply import ApplyResult, InsufficientIDs
     from ..archive.changes import Change
     from ..archive.tarsplit import TarSplitWriter
 
@@ -162,6 +162,19 @@ class StagingDriver(Protocol):
     def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff: ...
     def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None: ...
     def cleanup_staged(self, staged: StagedDiff) -> None: ...
+
+
+# Go's naive ApplyDiff unpacks in a re-executed child process; its failure reads so.
+NAIVE_APPLY_FAILED = "ApplyLayer stdout:  stderr: {} exit status 1"
+
+
+def naive_apply_failure(err: InsufficientIDs) -> InsufficientIDs:
+    """``err`` as Go's naive ApplyDiff reports it, logged at error level as Go logs it."""
+    from ..lazylog import LazyLogger
+
+    wrapped = err.wrapped(NAIVE_APPLY_FAILED)
+    LazyLogger(__name__).error("While applying layer: %s", wrapped)
+    return wrapped
 
 
 def can_stage(driver: Driver) -> TypeGuard[StagingDriver]:

@@ -30,7 +30,15 @@ from ..fsutil import rmtree
 from ..idtools import IDMap, root_pair, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
-from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, StagedDiff
+from .base import (
+    ApplyDiffOpts,
+    CreateOpts,
+    DriverOptions,
+    MountOpts,
+    NaiveDiff,
+    StagedDiff,
+    naive_apply_failure,
+)
 from .overlay_links import LINK_DIR, generate_link_id, recreate_symlinks, write_file
 from .overlay_options import parse_options
 
@@ -293,7 +301,7 @@ class OverlayDriver(NaiveDiff):
         return self._supports_idmapped
 
     def _probe_idmapped(self) -> bool:
-        if os.geteuid() != 0:
+        if os.geteuid() != 0:  # Go's test too: uid 0 of a rootless namespace probes and records
             return False  # as Go: not probed, not recorded
         feature = "idmapped-lower-dir"
         cached = probe.cached_feature(self.runhome, feature)
@@ -727,7 +735,7 @@ class OverlayDriver(NaiveDiff):
             os.chown(diff_dir, root_uid, root_gid)
         workdir = os.path.join(dir, "work")
 
-        if not self.options.mount_program and os.geteuid() != 0:
+        if not self.options.mount_program and probe.rootless():
             opts_list.append("userxattr")
         if opts.volatile and "volatile" not in opts_list and self.supports_volatile():
             opts_list.append("volatile")
@@ -866,16 +874,22 @@ class OverlayDriver(NaiveDiff):
         )
 
     def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
-        from ..archive.apply import apply_layer
+        from ..archive.apply import InsufficientIDs, apply_layer
 
         if not self._is_parent(id, parent):
             # Not our real parent: apply into the mounted union, deleting as a plain tree would.
             target = self.get(id, MountOpts(mount_label=opts.mount_label))
             try:
                 return apply_layer(src, target, self._apply_options(opts, "plain"))
+            except InsufficientIDs as e:
+                raise naive_apply_failure(e) from e
             finally:
                 self.put(id)
-        return apply_layer(src, self._diff_path(id), self._apply_options(opts, self._whiteouts()))
+        try:
+            return apply_layer(src, self._diff_path(id), self._apply_options(opts, self._whiteouts()))
+        except InsufficientIDs as e:
+            # Go unpacks in a chrooted child process; its failure reaches the caller so.
+            raise e.wrapped("unpacking failed (error: exit status 1; output: {})") from e
 
     def diff(self, id: str, parent: str, out: BinaryIO, uid_map: Sequence[IDMap] = (),
              gid_map: Sequence[IDMap] = (), parent_maps: Mappings = ((), ())) -> int:

@@ -32,9 +32,17 @@ FS_MAGIC_ECRYPTFS = 0xF15F
 FS_MAGIC_XFS = 0x58465342
 
 
+def rootless() -> bool:
+    """Go's ``unshare.IsRootless``: also true as uid 0 of a rootless user's namespace, where
+    overlay can use only ``user.*`` xattrs (``userxattr``), never ``trusted.*``."""
+    from ..userns import is_rootless
+
+    return is_rootless()
+
+
 def overlay_xattr(name: str) -> str:
     """Overlay keeps its metadata in trusted.* as root and user.* (userxattr) when rootless."""
-    return ("trusted.overlay." if os.geteuid() == 0 else "user.overlay.") + name
+    return ("user.overlay." if rootless() else "trusted.overlay.") + name
 
 
 def backing_fs(home: str) -> tuple[int, str]:
@@ -156,7 +164,7 @@ def supports_overlay(home: str, fs_name: str) -> bool:
         lower1, lower2 = os.path.join(layer_dir, "lower1"), os.path.join(layer_dir, "lower2")
         upper, work = os.path.join(layer_dir, "upper"), os.path.join(layer_dir, "work")
         data = f"lowerdir={lower1}:{lower2},upperdir={upper},workdir={work}"
-        if os.geteuid() != 0:
+        if rootless():
             data += ",userxattr"
         if len(data) < m.PAGE_SIZE:
             try:
@@ -188,6 +196,7 @@ def supports_overlay(home: str, fs_name: str) -> bool:
 
 def check_overlay_support(home: str, runhome: str, fs_name: str) -> bool:
     """Cached ``supports_overlay``: Go's checkAndRecordOverlaySupport."""
+    # Go asks the effective UID here, not IsRootless: uid 0 of a user namespace probes too.
     if os.geteuid() != 0:
         return False
     cached = cached_feature(runhome, "overlay")
@@ -226,6 +235,7 @@ def scan_for_mount_program_indicators(home: str) -> bool:
 
 def supports_native_overlay(home: str, runhome: str) -> bool:
     """Whether the kernel can mount this home; False means a mount program is needed."""
+    # As Go: the effective UID (an unprivileged user outside a namespace cannot mount at all).
     if os.geteuid() != 0 or not home or not runhome:
         return False
     flag_file = os.path.join(home, MOUNT_PROGRAM_FLAG_FILE)
@@ -287,7 +297,7 @@ def native_diff_problem(home: str, mount_opts: str) -> str:
             return f"failed to set opaque flag on middle layer: {e}"
         data = (f"lowerdir={os.path.join(td, 'l2')}:{os.path.join(td, 'l1')},"
                 f"upperdir={os.path.join(td, 'l3')},workdir={os.path.join(td, 'work')}")
-        if os.geteuid() != 0:
+        if rootless():
             data += ",userxattr"
         flags, extra = m.parse_options(mount_opts)
         if extra:
@@ -341,7 +351,7 @@ def does_metacopy(home: str, mount_opts: str) -> bool:
         os.chmod(os.path.join(td, "l1", "f"), 0o700)
         data = (f"lowerdir={os.path.join(td, 'l1')},upperdir={os.path.join(td, 'l2')},"
                 f"workdir={os.path.join(td, 'work')}")
-        if os.geteuid() != 0:
+        if rootless():
             data += ",userxattr"
         flags, extra = m.parse_options(mount_opts)
         if extra:
@@ -380,7 +390,7 @@ def does_volatile(home: str) -> bool:
             os.makedirs(os.path.join(td, d), mode=0o755)
         data = (f"volatile,lowerdir={os.path.join(td, 'lower')},upperdir={os.path.join(td, 'upper')},"
                 f"workdir={os.path.join(td, 'work')}")
-        if os.geteuid() != 0:
+        if rootless():
             data += ",userxattr"
         try:
             m.mount("overlay", merged, "overlay", 0, data)

@@ -10,7 +10,15 @@ import os
 from ..errors import DriverError
 from ..fsutil import copy_tree, remove_tree, rmtree
 from ..idtools import to_host
-from .base import ApplyDiffOpts, CreateOpts, DriverOptions, MountOpts, NaiveDiff, NaiveIDMapUpdater
+from .base import (
+    ApplyDiffOpts,
+    CreateOpts,
+    DriverOptions,
+    MountOpts,
+    NaiveDiff,
+    NaiveIDMapUpdater,
+    naive_apply_failure,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -154,7 +162,7 @@ class VfsDriver(NaiveDiff, NaiveIDMapUpdater):
             return []
 
     def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
-        from ..archive.apply import ApplyOptions, apply_layer
+        from ..archive.apply import ApplyOptions, InsufficientIDs, apply_layer
 
         target = self.get(id, MountOpts(mount_label=opts.mount_label))
         options = ApplyOptions(
@@ -165,5 +173,8 @@ class VfsDriver(NaiveDiff, NaiveIDMapUpdater):
             force_mask=None,
             tar_split=opts.tar_split,
         )
-        return apply_layer(src, target, options)
+        try:
+            return apply_layer(src, target, options)
+        except InsufficientIDs as e:
+            raise naive_apply_failure(e) from e
 
