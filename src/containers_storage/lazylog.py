@@ -9,6 +9,12 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
+
+
+# A program that shows messages itself sets this (the CLI prints them as Go's logrus lines): it
+# then receives (level, formatted message) for warnings and errors, and ``logging`` is not used.
+sink: Callable[[str, str], None] | None = None
 
 
 class LazyLogger:
@@ -32,7 +38,13 @@ class LazyLogger:
         self._get().info(msg, *args)
 
     def warning(self, msg: str, *args: object) -> None:
+        if sink is not None:
+            sink("warning", msg % args if args else msg)
+            return
         self._get().warning(msg, *args)
 
     def error(self, msg: str, *args: object) -> None:
+        if sink is not None:
+            sink("error", msg % args if args else msg)
+            return
         self._get().error(msg, *args)

@@ -16,6 +16,8 @@ from .output import Output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..config import ConfigError, StoreOptions
 
 PROG = "containers-storage"
@@ -101,11 +103,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if prog is None:
             prog = program_name(sys.argv[0])
     out = Output()
+    from .. import lazylog
+
+    saved, lazylog.sink = lazylog.sink, _log_line(out)  # library warnings as Go's logrus lines
     try:
         code = _run(list(argv), prog or PROG, out)
     except _Exit as e:
         code = e.code
     finally:
+        lazylog.sink = saved
         out.flush()
     if console:
         _fast_exit(code)
@@ -127,6 +133,15 @@ def _fast_exit(code: int) -> None:
     except (OSError, ValueError):
         return
     os._exit(code)
+
+
+def _log_line(out: Output) -> Callable[[str, str], None]:
+    def sink(level: str, message: str) -> None:
+        from .base import debug_line
+
+        out.err(debug_line(message, level))
+
+    return sink
 
 
 def _run(argv: list[str], prog: str, out: Output) -> int:
