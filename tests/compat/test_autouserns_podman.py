@@ -103,7 +103,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Podm
     finally:
         close_store(store)
         podman("rm", "-af", check=False)
-        podman("system", "reset", "-f", check=False)  # unmounts what podman mounted
+        podman("unmount", "--all", check=False)
         subprocess.run(["umount", "-R", os.path.join(root, "overlay")], capture_output=True)
         shutil.rmtree(short, ignore_errors=True)
 
