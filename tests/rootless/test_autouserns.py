@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rootlesstools import User
+from rootlesstools import User, kill_processes_under
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:3000:3001::/:/bin/sh\n"
 GROUP = b"root:x:0:\nnogroup:x:65534:\napp:x:3001:\n"
@@ -119,7 +119,8 @@ def test_rootless_podman_and_we_share_the_namespace_ids(user: User) -> None:
         os.chown(short, user.uid, user.gid)
         _with_podman(user, user.home / "store", short / "run")
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", user.name], check=False)  # podman's pause process
+        # podman's pause process (started with this test's HOME): by PID, nothing else.
+        kill_processes_under(user.home.parent)
         subprocess.run(["rm", "-rf", "--one-file-system", str(short)], check=False)
 
 
