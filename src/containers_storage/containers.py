@@ -70,6 +70,11 @@ class ContainerStore(RWRecordStore[Container]):
                 raise errors.DuplicateName(
                     f'the container name "{name}" is already in use by {other.id}. You have to remove '
                     f"that container to be able to reuse that name: {errors.DuplicateName.text}")
+        if uid_map or gid_map:  # as Go: a container's mapping must not map any ID twice
+            from .idset import check_no_overlaps
+
+            check_no_overlaps(uid_map or [])
+            check_no_overlaps(gid_map or [])
         data: dict[str, Any] = {"id": id}
         if names:
             data["names"] = names

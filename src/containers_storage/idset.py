@@ -172,4 +172,35 @@ class IDSet:
         return maps
 
 
-__all__ = ["IDSet"]
+def overlapping_maps(maps: Sequence[IDMap]) -> list[IDMap]:
+    """The maps whose container IDs or host IDs overlap those of an earlier map in ``maps``.
+
+    A mapping must be a bijection: no container ID may map twice and no host ID be the target
+    of two container IDs.  Go's container store refuses such mappings (hasOverlappingRanges).
+    """
+    seen_ctr = IDSet()
+    seen_host = IDSet()
+    conflicts: list[IDMap] = []
+    for m in maps:
+        ctr = IDSet([(m.container_id, m.container_id + m.size)])
+        host = IDSet([(m.host_id, m.host_id + m.size)])
+        if not ctr.isdisjoint(seen_ctr) or not host.isdisjoint(seen_host):
+            conflicts.append(m)
+        seen_ctr = seen_ctr | ctr
+        seen_host = seen_host | host
+    return conflicts
+
+
+def check_no_overlaps(maps: Sequence[IDMap]) -> None:
+    """Raise :class:`~containers_storage.errors.InvalidMappings` (Go's text) when ranges of
+    ``maps`` overlap (see :func:`overlapping_maps`)."""
+    conflicts = [f"{m.container_id}:{m.host_id}:{m.size}" for m in overlapping_maps(maps)]
+    if len(conflicts) == 1:
+        raise errors.InvalidMappings(f"the specified UID and/or GID mapping {conflicts[0]} conflicts "
+                                     f"with other mappings: {errors.InvalidMappings.text}")
+    if conflicts:
+        raise errors.InvalidMappings(f"the specified UID and/or GID mappings {', '.join(conflicts)} "
+                                     f"conflict with other mappings: {errors.InvalidMappings.text}")
+
+
+__all__ = ["IDSet", "check_no_overlaps", "overlapping_maps"]

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from containers_storage import errors
-from containers_storage.idset import IDSet
+from containers_storage.idset import IDSet, check_no_overlaps, overlapping_maps
 from containers_storage.idtools import IDMap
 
 
@@ -100,3 +100,25 @@ def test_sets_from_id_maps() -> None:
     maps = [IDMap(0, 100000, 10), IDMap(10, 100005, 10), IDMap(50, 5, 1)]
     assert IDSet.of_host_ids(maps).intervals == ((5, 6), (100000, 100015))
     assert IDSet.of_container_ids(maps).intervals == ((0, 20), (50, 51))
+
+
+def test_overlapping_maps_on_either_side() -> None:
+    assert overlapping_maps([IDMap(0, 1000, 10), IDMap(10, 1010, 10)]) == []  # touching is fine
+    assert overlapping_maps([IDMap(0, 1000, 10), IDMap(5, 2000, 10)]) == [IDMap(5, 2000, 10)]
+    assert overlapping_maps([IDMap(0, 1000, 10), IDMap(20, 1009, 1)]) == [IDMap(20, 1009, 1)]
+    # Each map is checked against all earlier ones, and counted once when both sides clash.
+    maps = [IDMap(0, 1000, 10), IDMap(0, 1000, 10), IDMap(50, 5000, 5), IDMap(52, 6000, 1)]
+    assert overlapping_maps(maps) == [IDMap(0, 1000, 10), IDMap(52, 6000, 1)]
+    assert overlapping_maps([IDMap(0, 1000, 0), IDMap(0, 1000, 5)]) == []  # an empty map covers nothing
+
+
+def test_overlap_errors_use_gos_text() -> None:
+    check_no_overlaps([IDMap(0, 1000, 10), IDMap(10, 1010, 10)])
+    with pytest.raises(errors.InvalidMappings) as one:
+        check_no_overlaps([IDMap(0, 100000, 10), IDMap(5, 200000, 10)])
+    assert str(one.value) == ("the specified UID and/or GID mapping 5:200000:10 conflicts with other "
+                              "mappings: invalid mappings specified")
+    with pytest.raises(errors.InvalidMappings) as two:
+        check_no_overlaps([IDMap(0, 1, 5), IDMap(1, 100, 1), IDMap(9, 3, 1)])
+    assert str(two.value) == ("the specified UID and/or GID mappings 1:100:1, 9:3:1 conflict with "
+                              "other mappings: invalid mappings specified")

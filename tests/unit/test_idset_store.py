@@ -280,3 +280,22 @@ def test_processes_allocating_at_once_never_share_ids(tmp_path: Path, subids: tu
         assert total == IDSet([(UID_BASE, UID_BASE + 20000)])
     finally:
         close_store(s)
+
+
+def test_a_mapping_that_maps_an_id_twice_is_refused(store: Store) -> None:
+    make_image(store)
+    layers = {layer.id for layer in store.layers()}
+    with pytest.raises(errors.InvalidMappings) as info:
+        store.create_container("", ["twice"], "img", uid_map=[IDMap(0, 300000, 10), IDMap(5, 400000, 10)],
+                               gid_map=[IDMap(0, 300000, 20)])
+    assert str(info.value) == ("the specified UID and/or GID mapping 5:400000:10 conflicts with other "
+                               "mappings: invalid mappings specified")
+    # Additional maps that clash with each other on the host side are refused the same way.
+    with pytest.raises(errors.InvalidMappings, match=r"mapping 3000:77:5 conflicts"):
+        store.create_container("", ["extra"], "img", auto_userns=AutoUserNsOptions(
+            additional_gid_maps=[IDMap(2900, 75, 5), IDMap(3000, 77, 5)]))
+    assert store.containers() == []
+    # Nothing is left behind but the ID-mapped copies of the image's top layer, which stay
+    # with the image for the next container with the same maps (as in Go).
+    left = {layer.id for layer in store.layers()} - layers
+    assert left <= set(store.image("img").mapped_top_layers)
