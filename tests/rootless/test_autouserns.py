@@ -33,7 +33,8 @@ from containers_storage.config import StoreOptions
 from containers_storage.store import get_store
 
 job = json.loads(sys.argv[1])
-s = get_store(StoreOptions(graph_root=job["graph"], run_root=job["run"], driver_name="vfs"))
+s = get_store(StoreOptions(graph_root=job["graph"], run_root=job["run"],
+                           driver_name=job.get("driver", "vfs")))
 out = {}
 if job.get("layer_tar"):
     with open(job["layer_tar"], "rb") as f:
@@ -75,8 +76,9 @@ def _give(user: User, path: Path, data: bytes) -> str:
 
 
 def _ours(user: User, graph: Path, run: Path, containers: list[tuple[str, int]],
-          layer_tar: str = "") -> dict[str, dict[str, object]]:
-    job = {"graph": str(graph), "run": str(run), "containers": containers, "layer_tar": layer_tar}
+          layer_tar: str = "", driver: str = "vfs") -> dict[str, dict[str, object]]:
+    job = {"graph": str(graph), "run": str(run), "containers": containers, "layer_tar": layer_tar,
+           "driver": driver}
     result = user.run([_python(), "-c", PROGRAM, json.dumps(job)])
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -87,12 +89,14 @@ def _python() -> str:
     return VENV_PYTHON
 
 
-def test_ranges_come_from_the_users_namespace(user: User) -> None:
+@pytest.mark.parametrize("driver", ["vfs", "overlay"])
+def test_ranges_come_from_the_users_namespace(user: User, driver: str) -> None:
     assert user.subuid is not None and user.subuid[1] == 65536, "the test expects useradd's 65536"
     graph, run = user.home / "store", user.runtime_dir / "store"
     tar = _give(user, user.home / "layer.tar", _tar(with_busybox=False))
+    # (Sizing reads /etc/passwd through a temporary mount: overlay mounts in the namespace too.)
     out = _ours(user, graph, run, [("c1", 0), ("c2", 10), ("rest", 65536 - 3002 - 10),
-                                   ("one-more", 1)], layer_tar=tar)
+                                   ("one-more", 1)], layer_tar=tar, driver=driver)
     # Sized from the image's passwd/group (user 3000, group 3001), starting at ID 1: 0 is the
     # user itself, which no container gets.
     assert out["c1"]["uid"] == [[0, 1, 3002]] and out["c1"]["gid"] == [[0, 1, 3002]]
@@ -100,11 +104,12 @@ def test_ranges_come_from_the_users_namespace(user: User) -> None:
     # The rest of 1..65536, exactly, and then nothing.
     assert out["rest"]["uid"] == [[0, 3013, 65536 - 3012]]
     assert out["one-more"] == {"error": "NoAvailableIDs: not enough unused IDs in user namespace"}
-    # On the host the files sit at the subordinate IDs: namespace ID n is subuid start + n - 1.
-    etc = graph / "vfs" / "dir" / str(out["c2"]["layer"]) / "etc" / "passwd"
-    st = etc.stat()
-    assert (st.st_uid, st.st_gid) == (user.host_id(3003), user.host_id(3003, "gid"))
-    with open(graph / "vfs-containers" / "containers.json") as f:
+    if driver == "vfs":
+        # On the host the files sit at the subordinate IDs: namespace ID n is subuid start + n - 1.
+        etc = graph / "vfs" / "dir" / str(out["c2"]["layer"]) / "etc" / "passwd"
+        st = etc.stat()
+        assert (st.st_uid, st.st_gid) == (user.host_id(3003), user.host_id(3003, "gid"))
+    with open(graph / f"{driver}-containers" / "containers.json") as f:
         records = {c["names"][0]: c for c in json.load(f)}
     assert records["c2"]["uidmap"] == [{"container_id": 0, "host_id": 3003, "size": 10}]
     assert "one-more" not in records
