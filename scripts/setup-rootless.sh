@@ -28,6 +28,12 @@ add_user() {  # name, whether to grant subordinate ranges
 add_user csrootless yes
 add_user csnosubids no
 
+# fuse-overlayfs as an unprivileged user opens /dev/fuse itself.  Debian ships the node 0666;
+# this VM's is 0600 root-only, which leaves rootless users no FUSE (tests/rootless use it).
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  chmod 0666 /dev/fuse
+fi
+
 venv=/opt/containers-storage-rootless/venv
 if [ ! -x "$venv/bin/python" ]; then
   mkdir -p "$(dirname "$venv")"

@@ -494,7 +494,9 @@ class _Applier:
             except OSError as e:
                 if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
                         self.userns and e.errno == errno.EPERM):
-                    log.warning("ignored xattr %r on %r: %s", key, hdr.name, e.strerror)
+                    # Go warns from its unpacking child, whose output is dropped on success.
+                    log.info("ignored xattr %s on %s: %s", os.fsdecode(key), os.fsdecode(hdr.name),
+                             e.strerror)
                     continue
                 raise
 
