@@ -58,11 +58,11 @@ class LockFile:
             import threading
 
             self._cond = threading.Condition(self._mutex)
-        self._wait()
+        self._cond.wait()
 
     def _wake(self) -> None:
         if self._cond is not None:
-            self._wake()
+            self._cond.notify_all()
 
     def _open(self) -> int:
         flags = os.O_CLOEXEC | os.O_CREAT | (os.O_RDONLY if self.read_only else os.O_RDWR)

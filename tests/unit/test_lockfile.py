@@ -76,3 +76,38 @@ def test_record_write_needs_the_write_lock(tmp_path: Path) -> None:
         assert "write lock" in str(e)
     else:
         raise AssertionError("record_write without the lock must fail")
+
+
+def test_threads_of_one_process_wait_for_each_other(tmp_path: Path) -> None:
+    # Threads share the process's POSIX lock, so exclusion between them is ours: a writer thread
+    # must wait for another writer and for readers, and be woken when they let go.
+    import threading
+
+    lock = get_lock_file(str(tmp_path / "threads.lock"))
+    inside: list[str] = []
+    overlaps: list[str] = []
+    done: list[str] = []
+    guard = threading.Lock()
+
+    def work(name: str, write: bool) -> None:
+        for _ in range(50):
+            with lock.writing() if write else lock.reading():
+                with guard:
+                    if (write and inside) or any(x.startswith("w") for x in inside):
+                        overlaps.append(f"{name} with {inside}")
+                    inside.append(name)
+                time.sleep(0.0005)
+                with guard:
+                    inside.remove(name)
+        done.append(name)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}", True)) for i in range(3)]
+    threads += [threading.Thread(target=work, args=(f"r{i}", False)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread was never woken"
+    assert len(done) == 6, done  # no thread died on the way (an exception ends it silently)
+    assert overlaps == []
+    assert not lock.locked_for_writing
