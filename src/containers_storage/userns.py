@@ -170,12 +170,14 @@ def parse_subid_file(path: str, name: str, uid_text: str = "") -> list[tuple[int
             raise ValueError(
                 f"cannot parse subuid/gid information: Format not correct for {path} file")
         if parts[0] == name or name == "ALL" or (uid_text and parts[0] == uid_text):
-            try:
-                ranges.append((int(parts[1]), int(parts[2])))
-            except ValueError:
-                raise ValueError(
-                    "string to int conversion failed during subuid/gid parsing of "
-                    f"{path}: {text}") from None
+            numbers = []
+            for field in parts[1:]:
+                if not field.lstrip("+-").isdigit() or not field.isascii():
+                    raise ValueError(
+                        "string to int conversion failed during subuid/gid parsing of "
+                        f"{path}: strconv.Atoi: parsing {_q(field)}: invalid syntax")
+                numbers.append(int(field))
+            ranges.append((numbers[0], numbers[1]))
     return ranges
 
 

@@ -165,7 +165,7 @@ def _parse_uint32(text: str) -> int:
 
 def _subid_map(path: str, name: str) -> list[IDMap]:
     """The ranges /etc/subuid (or subgid) grants ``name``, stacked from container ID 0 up."""
-    from ..idtools import IDMap
+    from ..userns import parse_subid_file, stacked_maps
 
     uid_text = ""
     try:
@@ -175,30 +175,11 @@ def _subid_map(path: str, name: str) -> list[IDMap]:
     except (KeyError, ImportError):
         pass
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+        return stacked_maps(parse_subid_file(path, name, uid_text))
     except OSError as e:
         raise CommandError(go_os_error(e)) from None
-    ranges: list[tuple[int, int]] = []
-    for raw in lines:
-        text = raw.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise CommandError(
-                f"cannot parse subuid/gid information: Format not correct for {path} file")
-        if parts[0] == name or name == "ALL" or (uid_text and parts[0] == uid_text):
-            try:
-                ranges.append((int(parts[1]), int(parts[2])))
-            except ValueError:
-                raise CommandError(f"cannot parse subuid/gid information: {text}") from None
-    maps: list[IDMap] = []
-    container_id = 0
-    for start, length in sorted(ranges):
-        maps.append(IDMap(container_id, start, length))
-        container_id += length
-    return maps
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 __all__ = ["CommandError", "Context", "debug_line", "go_error_text", "go_list", "go_os_error",
