@@ -264,3 +264,33 @@ def test_the_cli_reports_it_as_gos_drivers_do(monkeypatch: pytest.MonkeyPatch, t
         assert run_inprocess([*store, "layers"]).out == ""
     finally:
         run_inprocess([*store, "shutdown"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the overlay driver's probes mount")
+def test_rootless_overlay_over_a_network_file_system(rootless: None, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    from containers_storage import lazylog
+    from containers_storage.drivers import overlay_probe
+    from containers_storage.drivers.base import DriverOptions
+    from containers_storage.drivers.overlay import OverlayDriver
+    from containers_storage.errors import DriverError
+
+    monkeypatch.setattr(overlay_probe, "backing_fs", lambda home: (0x6969, "nfs"))
+    warnings: list[str] = []
+    monkeypatch.setattr(lazylog, "sink", lambda level, text: warnings.append(f"{level}: {text}"))
+    root, run = str(tmp_path / "root"), str(tmp_path / "run")
+    with pytest.raises(DriverError) as err:
+        OverlayDriver(DriverOptions(root, run, options=["overlay.skip_mount_home=true"]))
+    assert str(err.value) == ("a network file system with user namespaces is not supported.  Please "
+                              "use a mount_program: backing file system is unsupported for this "
+                              "graph driver")
+    # With a mount program, Go forces the mask (files cannot belong to the namespace's IDs there).
+    driver = OverlayDriver(DriverOptions(root, run, options=[
+        "overlay.skip_mount_home=true", "overlay.mount_program=/usr/bin/fuse-overlayfs"]))
+    assert driver.options.force_mask == 0o700
+    assert warnings == ["warning: Network file system detected as backing store.  Enforcing overlay "
+                        'option `force_mask="700"`.  Add it to storage.conf to silence this warning']
+    with pytest.raises(DriverError, match="^composefs is not supported in user namespaces$"):
+        OverlayDriver(DriverOptions(root, run, options=[
+            "overlay.skip_mount_home=true", "overlay.mount_program=/usr/bin/fuse-overlayfs",
+            "overlay.use_composefs=true"]))

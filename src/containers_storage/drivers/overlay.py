@@ -207,7 +207,16 @@ class OverlayDriver(NaiveDiff):
             found = shutil.which("fuse-overlayfs")
             if found:
                 opts.mount_program = found
+        rootless = probe.rootless()
         if opts.mount_program:
+            if rootless and magic in probe.NETWORK_FS_MAGICS and opts.force_mask is None:
+                # A FUSE mount over a network file system cannot own files as the namespace's IDs.
+                opts.force_mask = 0o700
+                from ..lazylog import LazyLogger
+
+                LazyLogger(__name__).warning(
+                    "Network file system detected as backing store.  Enforcing overlay option "
+                    '`force_mask="700"`.  Add it to storage.conf to silence this warning')
             fd = os.open(os.path.join(self.home, probe.MOUNT_PROGRAM_FLAG_FILE),
                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
@@ -217,7 +226,13 @@ class OverlayDriver(NaiveDiff):
         elif magic in (probe.FS_MAGIC_AUFS, om.FS_MAGIC_OVERLAY, probe.FS_MAGIC_ECRYPTFS):
             raise DriverError(f"'overlay' is not supported over {self.backing_fs}, a mount_program is "
                               "required: backing file system is unsupported for this graph driver")
+        elif rootless and magic in probe.NETWORK_FS_MAGICS:
+            raise DriverError("a network file system with user namespaces is not supported.  Please "
+                              "use a mount_program: backing file system is unsupported for this "
+                              "graph driver")
         if opts.use_composefs:
+            if rootless:
+                raise DriverError("composefs is not supported in user namespaces")
             raise DriverError("composefs helper program not found: composefs is not supported by "
                               "this implementation")
 

@@ -27,6 +27,12 @@ FS_NAMES: dict[int, str] = {
     0x858458F6: "ramfs", 0x52654973: "reiserfs", 0x517B: "smb", 0x73717368: "squashfs",
     0x01021994: "tmpfs", 0xA501FCF5: "vxfs", 0x58465342: "xfs", 0x2FC12FC1: "zfs",
 }
+# Go's isNetworkFileSystem: where a rootless user's overlay needs a mount program (and force_mask).
+NETWORK_FS_MAGICS = frozenset((
+    0x6969, 0x517B, 0x61636673, 0x5346414F, 0x00C36400, 0xFF534D42, 0x47504653, 0x013111A8,
+    0x6B414653, 0x0BD00BD0, 0x564C, 0x6E667364, 0x7461636F, 0xAAD7AAEA, 0x7C7C6673, 0xFE534D42,
+    0xBEEFDEAD, 0x786F4256, 0xA501FCF5,
+))  # nfs smb acfs afs ceph cifs gpfs ibrix kafs lustre ncp nfsd ocfs2 panfs prl_fs smb2 snfs vboxsf vxfs
 FS_MAGIC_AUFS = 0x61756673
 FS_MAGIC_ECRYPTFS = 0xF15F
 FS_MAGIC_XFS = 0x58465342
