@@ -617,8 +617,6 @@ class LayerStore(ROLayerStore):
                 layer.mount_count += 1
                 self._save_mounts()
                 return layer.mount_point
-            if layer.mount_count > 0 and _mount_is_gone(layer.mount_point, self.driver):
-                layer.mount_count = 0  # its user namespace ended: the mount made now is the only one
             if not opts.mount_label:
                 opts.mount_label = layer.mount_label
             same = same_maps(opts.uid_map, layer.uid_map) and same_maps(opts.gid_map, layer.gid_map)
@@ -651,7 +649,7 @@ class LayerStore(ROLayerStore):
                     raise errors.LayerUnknown()
             if conditional and layer.mount_count == 0:
                 raise errors.LayerNotMounted()
-            if force or (layer.mount_count > 1 and _mount_is_gone(layer.mount_point, self.driver)):
+            if force:
                 layer.mount_count = 1
             if layer.mount_count > 1:
                 layer.mount_count -= 1
@@ -672,10 +670,7 @@ class LayerStore(ROLayerStore):
         """The mount count, re-read if another process (Go or ours) mounted since we looked."""
         with self.mounts_lock.reading():
             self._reload_mounts_if_changed()
-            layer = self.get(ref)
-            if layer.mount_count > 0 and _mount_is_gone(layer.mount_point, self.driver):
-                return 0
-            return layer.mount_count
+            return self.get(ref).mount_count
 
     def parent_owners(self, ref: str) -> tuple[list[int], list[int]]:
         """Host IDs owning the mount point's parent directories that the layer cannot map.
@@ -791,23 +786,6 @@ def _is_mounted_or_dir(path: str, driver: Driver) -> bool:
     from .mountinfo import is_mountpoint
 
     return is_mountpoint(path)
-
-
-def _mount_is_gone(path: str, driver: Driver) -> bool:
-    """A rootless mount whose user namespace has ended: recorded, but mounted nowhere now.
-
-    Go keeps counting such mounts forever; we let the record go, so that ``mounted`` tells the
-    truth and the next mount counts from one.  (Only rootless: root's mounts do not vanish so.)
-    """
-    if not path or driver.name == "vfs":
-        return False
-    from .userns import is_rootless
-
-    if not is_rootless():
-        return False
-    from .mountinfo import mounted_in_any_namespace
-
-    return not mounted_in_any_namespace(path)
 
 
 def new_layer_store(layerdir: str, rundir: str, driver: Callable[[], Driver], imagedir: str = "",

@@ -92,29 +92,3 @@ def is_mountpoint(path: str) -> bool:
     if not path:
         return False
     return mount_at(path) is not None
-
-
-def mounted_in_any_namespace(path: str) -> bool:
-    """Whether some process's mount namespace, this one's or another's, has a mount at ``path``.
-
-    A rootless user's mounts live in the user namespace that made them (a ``podman unshare``
-    or ``containers-storage unshare`` session, podman's pause process) and end with it, so a
-    mount recorded in mountpoints.json may exist elsewhere, or nowhere any more.  Reads the
-    mountinfo of every process it may read (same user: also across sibling namespaces).
-    """
-    real = os.path.realpath(path)
-    # mountinfo escapes space, tab, newline and backslash: look for the escaped form.
-    needle = " " + "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in real) + " "
-    if mount_at(real) is not None:
-        return True
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError:
-            continue
-        if needle in text and topmost(parse(text), real) is not None:
-            return True
-    return False
