@@ -224,6 +224,16 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         )))
         if driver:
             out.err(debug_line(f'[graphdriver] trying provided driver "{driver}"'))
+    if name == "unshare":
+        # Go opens the store first only to drop it; its imports would cost a third of the call.
+        from .base import go_error_text
+        from .storecmds import run_unshare
+
+        try:
+            return run_unshare(args, out)
+        except Exception as e:
+            out.err(go_error_text(e) + "\n")
+            return 1
     if name in _FAST:
         from .listing import run_fast
 

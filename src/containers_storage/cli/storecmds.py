@@ -10,6 +10,7 @@ import os
 
 from .base import CommandError, Context, debug_line, go_error_text
 from .flags import go_list, go_quote
+from .output import Output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -86,9 +87,14 @@ def dedup(ctx: Context, args: list[str]) -> int:
 
 
 def unshare(ctx: Context, args: list[str]) -> int:
-    """Run a command (or $SHELL) in the user namespace a rootless user's store needs.
+    """Run a command (or $SHELL) in the user namespace a rootless user's store needs."""
+    return run_unshare(args, ctx.out)
 
-    The CLI has already entered it unless ``--unshare=false`` was given; root with
+
+def run_unshare(args: list[str], out: Output) -> int:
+    """``unshare``'s work, which needs no open store (the CLI calls it without opening one).
+
+    The CLI has already entered the namespace unless ``--unshare=false`` was given; root with
     CAP_SYS_ADMIN needs none and runs the command as it is.
     """
     from ..userns import UserNamespaceError, enter_user_namespace, in_user_namespace
@@ -96,12 +102,12 @@ def unshare(ctx: Context, args: list[str]) -> int:
     if not in_user_namespace():
         try:
             enter_user_namespace(even_for_root=True,
-                                 warn=lambda m: ctx.out.err(debug_line(m, "warning")))
+                                 warn=lambda m: out.err(debug_line(m, "warning")))
         except UserNamespaceError as e:
             raise CommandError(str(e.strerror or e)) from None
     if not args:
         args = [os.environ.get("SHELL") or "/bin/sh"]
-    ctx.out.flush()
+    out.flush()
     # posix_spawnp rather than subprocess: a rootless user's `unshare CMD` is a hot path, and
     # subprocess costs more to import than the namespace costs to enter.
     try:
