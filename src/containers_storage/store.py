@@ -116,7 +116,8 @@ class Store:
                 with self.graph_lock.writing():
                     self._driver = new_driver(self.driver_name, DriverOptions(
                         root=self.graph_root, run_root=self.run_root,
-                        image_store=self.image_store_dir, options=list(self.options.driver_options)))
+                        image_store=self.image_store_dir, options=list(self.options.driver_options),
+                        priority=list(self.options.driver_priority)))
             return self._driver
 
     def _get_driver(self) -> Driver:

@@ -6,6 +6,7 @@ exporting tar streams go through the archive engine so that confinement rules li
 
 from __future__ import annotations
 
+from ..errors import DriverError
 from ..idtools import IDMap
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
     Mappings = tuple[Sequence[IDMap], Sequence[IDMap]]  # (uid maps, gid maps)
 else:
     Protocol = object  # the interfaces below only matter to the type checker
+
+
+class DriverUnsupported(DriverError):
+    """The driver cannot work on this machine or file system (Go's ErrNotSupported,
+    ErrPrerequisites and ErrIncompatibleFS): choosing a driver by priority tries the next one."""
+
+    text = "driver not supported"
+    prerequisites = "prerequisites for driver not satisfied (wrong filesystem?)"
+    incompatible_fs = "backing file system is unsupported for this graph driver"
+
+    @classmethod
+    def describes(cls, err: BaseException) -> bool:
+        """Whether ``err`` is one of these, by type or by Go's sentinel text at its end."""
+        if isinstance(err, cls):
+            return True
+        text = str(err)
+        return text.endswith((cls.text, cls.prerequisites, cls.incompatible_fs))
 
 
 class CreateOpts:
@@ -81,14 +99,16 @@ class ApplyDiffOpts:
 
 
 class DriverOptions:
-    """What the store hands a driver: its roots and the ``--storage-opt`` list."""
+    """What the store hands a driver: its roots and the ``--storage-opt`` list, and the
+    ``driver_priority`` of storage.conf for choosing one when none is named."""
 
     def __init__(self, root: str, run_root: str, image_store: str = "",
-                 options: list[str] | None = None) -> None:
+                 options: list[str] | None = None, priority: list[str] | None = None) -> None:
         self.root = root  # graphroot; the driver's home is root/<name>
         self.run_root = run_root
         self.image_store = image_store
         self.options: list[str] = list(options or [])
+        self.priority: list[str] = list(priority or [])
 
 
 class Driver(Protocol):
