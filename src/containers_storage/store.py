@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from .autouserns import AutoUserNsOptions
     from .check import CheckOptions, CheckReport, RepairOptions
+    from .dedup import DedupResult
 
     T = TypeVar("T")
 
@@ -1122,6 +1123,12 @@ class Store:
         return repair(self, report, options)
 
     # -- whole store ---------------------------------------------------------------------------
+    def dedup(self, hash_method: str = "crc") -> DedupResult:
+        """Go's Dedup: identical files of the images' layers share extents (reflink file systems)."""
+        from .dedup import dedup_store
+
+        return dedup_store(self, hash_method)
+
     def status(self) -> list[tuple[str, str]]:
         return self.driver.status()
 

@@ -118,11 +118,6 @@ def test_gc_removes_leftovers(cli: CLI) -> None:
     assert cli.ok("images", "-q").lines == [image]
 
 
-def test_dedup_says_not_supported(cli: CLI) -> None:
-    assert cli.fails("dedup", "--hash-method", "md5").err == "invalid hash method: md5\n"
-    assert cli.fails("dedup").err == "dedup: not supported\n"
-
-
 def test_config_prints_storage_conf(cli_in: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = f"{cli_in.root}.conf"
     with open(conf, "w") as f:

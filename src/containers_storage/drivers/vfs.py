@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from ..archive.apply import ApplyResult
+    from ..dedup import DedupResult
     from .base import Mappings
 
 DEFAULT_PERMS = 0o555
@@ -160,6 +161,19 @@ class VfsDriver(NaiveDiff, NaiveIDMapUpdater):
                 return [e.name for e in it if e.is_dir(follow_symlinks=False)]
         except FileNotFoundError:
             return []
+
+    def dedup(self, layers: list[str], hash_method: str) -> DedupResult:
+        """Share the extents of identical files across the layers' directories (Go's Dedup).
+
+        Unlike Go, layers found in read-only additional image stores are left alone.
+        """
+        from ..dedup import dedup_dirs
+
+        own = {os.path.join(self.home, "dir")}
+        if self.image_store:
+            own.add(os.path.join(self.image_store, "vfs", "dir"))
+        dirs = [p for p in map(self._dir, layers) if os.path.dirname(p) in own and os.path.isdir(p)]
+        return dedup_dirs(dirs, hash_method)
 
     def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
         from ..archive.apply import ApplyOptions, InsufficientIDs, apply_layer
