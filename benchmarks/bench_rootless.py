@@ -21,8 +21,9 @@ workstation.  Operations, each per driver:
 
 Runs alternate between the two CLIs (as bench.py does) and the report gives medians and the
 median of the pairwise ratios ours/Go.  No targets: bench.py's are against Debian's 1.43, and this
-reference is a newer, faster Go (issue 16 sets the targets against it).  Results go to benchmarks/results-rootless.json and, with
-``--update-readme``, to README.md between the bench-rootless markers.
+reference is a newer, faster Go (issue 16 sets the targets against it).  Results go to
+benchmarks/results-rootless.json and, with ``--update-readme``, to README.md between the
+bench-rootless markers.
 """
 
 from __future__ import annotations
