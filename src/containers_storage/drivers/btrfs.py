@@ -318,6 +318,9 @@ class BtrfsDriver(NaiveDiff, NaiveIDMapUpdater):
         if _fs_type(probe) != "btrfs":
             raise DriverUnsupported(f'"{self.home}" is not on a btrfs filesystem: '
                                     f"{DriverUnsupported.prerequisites}")
+        # Options first: unlike Go, a refused option leaves no private mount of the home behind.
+        self.min_space, self.size, wanted = _parse_options(options.options)
+        self._quota_enabled: bool | None = None
         os.makedirs(self.subvolumes_dir, mode=0o700, exist_ok=True)
         from . import overlay_mount as om
 
@@ -325,10 +328,12 @@ class BtrfsDriver(NaiveDiff, NaiveIDMapUpdater):
             om.make_private(self.home)  # as Go's Init; Cleanup unmounts it again
         except OSError as e:
             raise DriverError(f"btrfs: failed to make mount private: {e.strerror}") from e
-        self.min_space, self.size, wanted = _parse_options(options.options)
-        self._quota_enabled: bool | None = None
         if wanted:
-            self._enable_quota()
+            try:
+                self._enable_quota()
+            except BaseException:
+                om.unmount(self.home)
+                raise
 
     # -- locations ---------------------------------------------------------------------------
     @property
