@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
     from ..archive.apply import ApplyOptions, ApplyResult
     from ..archive.changes import Change
+    from ..dedup import DedupResult
     from .base import Mappings
+    from .quota import Control, Quota
 
 DEFAULT_PERMS = 0o555
 STAGING_DIR = "staging"
@@ -191,6 +193,12 @@ class OverlayDriver(NaiveDiff):
 
     def __init__(self, options: DriverOptions) -> None:
         opts = parse_options(options.options)
+        if opts.layer_stores:
+            # Go's read-only additional layer stores serve layers to image pulls through an API
+            # (LookupAdditionalLayer) we do not have: refuse rather than ignore them.  Layers Go
+            # already made from one (a diff symlinked into the store) are read as usual.
+            raise DriverError("overlay: additional layer stores are not supported by this "
+                              f'implementation (additionallayerstore "{opts.layer_stores[0][0]}")')
         self.options = opts
         self.home = os.path.join(options.root, "overlay")
         self.image_store = options.image_store
@@ -252,11 +260,20 @@ class OverlayDriver(NaiveDiff):
                 self.using_metacopy = probe.does_metacopy(self.home, opts.mount_options)
                 probe.record_feature(self.runhome, feature, self.using_metacopy)
 
-        if opts.quota_size > 0 or opts.quota_inodes > 0:
-            if magic == probe.FS_MAGIC_XFS:
-                raise DriverError("storage options overlay.size and overlay.inodes not supported. "
-                                  "Filesystem does not support Project Quota: project quotas are not "
-                                  "implemented by this driver")
+        # XFS project quotas for container layers, as Go: tried on every XFS home (which makes
+        # its backingFsBlockDev node), an error only when a limit was asked for.
+        self.quota_ctl: Control | None = None
+        if magic == probe.FS_MAGIC_XFS:
+            from .quota import Control
+
+            try:
+                self.quota_ctl = Control(self.home)
+            except (DriverError, OSError) as e:
+                if opts.quota_size > 0 or opts.quota_inodes > 0:
+                    text = str(e) if isinstance(e, DriverError) else (e.strerror or str(e))
+                    raise DriverError("storage options overlay.size and overlay.inodes not supported. "
+                                      f"Filesystem does not support Project Quota: {text}") from e
+        elif opts.quota_size > 0 or opts.quota_inodes > 0:
             raise DriverError("storage option overlay.size and overlay.inodes only supported for "
                               f"backingFS XFS. Found {self.backing_fs}")
 
@@ -449,23 +466,44 @@ class OverlayDriver(NaiveDiff):
     # -- creating and removing ---------------------------------------------------------------------
     def create(self, id: str, parent: str, opts: CreateOpts | None, read_write: bool) -> None:
         storage_opt = dict(opts.storage_opt) if opts else {}
+        quota = None
         if read_write:
-            if storage_opt:
+            if storage_opt and self.quota_ctl is None:
                 raise DriverError("--storage-opt is supported only for overlay over xfs with 'pquota' "
                                   "mount option")
             if self.options.force_mask is not None and not self.options.mount_program:
                 raise DriverError("overlay: force_mask option for writeable layers is only supported "
                                   "with a mount_program")
+            if self.quota_ctl is not None:
+                quota = self._layer_quota(storage_opt)
         else:
+            # Go checks only these two here; other options of a read-only layer go unread.
             if "size" in storage_opt:
                 raise DriverError("--storage-opt size is only supported for ReadWrite Layers")
             if "inodes" in storage_opt:
                 raise DriverError("--storage-opt inodes is only supported for ReadWrite Layers")
-            if storage_opt:
-                raise DriverError(f"unknown option {next(iter(storage_opt))}")
-        self._create(id, parent, opts, read_only=not read_write)
+        self._create(id, parent, opts, read_only=not read_write, quota=quota)
 
-    def _create(self, id: str, parent: str, opts: CreateOpts | None, read_only: bool) -> None:
+    def _layer_quota(self, storage_opt: dict[str, str]) -> Quota:
+        """A container layer's limits: its ``size``/``inodes`` options, else the driver's."""
+        from .overlay_options import ram_in_bytes
+        from .quota import Quota
+
+        quota = Quota(self.options.quota_size, self.options.quota_inodes)
+        for key, val in storage_opt.items():
+            name = key.lower()
+            if name == "size":
+                quota.size = ram_in_bytes(val)
+            elif name == "inodes":
+                if not val.isdigit():
+                    raise DriverError(f'strconv.ParseUint: parsing "{val}": invalid syntax')
+                quota.inodes = int(val)
+            else:
+                raise DriverError(f"unknown option {name}")
+        return quota
+
+    def _create(self, id: str, parent: str, opts: CreateOpts | None, read_only: bool,
+                quota: Quota | None = None) -> None:
         dir, homedir, _ = self._dir2(id, read_only)
         uid_map = opts.uid_map if opts else []
         gid_map = opts.gid_map if opts else []
@@ -489,6 +527,9 @@ class OverlayDriver(NaiveDiff):
 
         _mkdir_as(dir, 0o700, root_uid, root_gid)
         try:
+            if quota is not None and self.quota_ctl is not None:
+                # Before anything is made in it: the project ID is inherited, not applied later.
+                self.quota_ctl.set_quota(dir, quota)
             forced_uid, forced_gid, forced_mode = st_uid, st_gid, st_mode
             if self.options.force_mask is not None:
                 forced_uid, forced_gid, forced_mode = root_uid, root_gid, self.options.force_mask
@@ -634,6 +675,8 @@ class OverlayDriver(NaiveDiff):
             except OSError:
                 pass
         _remove_all(dir)
+        if self.quota_ctl is not None:
+            self.quota_ctl.clear_quota(dir)
 
     def recreate_symlinks(self) -> None:
         """Repair ``l/`` and the ``link`` files after a crash or a careless ``rm`` (Go's logic)."""
@@ -928,6 +971,18 @@ class OverlayDriver(NaiveDiff):
         if not self._is_parent(id, parent):
             return super().diff_size(id, parent, maps, parent_maps)
         return _directory_size(self._diff_path(id))
+
+    def dedup(self, layers: list[str], hash_method: str) -> DedupResult:
+        """Share the extents of identical files across the layers' diff dirs (Go's Dedup);
+        layers of read-only additional stores are left alone, as in Go."""
+        from ..dedup import dedup_dirs
+
+        dirs: list[str] = []
+        for id in layers:
+            dir, _, in_additional = self._dir2(id)
+            if not in_additional and os.path.exists(dir):
+                dirs.append(os.path.join(dir, "diff"))
+        return dedup_dirs(dirs, hash_method)
 
     # -- staged apply ----------------------------------------------------------------------------
     def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff:
