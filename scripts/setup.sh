@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 # sanitizer test. python3-dev only when the interpreter that makes the venv lacks its headers.
 # uidmap (newuidmap/newgidmap) and python3-venv: rootless tests, which run as an unprivileged
 # user with a venv made from Debian's python3 (the user cannot execute an interpreter under /root).
-debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc uidmap python3-venv)
+# btrfs-progs, xfsprogs: loop-mounted btrfs and XFS for the btrfs driver, dedup and quota tests;
+# libbtrfs-dev: its version.h holds the libbtrfs versions btrfs' status prints, as Go's does.
+debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc uidmap python3-venv
+      btrfs-progs xfsprogs libbtrfs-dev)
 if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   debs+=(python3-dev)
 fi

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,16 +39,33 @@ def no_leaked_mounts(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_driver(request: pytest.FixtureRequest, no_leaked_mounts: str) -> Iterator[DriverFactory]:
+def driver_base(no_leaked_mounts: str, on_loop_fs: Callable[[str], str]) -> Callable[[str], str]:
+    """Where a driver's roots go: the test's directory, or for btrfs a fresh directory on the
+    session's loop-mounted btrfs (checked for leaked mounts and removed after the test)."""
+    made: dict[str, str] = {}
+
+    def get(name: str) -> str:
+        if name != "btrfs":
+            return no_leaked_mounts
+        if name not in made:
+            made[name] = on_loop_fs("btrfs_mount")
+        return made[name]
+
+    return get
+
+
+@pytest.fixture
+def make_driver(request: pytest.FixtureRequest, driver_base: Callable[[str], str]) -> Iterator[DriverFactory]:
     """Build drivers on the test's directory; each one is cleaned up after the test."""
     made: list[Driver] = []
 
     def factory(name: str, options: list[str] | None = None, root: str = "root",
                 image_store: str = "") -> Driver:
         if name != "vfs" and not IS_ROOT:
-            pytest.skip("overlay mounts need root")
-        d = new_driver(name, DriverOptions(root=os.path.join(no_leaked_mounts, root),
-                                           run_root=os.path.join(no_leaked_mounts, "run-" + root),
+            pytest.skip(f"{name} needs root (mounts, subvolumes)")
+        base = driver_base(name)
+        d = new_driver(name, DriverOptions(root=os.path.join(base, root),
+                                           run_root=os.path.join(base, "run-" + root),
                                            image_store=image_store, options=list(options or [])))
         made.append(d)
         return d
@@ -63,6 +80,7 @@ DRIVER_PARAMS = [
     pytest.param(("overlay", []), id="overlay"),
     pytest.param(("overlay", [f"overlay.mount_program={FUSE_OVERLAYFS}"]), id="overlay-fuse",
                  marks=pytest.mark.skipif(FUSE_OVERLAYFS is None, reason="fuse-overlayfs not installed")),
+    pytest.param(("btrfs", []), id="btrfs"),  # on a loop-mounted btrfs; skips where none can be made
 ]
 
 
