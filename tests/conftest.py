@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from loopfs import btrfs_mount, on_loop_fs, xfs_mount, xfs_pquota_mount  # noqa: F401 - shared fixtures
 
 
