@@ -178,6 +178,45 @@ def system_config_path(env: Mapping[str, str] | None = None) -> str:
     return override if _exists(override) else SYSTEM_CONFIG
 
 
+class _TypeMismatch(Exception):
+    """A storage.conf value of a type Go's TOML decoder refuses for that key."""
+
+    def __init__(self, table: tuple[str, ...], key: str, value: object, want: str) -> None:
+        super().__init__(key)
+        self.table, self.key, self.value, self.want = table, key, value, want
+
+    def go_text(self, path: str) -> str:
+        """BurntSushi/toml's text: ``toml: line N (last key "a.b.c"): incompatible types: ...``."""
+        names = {bool: "bool", int: "int64", float: "float64", str: "string", list: "[]interface {}",
+                 dict: "map[string]interface {}"}
+        line = _line_of_key(path, self.table, self.key)
+        where = f"line {line} " if line else ""
+        key = ".".join((*self.table, self.key))
+        found = names.get(type(self.value), type(self.value).__name__)
+        return (f'toml: {where}(last key "{key}"): incompatible types: TOML value has type {found}; '
+                f"destination has type {self.want}")
+
+
+def _line_of_key(path: str, table: tuple[str, ...], key: str) -> int:
+    """The 1-based line where ``key`` is set in ``[table]`` (0 when not found): error texts only."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    current: tuple[str, ...] = ()
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if line.startswith("[") and not line.startswith("[["):
+            header = line[1:].split("]", 1)[0]
+            current = tuple(part.strip().strip('"').strip("'") for part in header.split("."))
+        elif current == table:
+            name = line.split("=", 1)[0].strip().strip('"').strip("'")
+            if "=" in line and name == key:
+                return number
+    return 0
+
+
 def _go_option_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -200,7 +239,9 @@ def _driver_options(raw_driver: str, driver: str, opts: dict[str, Any]) -> list[
         if opts.get(key):
             out.append(f"{raw_driver}.{key}={_go_option_text(opts[key])}")
     force_mask = opts.get("force_mask")
-    if isinstance(force_mask, int) and not isinstance(force_mask, bool) and force_mask:
+    if force_mask is not None and (isinstance(force_mask, bool) or not isinstance(force_mask, int)):
+        raise _TypeMismatch(("storage", "options"), "force_mask", force_mask, "integer")  # an os.FileMode
+    if force_mask:
         out.append(f"{raw_driver}.force_mask={force_mask:o}")  # Go's %o of an os.FileMode
     if opts.get("mountopt"):
         out.append(f"{raw_driver}.mountopt={opts['mountopt']}")
@@ -220,9 +261,15 @@ def _driver_options(raw_driver: str, driver: str, opts: dict[str, Any]) -> list[
             value = pick(section, key, generic)
             if value:
                 out.append(f"{driver}.{key}={value}")
-        if section.get("force_mask"):
-            out.append(f"{driver}.force_mask={section['force_mask']}")
-        elif isinstance(force_mask, int) and force_mask:
+        section_mask = section.get("force_mask")
+        if section_mask is not None and not isinstance(section_mask, str):
+            # A string there ("0700", "shared", "private"), also for Go: 0o700 is refused.
+            raise _TypeMismatch(("storage", "options", "overlay"), "force_mask", section_mask, "string")
+        if section_mask:
+            out.append(f"{driver}.force_mask={section_mask}")
+        elif force_mask:
+            # Go 1.60 writes this one with %s of an os.FileMode ("-rwx------"), which its own
+            # overlay driver then refuses; current Go writes it in octal, as we do.
             out.append(f"{driver}.force_mask={force_mask:o}")
         if section.get("use_composefs"):
             out.append(f"{driver}.use_composefs={_go_option_text(section['use_composefs'])}")
@@ -282,7 +329,12 @@ def load_config_file(path: str, env: Mapping[str, str] | None = None,
     opts.rootless_storage_path = str(storage.get("rootless_storage_path") or "")
     opts.transient_store = bool(storage.get("transient_store", False))
     options = storage.get("options") or {}
-    opts.driver_options = _driver_options(raw_driver, driver, options)
+    try:
+        opts.driver_options = _driver_options(raw_driver, driver, options)
+    except _TypeMismatch as e:
+        text = e.go_text(path)
+        warn(f"Failed to read {path} {text}\n")  # Go logs it, then fails with it
+        raise ConfigError(0, text) from None
     opts.root_auto_ns_user = str(options.get("root-auto-userns-user") or "")
     opts.auto_ns_min_size = int(options.get("auto-userns-min-size") or 0)
     opts.auto_ns_max_size = int(options.get("auto-userns-max-size") or 0)
