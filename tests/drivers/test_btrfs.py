@@ -13,16 +13,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from drivertools import DriverFactory
 
 from containers_storage.drivers import new_driver
-from containers_storage.drivers.base import CreateOpts, DriverOptions, DriverUnsupported, MountOpts
+from containers_storage.drivers.base import CreateOpts, Driver, DriverOptions, DriverUnsupported, MountOpts
 from containers_storage.drivers.btrfs import BtrfsDriver, human_size, is_subvolume
 from containers_storage.errors import DriverError
 from loopfs import loop_fs, remove_dir
 
 BTRFS = shutil.which("btrfs")
 QuotaFactory = Callable[..., BtrfsDriver]
+DriverFactory = Callable[..., Driver]  # conftest's make_driver
 
 
 def _btrfs(d: DriverFactory, options: list[str] | None = None) -> BtrfsDriver:
