@@ -192,7 +192,12 @@ def test_rootless_podman_runs_an_image_our_cli_made(user: User, first: str) -> N
     assert listed.splitlines() == [f"sha256:{image.id} localhost/ours:v1"]
     ran = user.podman("run", "--network=none", "--name", "ran", "localhost/ours:v1",
                       "/bin/busybox", "echo", "hi")
-    assert ran.stdout == "hi\n"
+    # podman 4.3's attach now and then loses a short-lived container's output on a loaded
+    # machine; the container's own log (conmon's) still holds what it printed.
+    logs = user.podman("logs", "ran").stdout
+    assert "hi\n" in (ran.stdout, logs), (ran.stdout, ran.stderr, logs)
+    state = user.podman("inspect", "--format", "{{.State.ExitCode}}", "ran").stdout
+    assert state.strip() == "0"
     # podman's container is a record in the same store, on top of our layer.
     ctr = json.loads(user.ours("container", "--json", "ran").stdout)[0]
     assert ctr["image"] == image.id
