@@ -36,7 +36,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,docs]'
 # The C loop of layer apply is an optional extension (the package works without it), but the
 # tests and benchmarks are meant to run it: a failed build must not pass unnoticed here.
 if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns' 2>/dev/null; then

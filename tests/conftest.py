@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from loopfs import btrfs_mount, on_loop_fs, xfs_mount, xfs_pquota_mount  # noqa: F401 - shared fixtures
+
+if TYPE_CHECKING:
+    from containers_storage import Store
 
 
 @pytest.fixture
@@ -18,11 +22,10 @@ def store_dirs(tmp_path: Path) -> tuple[str, str]:
 
 
 @pytest.fixture
-def store(store_dirs: tuple[str, str]) -> Iterator[object]:
-    from containers_storage.config import StoreOptions
-    from containers_storage.store import get_store
+def store(store_dirs: tuple[str, str]) -> Iterator[Store]:
+    """A fresh vfs store in the test's directory (no storage.conf), closed afterwards."""
+    from containers_storage import open_store
 
     root, run = store_dirs
-    s = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
-    yield s
-    s.free()
+    with open_store(graph_root=root, run_root=run, driver="vfs", use_config=False) as s:
+        yield s

@@ -7,10 +7,6 @@ size and name, including the malformed ones the reader has to refuse.  Fragments
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "security"))
 from tarbuild import BLOCK, TarBuilder, header, pad, pax_records
 
 __all__ = ["BLOCK", "TarBuilder", "end", "expand", "header", "old_gnu_sparse", "pad", "pax_sparse"]

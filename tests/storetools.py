@@ -18,4 +18,4 @@ def close_store(s: Store) -> None:
         except errors.StorageError:
             s.shutdown(force=True)
     finally:
-        s.free()
+        s.close()

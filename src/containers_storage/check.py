@@ -684,7 +684,7 @@ def repair(store: Store, report: CheckReport, options: RepairOptions | None = No
     deleted_layers: set[str] = set()
     for id in report.images:
         try:
-            deleted_layers.update(store.delete_image(id, True))
+            deleted_layers.update(store.delete_image(id))
         except (errors.ImageUnknown, errors.LayerUnknown):
             pass
         except Exception as e:
@@ -709,7 +709,7 @@ def repair(store: Store, report: CheckReport, options: RepairOptions | None = No
                     failed.append(StorageError(f"deleting storage layer {id}: {_text(e)}"))
                 continue
             try:
-                store.unmount(id, True)
+                store.unmount(id, force=True)
             except Exception:
                 pass  # Go only logs this; the delete below says what matters
             try:

@@ -42,6 +42,25 @@ class StoreOptions:
     """Everything needed to open a store (Go's types.StoreOptions).
 
     A plain class rather than a dataclass: importing dataclasses costs every CLI call ~10 ms.
+    :func:`~containers_storage.store.open_store` fills one in from keyword arguments and
+    ``storage.conf``; :func:`~containers_storage.store.get_store` takes one as it is.  Empty
+    strings and lists mean "not set".
+
+    Attributes:
+        graph_root: where layers, images and containers are kept.
+        run_root: where state a reboot clears is kept (mount records, locks).
+        image_store: a separate directory for images and their layers.
+        driver_name: the graph driver (``"overlay"``, ``"vfs"``, ...); probed when empty.
+        driver_priority: the drivers to probe, in order, when none is named.
+        driver_options: driver options (``"overlay.mount_program=..."``,
+            ``"<driver>.imagestore=<dir>"`` for additional image stores).
+        uid_map: default UID mapping of new layers and containers.
+        gid_map: default GID mapping of new layers and containers.
+        transient_store: keep container records in the run root.
+        disable_volatile: mount containers without overlay's ``volatile`` option.
+        pull_options: storage.conf's ``pull_options`` (for image tools; unused here).
+        config_file: the storage.conf these options came from.
+
     """
 
     def __init__(
@@ -538,3 +557,10 @@ def default_store_options(env: Mapping[str, str] | None = None,
         raise ValueError(f"imagestore {opts.image_store} must either be not set or be a "
                          "different than graphroot")
     return opts
+
+
+__all__ = [
+    "DEFAULT_GRAPH_ROOT", "DEFAULT_RUN_ROOT", "OVERRIDE_CONFIG", "SYSTEM_CONFIG", "ConfigError",
+    "StoreOptions", "config_file_path", "default_store_options", "expand_path", "load_config_file",
+    "rootless_runtime_dir", "rootless_store_options", "system_config_path", "system_store_options",
+]

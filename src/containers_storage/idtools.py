@@ -28,21 +28,26 @@ class IDMap(tuple[int, int, int]):
 
     @property
     def container_id(self) -> int:
+        """The first ID of the range inside the container."""
         return self[0]
 
     @property
     def host_id(self) -> int:
+        """The first ID of the range on the host."""
         return self[1]
 
     @property
     def size(self) -> int:
+        """How many IDs the range holds."""
         return self[2]
 
     def to_json(self) -> dict[str, int]:
+        """Go's JSON form: ``{"container_id": ..., "host_id": ..., "size": ...}``."""
         return {"container_id": self.container_id, "host_id": self.host_id, "size": self.size}
 
     @classmethod
     def from_json(cls, obj: dict[str, int]) -> IDMap:
+        """The map Go's JSON form describes."""
         return cls(int(obj["container_id"]), int(obj["host_id"]), int(obj["size"]))
 
 
@@ -154,3 +159,9 @@ def parse_idmap(spec: str, name: str = "ID") -> list[IDMap]:
             raise InvalidMappings(f"error parsing {name} map {part!r}: out of range")
         maps.append(IDMap(cid, hid, size))
     return maps
+
+
+__all__ = [
+    "IDMap", "maps_from_json", "maps_to_json", "overflow_id", "parse_idmap", "root_pair", "same_maps",
+    "to_container", "to_host", "to_host_overflow",
+]

@@ -44,7 +44,7 @@ class ROImageStore(RecordStore[Image]):
         return self._by_digest
 
     def _unknown(self, ref: str) -> errors.StorageError:
-        return errors.ImageUnknown.after(f'locating image with ID "{ref}"')
+        return errors.ImageUnknown.after(f'locating image with ID "{ref}"', ref=ref)
 
     def images_by_digest(self, digest: str) -> list[Image]:
         return list(self.by_digest.get(digest, ()))

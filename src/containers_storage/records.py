@@ -93,10 +93,17 @@ class Record:
         cls._KNOWN = frozenset(key for key, _ in cls.FIELDS)
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
+        """Wrap ``data``, a record's JSON object (kept, not copied)."""
         self._d: dict[str, Any] = data if data is not None else {}
+
+    def __repr__(self) -> str:
+        """``<Layer 0123456789ab names=['base']>``: the kind, the short ID and the names."""
+        names = self._d.get("names")
+        return f"<{type(self).__name__} {self.id[:12]}{f' names={names!r}' if names else ''}>"
 
     @property
     def raw(self) -> dict[str, Any]:
+        """The record's JSON object, with Go's field names, unknown fields included."""
         return self._d
 
     def to_json(self) -> dict[str, Any]:
@@ -128,10 +135,12 @@ class Record:
     # -- fields shared by all kinds --------------------------------------------------------
     @property
     def id(self) -> str:
+        """The record's ID (64 hex digits)."""
         return str(self._d.get("id", ""))
 
     @property
     def names(self) -> list[str]:
+        """The record's names (e.g. ``registry.example.com/app:1.0``), unique per kind."""
         return list(self._d.get("names") or ())
 
     @names.setter
@@ -140,6 +149,7 @@ class Record:
 
     @property
     def metadata(self) -> str:
+        """Free text its creator stored with the record."""
         return str(self._d.get("metadata") or "")
 
     @metadata.setter
@@ -153,6 +163,7 @@ class Record:
 
     @property
     def flags(self) -> dict[str, Any]:
+        """Extra flags (Go's ``Flags`` map), e.g. ``incomplete`` on a layer being made."""
         flags: dict[str, Any] | None = self._d.get("flags")
         if flags is None:
             flags = self._d["flags"] = {}
@@ -160,9 +171,11 @@ class Record:
 
     @property
     def big_data_names(self) -> list[str]:
+        """The keys of the record's big data items."""
         return list(self._d.get("big-data-names") or ())
 
     def add_big_data_name(self, key: str) -> bool:
+        """Add ``key`` to :attr:`big_data_names`; False when it is there already."""
         names = self._d.setdefault("big-data-names", [])
         if names is None:
             names = self._d["big-data-names"] = []
@@ -177,10 +190,12 @@ class _BigDataSized(Record):
 
     @property
     def big_data_sizes(self) -> dict[str, int]:
+        """The size in bytes of each big data item, by key."""
         return dict(self._d.get("big-data-sizes") or {})
 
     @property
     def big_data_digests(self) -> dict[str, str]:
+        """The digest (``sha256:...``) of each big data item, by key."""
         return dict(self._d.get("big-data-digests") or {})
 
     def set_big_data_info(self, key: str, size: int, digest: str) -> bool:
@@ -196,12 +211,20 @@ class _BigDataSized(Record):
 
 
 class Layer(Record):
-    """One layer: a filesystem diff applied over its parent."""
+    """One layer: a filesystem diff applied over its parent.
+
+    Attributes:
+        mount_point: where the layer is mounted (from the run root's mount records), or ``""``.
+        mount_count: how many mounts of it are recorded.
+        read_only: whether it belongs to a read-only (additional) store.
+        location: where its record is kept (layers.json, volatile-layers.json, ...).
+    """
 
     FIELDS = _LAYER_FIELDS
     __slots__ = ("location", "mount_count", "mount_point", "read_only")
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
+        """Wrap ``data``, the record's JSON object as Go stores it (kept, not copied)."""
         super().__init__(data)
         self.mount_point = ""
         self.mount_count = 0
@@ -210,65 +233,83 @@ class Layer(Record):
 
     @property
     def parent(self) -> str:
+        """The parent layer's ID, or ``""`` for a base layer."""
         return str(self._d.get("parent") or "")
 
     @property
     def mount_label(self) -> str:
+        """The SELinux label the layer is mounted with, or ``""``."""
         return str(self._d.get("mountlabel") or "")
 
     @property
     def compressed_digest(self) -> str:
+        """The digest of the compressed tarball the layer came from, or ``""``."""
         return str(self._d.get("compressed-diff-digest") or "")
 
     @property
     def compressed_size(self) -> int:
+        """The size of that compressed tarball, or 0."""
         return int(self._d.get("compressed-size") or 0)
 
     @property
     def uncompressed_digest(self) -> str:
+        """The digest of the uncompressed tar stream (the diff ID), or ``""``."""
         return str(self._d.get("diff-digest") or "")
 
     @property
     def uncompressed_size(self) -> int:
+        """The size of the uncompressed tar stream, or 0 when not recorded."""
         return int(self._d.get("diff-size") or 0)
 
     @property
     def toc_digest(self) -> str:
+        """The digest of a partially pulled layer's table of contents, or ``""``."""
         return str(self._d.get("toc-digest") or "")
 
     @property
     def compression(self) -> int:
+        """How the tarball was compressed (0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd)."""
         return int(self._d.get("compression") or 0)
 
     @property
     def uids(self) -> list[int]:
+        """The UIDs that own files in the layer."""
         return list(self._d.get("uidset") or ())
 
     @property
     def gids(self) -> list[int]:
+        """The GIDs that own files in the layer."""
         return list(self._d.get("gidset") or ())
 
     @property
     def uid_map(self) -> list[IDMap]:
+        """The UID mapping the layer's files are owned for (empty: the host's IDs)."""
         return maps_from_json(self._d.get("uidmap"))
 
     @property
     def gid_map(self) -> list[IDMap]:
+        """The GID mapping the layer's files are owned for (empty: the host's IDs)."""
         return maps_from_json(self._d.get("gidmap"))
 
     @property
     def incomplete(self) -> bool:
+        """Whether the layer is being made or deleted (or a crash stopped either)."""
         flags = self._d.get("flags")
         return isinstance(flags, dict) and flags.get(INCOMPLETE_FLAG) is True
 
 
 class Image(_BigDataSized):
-    """One image: a top layer plus names, digests and big data items (manifest, config)."""
+    """One image: a top layer plus names, digests and big data items (manifest, config).
+
+    Attributes:
+        read_only: whether it belongs to a read-only (additional) store.
+    """
 
     FIELDS = _IMAGE_FIELDS
     __slots__ = ("_digests", "read_only")
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
+        """Wrap ``data``, the record's JSON object as Go stores it (kept, not copied)."""
         super().__init__(data)
         self._digests: list[str] | None = None
         self.read_only = False
@@ -282,6 +323,7 @@ class Image(_BigDataSized):
 
     @property
     def digest(self) -> str:
+        """The image's digest: the one fixed at creation, else its first manifest's."""
         value = self._d.get("digest")
         if not value and self._digests is None:
             self.recompute_digests()
@@ -290,14 +332,17 @@ class Image(_BigDataSized):
 
     @property
     def top_layer(self) -> str:
+        """The top layer's ID, or ``""`` for an image without layers."""
         return str(self._d.get("layer") or "")
 
     @property
     def mapped_top_layers(self) -> list[str]:
+        """IDs of copies of the top layer re-owned for other ID mappings."""
         return list(self._d.get("mapped-layers") or ())
 
     @property
     def names_history(self) -> list[str]:
+        """Names the image had, newest first."""
         return list(self._d.get("names-history") or ())
 
     def recompute_digests(self) -> None:
@@ -313,29 +358,38 @@ class Image(_BigDataSized):
 
 
 class Container(_BigDataSized):
-    """One container: a read-write layer over an image's top layer."""
+    """One container: a read-write layer over an image's top layer.
+
+    Attributes:
+        volatile: whether its record is kept in the volatile (unsynced) file.
+    """
 
     FIELDS = _CONTAINER_FIELDS
     __slots__ = ("volatile",)
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
+        """Wrap ``data``, the record's JSON object as Go stores it (kept, not copied)."""
         super().__init__(data)
         self.volatile = False
 
     @property
     def image(self) -> str:
+        """The ID of the image the container was made from, or ``""``."""
         return str(self._d.get("image") or "")
 
     @property
     def layer(self) -> str:
+        """The ID of the container's read-write layer."""
         return str(self._d.get("layer") or "")
 
     @property
     def uid_map(self) -> list[IDMap]:
+        """The container's UID mapping (empty: the host's IDs)."""
         return maps_from_json(self._d.get("uidmap"))
 
     @property
     def gid_map(self) -> list[IDMap]:
+        """The container's GID mapping (empty: the host's IDs)."""
         return maps_from_json(self._d.get("gidmap"))
 
 

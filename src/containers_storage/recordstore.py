@@ -41,7 +41,7 @@ def sha256_digest(data: bytes) -> str:
 class RecordStore(Generic[R]):
     """A read-only view of one records file; subclasses add kind-specific behaviour."""
 
-    unknown_error: type[errors.StorageError] = errors.StorageError
+    unknown_error: type[errors.NotKnown] = errors.NotKnown
     kind = "record"
 
     def __init__(self, directory: str, lock: LockFile, json_paths: list[str]) -> None:
@@ -134,7 +134,7 @@ class RecordStore(Generic[R]):
         return rec
 
     def _unknown(self, ref: str) -> errors.StorageError:
-        return self.unknown_error()
+        return self.unknown_error(ref=ref)
 
     def exists(self, ref: str) -> bool:
         return self.lookup(ref) is not None

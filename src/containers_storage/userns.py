@@ -49,15 +49,17 @@ class UserNamespaceError(OSError):
 class UserNamespaceRequired(PermissionError):
     """A rootless process asked for something only a user namespace allows (mounting, chowning).
 
-    Call :func:`enter_user_namespace` first (at start-up, before any thread is started), or run
-    the program under ``containers-storage unshare`` or ``podman unshare``.
+    Call :func:`enter_user_namespace` first (at start-up, before any thread is started), open the
+    store with ``open_store(enter_user_namespace=True)``, or run the program under
+    ``containers-storage unshare`` or ``podman unshare``.
     """
 
     def __init__(self, action: str) -> None:
         super().__init__(
             f"{action}: a rootless process needs a user namespace for this; call "
-            "containers_storage.userns.enter_user_namespace() first, or run under "
-            "`containers-storage unshare` or `podman unshare`")
+            "containers_storage.userns.enter_user_namespace() first (or open the store with "
+            "open_store(enter_user_namespace=True)), or run under `containers-storage unshare` "
+            "or `podman unshare`")
         self.action = action
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from clitools import CLI
 
+from clitools import CLI
 from containers_storage.cli.base import CommandError
 from containers_storage.cli.check import parse_go_duration
 from containers_storage.config import StoreOptions
@@ -26,7 +26,7 @@ def _library(cli: CLI) -> Iterator[Store]:
     try:
         yield store
     finally:
-        store.free()
+        store.close()
 
 
 def _counts(layers: int = 0, images: int = 0, containers: int = 0) -> str:
@@ -68,7 +68,7 @@ def test_damaged_image_text_json_and_repair(cli: CLI) -> None:
 
 def test_containers_are_only_removed_with_force(cli: CLI) -> None:
     with _library(cli) as store:
-        ctr = store.create_container("", None, "")
+        ctr = store.create_container()
         store.set_container_big_data(ctr.id, "state", b"x")
         os.unlink(store.container_store.big_data_path(ctr.id, "state"))
     text = f'container {ctr.id}:\n container {ctr.id}: data item "state": container data item is missing\n'
@@ -86,7 +86,7 @@ def test_failed_repair_lists_every_failure_then_the_first_again(cli: CLI) -> Non
     layer = cli.new_layer()
     image = cli.ok("create-image", layer).lines[0]
     with _library(cli) as store:
-        ctr = store.create_container("", None, image)
+        ctr = store.create_container(image)
     cli.ok("delete", layer)  # no safety checks: the image and the container's layer lose it
     failures = [f"deleting image {image}: image used by {ctr.id}: image is in use by a container",
                 f"deleting layer {ctr.layer}: layer {ctr.layer} used by container {ctr.id}: "

@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from clitools import CLI
 
 FICLONE = 0x40049409

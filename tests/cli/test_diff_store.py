@@ -9,6 +9,7 @@ import os
 import tarfile
 
 import pytest
+
 from clitools import CLI
 
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from clitools import CLI, run_inprocess, run_script
 
+from clitools import CLI, run_inprocess, run_script
 from containers_storage import snapshot
 from containers_storage.cli import gojson
 from containers_storage.cli import main as cli_main

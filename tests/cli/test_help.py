@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from clitools import CLI, run_inprocess
 
+from clitools import CLI, run_inprocess
 from containers_storage.cli.commands import COMMANDS
 
 GO_ORDER_START = ["check", "config", "container", "list-container-data", "get-container-data"]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from clitools import CLI
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="copying with owners needs root")

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from clitools import CLI, run_inprocess, run_script
 
+from clitools import CLI, run_inprocess, run_script
 from containers_storage import recordcache
 from containers_storage.cli import main as cli_main
 from containers_storage.gojson import go_form

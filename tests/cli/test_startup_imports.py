@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from clitools import SCRIPT
 
 # Each costs 1-15 ms to import (python -X importtime); together they were most of a write call.

@@ -133,7 +133,7 @@ def test_podman_and_we_take_turns_without_overlap(setup: tuple[Podman, Store]) -
     assert p1.uid_map[0][:2] == (0, uid_start) and p1.gid_map[0][:2] == (0, gid_start)
     assert sum(m.size for m in p1.uid_map) >= 3001
 
-    ours = store.create_container("", ["ours"], "localhost/bb:latest", auto_userns=AutoUserNsOptions())
+    ours = store.create_container("localhost/bb:latest", names=["ours"], auto_userns=AutoUserNsOptions())
     assert _hosts(ours.uid_map).isdisjoint(_hosts(p1.uid_map))
     assert _hosts(ours.gid_map).isdisjoint(_hosts(p1.gid_map))
     # First fit: right after podman's.
@@ -171,7 +171,7 @@ def test_a_range_we_free_is_reused_by_podman(setup: tuple[Podman, Store]) -> Non
     podman, store = setup
     assert RANGES is not None
     uid_start = RANGES[0][0]
-    ours = store.create_container("", ["ours"], "localhost/bb:latest",
+    ours = store.create_container("localhost/bb:latest", names=["ours"],
                                   auto_userns=AutoUserNsOptions(size=4000))
     podman.create_auto("p1")
     assert store.container("p1").uid_map[0].host_id == uid_start + 4000

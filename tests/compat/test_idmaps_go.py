@@ -98,10 +98,10 @@ def test_go_and_we_reown_a_child_alike(tmp_path: str) -> None:
         else:
             s = _open(root, run, "vfs")
             try:
-                base = s.put_layer("", "", [], diff=io.BytesIO(_tar()))[0].id
-                child = s.create_layer("", base, uid_map=M, gid_map=M).id
+                base = s.put_layer(io.BytesIO(_tar())).layer.id
+                child = s.create_layer(parent=base, uid_map=M, gid_map=M).id
             finally:
-                s.free()
+                s.close()
         trees.append(_tree(os.path.join(root, "vfs", "dir", child)))
         with open(os.path.join(root, "vfs-layers", "layers.json")) as f:
             rec = next(r for r in json.load(f) if r["id"] == child)
@@ -122,7 +122,7 @@ def test_we_reuse_the_mapped_top_layer_go_made(dirs: tuple[str, str]) -> None:
     try:
         (mapped,) = s.image("img").mapped_top_layers
         assert s.layer(s.container(go_ctr).layer).parent == mapped
-        ours = s.create_container("", [], "img", uid_map=M, gid_map=M)
+        ours = s.create_container("img", uid_map=M, gid_map=M)
         assert s.image("img").mapped_top_layers == [mapped]
         assert s.layer(ours.layer).parent == mapped
         mnt = s.mount(ours.id)
@@ -132,7 +132,7 @@ def test_we_reuse_the_mapped_top_layer_go_made(dirs: tuple[str, str]) -> None:
         finally:
             s.unmount(ours.id)
     finally:
-        s.free()
+        s.close()
 
 
 @pytest.mark.parametrize("driver", ["vfs", "overlay"])
@@ -144,15 +144,15 @@ def test_go_uses_our_mapped_layers(dirs: tuple[str, str], driver: str,
     root, run = dirs
     s = _open(root, run, driver)
     try:
-        top = s.put_layer("", "", [], diff=io.BytesIO(_tar()))[0]
-        image = s.create_image("", ["img"], top.id)
-        ctr = s.create_container("", ["c"], image.id, uid_map=M, gid_map=M)
+        top = s.put_layer(io.BytesIO(_tar())).layer
+        image = s.create_image(top.id, names=["img"])
+        ctr = s.create_container(image.id, names=["c"], uid_map=M, gid_map=M)
         (mapped,) = s.image(image.id).mapped_top_layers
         ours = {l.id: l.raw for l in s.layers()}
         our_diff = io.BytesIO()
-        s.diff("", mapped, our_diff)
+        s.diff(mapped, our_diff)
     finally:
-        s.free()
+        s.close()
 
     layers = {l["id"]: l for l in json.loads(go_cli(root, run, "layers", "--json", driver=driver).stdout)}
     for lid in (mapped, ctr.layer):

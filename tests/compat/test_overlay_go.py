@@ -124,7 +124,7 @@ def test_go_layers_mount_and_export_with_ours(dirs: tuple[str, str]) -> None:
             assert _files(path) == EXPECTED_TOP
         finally:
             s.unmount_image(image)
-        ctr = s.create_container("", ["ours"], image, "", "")
+        ctr = s.create_container(image, names=["ours"])
         path = s.mount(ctr.id)
         try:
             assert _files(path) == EXPECTED_TOP
@@ -133,10 +133,10 @@ def test_go_layers_mount_and_export_with_ours(dirs: tuple[str, str]) -> None:
         finally:
             s.unmount(ctr.id)
         out = io.BytesIO()
-        s.diff("", top, out, compression=0)
+        s.diff(top, out, compression=0)
         assert out.getvalue() == go_diff, "tar-split export must be byte-identical"
     finally:
-        s.free()
+        s.close()
     # And Go still mounts the container layer we wrote to.
     mp = go(dirs, "mount", "ours")
     try:
@@ -148,13 +148,13 @@ def test_go_layers_mount_and_export_with_ours(dirs: tuple[str, str]) -> None:
 def test_our_layers_mount_and_export_with_go(dirs: tuple[str, str]) -> None:
     s = _open(dirs)
     try:
-        base, _ = s.put_layer("", "", diff=io.BytesIO(BASE))
-        top, _ = s.put_layer("", base.id, diff=io.BytesIO(TOP))
-        s.create_image("", ["ourimg"], top.id, "")
+        base = s.put_layer(io.BytesIO(BASE)).layer
+        top = s.put_layer(io.BytesIO(TOP), parent=base.id).layer
+        s.create_image(top.id, names=["ourimg"])
         our_diff = io.BytesIO()
-        s.diff("", top.id, our_diff, compression=0)
+        s.diff(top.id, our_diff, compression=0)
     finally:
-        s.free()
+        s.close()
     home = os.path.join(dirs[0], "overlay")
     diff_dir = os.path.join(home, top.id, "diff")
     st = os.lstat(os.path.join(diff_dir, "etc", "gone"))
@@ -181,10 +181,10 @@ def test_layouts_match(dirs: tuple[str, str]) -> None:
     go_top = go(dirs, "create-layer", go_base)
     s = _open(dirs)
     try:
-        base = s.create_layer("", "")
-        top = s.create_layer("", base.id, writeable=True)
+        base = s.create_layer()
+        top = s.create_layer(parent=base.id, writeable=True)
     finally:
-        s.free()
+        s.close()
     home = os.path.join(dirs[0], "overlay")
     ours_base, go_base_tree = _layer_tree(home, base.id), _layer_tree(home, go_base)
     go_base_tree.pop("merged", None)  # Go 1.43 creates it on first mount; newer Go at create
@@ -202,10 +202,10 @@ def test_layouts_match(dirs: tuple[str, str]) -> None:
 def test_go_repairs_links_we_lost_and_the_reverse(dirs: tuple[str, str]) -> None:
     s = _open(dirs)
     try:
-        base, _ = s.put_layer("", "", diff=io.BytesIO(BASE))
-        top, _ = s.put_layer("", base.id, diff=io.BytesIO(TOP))
+        base = s.put_layer(io.BytesIO(BASE)).layer
+        top = s.put_layer(io.BytesIO(TOP), parent=base.id).layer
     finally:
-        s.free()
+        s.close()
     link_dir = os.path.join(dirs[0], "overlay", "l")
     for name in os.listdir(link_dir):
         os.unlink(os.path.join(link_dir, name))
@@ -224,7 +224,7 @@ def test_go_repairs_links_we_lost_and_the_reverse(dirs: tuple[str, str]) -> None
         finally:
             s.unmount(go_top)
     finally:
-        s.free()
+        s.close()
 
 
 def test_mounts_are_counted_across_go_and_us(dirs: tuple[str, str]) -> None:
@@ -237,7 +237,7 @@ def test_mounts_are_counted_across_go_and_us(dirs: tuple[str, str]) -> None:
         assert s.mounted(layer) == 2
         assert s.unmount(layer) is True
     finally:
-        s.free()
+        s.close()
     assert is_mountpoint(mp)
     go(dirs, "unmount", layer)
     assert not is_mountpoint(mp)
@@ -251,7 +251,7 @@ def test_status_agrees_with_go(dirs: tuple[str, str]) -> None:
     try:
         ours = dict(s.status())
     finally:
-        s.free()
+        s.close()
     # Go 1.43 prints these four; newer Go adds "Supports shifting" and "Supports volatile".
     for key in ("Backing Filesystem", "Supports d_type", "Native Overlay Diff", "Using metacopy"):
         assert ours[key] == go_status[key], key
@@ -276,8 +276,8 @@ def test_mount_program_layers_match_go_and_mount_on_either_side(dirs: tuple[str,
     s = get_store(StoreOptions(graph_root=dirs[0], run_root=dirs[1], driver_name="overlay",
                                driver_options=[opt]))
     try:
-        base, _ = s.put_layer("", "", diff=io.BytesIO(BASE))
-        top, _ = s.put_layer("", base.id, diff=io.BytesIO(TOP))
+        base = s.put_layer(io.BytesIO(BASE)).layer
+        top = s.put_layer(io.BytesIO(TOP), parent=base.id).layer
         home = os.path.join(dirs[0], "overlay")
 
         def tree(id: str) -> dict[str, tuple[str, int]]:
@@ -299,7 +299,7 @@ def test_mount_program_layers_match_go_and_mount_on_either_side(dirs: tuple[str,
             s.unmount(go_top)
         s.shutdown(force=True)
     finally:
-        s.free()
+        s.close()
     mp = go_mp("mount", top.id)
     try:
         assert _files(mp) == EXPECTED_TOP

@@ -104,7 +104,7 @@ def dirs(tmp_path: str) -> Iterator[tuple[str, str]]:
         supported = driver.supports_idmapped_mounts()
     finally:
         s.shutdown(force=True)
-        s.free()
+        s.close()
     if not supported:
         pytest.skip("the kernel or the backing file system cannot mount overlay over ID-mapped lower dirs")
     yield root, run

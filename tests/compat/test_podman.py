@@ -37,10 +37,10 @@ def test_podman_runs_an_image_we_stored(tmp_path: Path) -> None:
     image = make_image(busybox_tar(), {"Cmd": ["/bin/busybox", "echo", "hello from our store"]})
     store = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
     try:
-        layer, _ = store.put_layer("", "", None, diff=io.BytesIO(image.blob))
-        store.create_image(image.id, ["localhost/ours:v1"], layer.id, big_data=image.big_data())
+        layer = store.put_layer(io.BytesIO(image.blob)).layer
+        store.create_image(layer.id, id=image.id, names=["localhost/ours:v1"], big_data=image.big_data())
     finally:
-        store.free()
+        store.close()
 
     # The sandbox caps rlimits below podman's defaults, hence the explicit ulimits.
     proc = _podman(root, run, "run", "--name", "from-podman", "--net=none",
@@ -54,6 +54,6 @@ def test_podman_runs_an_image_we_stored(tmp_path: Path) -> None:
         assert ctr.image == image.id
         assert store.layer(ctr.layer).parent == layer.id
     finally:
-        store.free()
+        store.close()
     assert _podman(root, run, "rm", "from-podman").returncode == 0
     shutil.rmtree(short, ignore_errors=True)

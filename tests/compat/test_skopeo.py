@@ -62,15 +62,15 @@ def test_we_read_an_image_skopeo_stored(tmp_path: Path) -> None:
         assert layer.uncompressed_digest == sha(layer_tar)
         assert layer.compressed_digest == sha(blob)
         out = io.BytesIO()
-        store.diff("", layer.id, out, compression=0)
+        store.diff(layer.id, out, compression=0)
         assert out.getvalue() == layer_tar
-        ctr = store.create_container("", ["c"], image.id)
+        ctr = store.create_container(image.id, names=["c"])
         mnt = store.mount(ctr.id)
         with open(os.path.join(mnt, "etc", "greeting"), "rb") as f:
             assert f.read() == b"hello from skopeo\n"
         store.unmount(ctr.id)
     finally:
-        store.free()
+        store.close()
 
 
 def test_skopeo_reads_an_image_we_stored(tmp_path: Path) -> None:
@@ -79,13 +79,13 @@ def test_skopeo_reads_an_image_we_stored(tmp_path: Path) -> None:
     blob, config, manifest = _oci_layout(tmp_path / "src", layer_tar)
     store = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
     try:
-        layer, _ = store.put_layer("", "", None, diff=io.BytesIO(blob))
+        layer = store.put_layer(io.BytesIO(blob)).layer
         store.create_image(
-            sha(config).split(":")[1], ["example.com/ours:v1"], layer.id,
+            layer.id, id=sha(config).split(":")[1], names=["example.com/ours:v1"],
             big_data=[(sha(config), config, ""), ("manifest-" + sha(manifest), manifest, sha(manifest)),
                       ("manifest", manifest, sha(manifest))])
     finally:
-        store.free()
+        store.close()
 
     out = tmp_path / "out"
     _skopeo("copy", f"containers-storage:[vfs@{root}+{run}]example.com/ours:v1", f"oci:{out}:v1")

@@ -27,13 +27,13 @@ def _open(root: str, run: str) -> Store:
 
 def test_go_reads_what_we_write(store: Any, store_dirs: tuple[str, str]) -> None:
     root, run = store_dirs
-    base = store.create_layer("", "", ["base"])
-    top = store.create_layer("", base.id, ["top"])
+    base = store.create_layer(names=["base"])
+    top = store.create_layer(parent=base.id, names=["top"])
     store.set_metadata(top.id, "layer-meta")
-    image = store.create_image("", ["example/img:1"], top.id, "img-meta")
+    image = store.create_image(top.id, names=["example/img:1"], metadata="img-meta")
     store.set_image_big_data(image.id, "manifest", b'{"schemaVersion":2}')
     store.set_image_big_data(image.id, "config-blob", b"cfg")
-    ctr = store.create_container("", ["ctr1"], image.id, "", "ctr-meta")
+    ctr = store.create_container(image.id, names=["ctr1"], metadata="ctr-meta")
 
     layers = json.loads(go_cli(root, run, "layers", "--json").stdout)
     by_id = {l["id"]: l for l in layers}
@@ -78,7 +78,7 @@ def test_we_read_what_go_writes(store_dirs: tuple[str, str]) -> None:
         ctr = s.container("goctr")
         assert s.layer(ctr.layer).parent == top
     finally:
-        s.free()
+        s.close()
 
 
 def test_our_saves_are_byte_identical_to_go(store_dirs: tuple[str, str]) -> None:
@@ -117,7 +117,7 @@ def _read(path: str) -> bytes:
 
 def test_our_lock_blocks_go_writer(store: Any, store_dirs: tuple[str, str]) -> None:
     root, run = store_dirs
-    store.create_layer("", "", ["pre"])
+    store.create_layer(names=["pre"])
     lock_path = os.path.join(root, "vfs-layers", "layers.lock")
     lf = store.layer_store.lock
     lf.lock()
@@ -150,7 +150,7 @@ def test_go_lock_blocks_our_writer(store_dirs: tuple[str, str]) -> None:
         code = ("from containers_storage.config import StoreOptions;"
                 "from containers_storage.store import get_store;"
                 f"s=get_store(StoreOptions(graph_root={root!r}, run_root={run!r}, driver_name='vfs'));"
-                "s.create_layer('', '', ['ours']); print('done')")
+                "s.create_layer(names=['ours']); print('done')")
         ours = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
         time.sleep(1.5)
         assert ours.poll() is None, "we wrote while Go held layers.lock"
@@ -162,7 +162,7 @@ def test_go_lock_blocks_our_writer(store_dirs: tuple[str, str]) -> None:
         assert "ours" in [n for l in s.layers() for n in l.names]
         assert image == s.image("img").id
     finally:
-        s.free()
+        s.close()
 
 
 def test_concurrent_go_and_python_writers_lose_nothing(store_dirs: tuple[str, str]) -> None:
@@ -172,7 +172,7 @@ def test_concurrent_go_and_python_writers_lose_nothing(store_dirs: tuple[str, st
     code = ("import sys;from containers_storage.config import StoreOptions;"
             "from containers_storage.store import get_store;"
             f"s=get_store(StoreOptions(graph_root={root!r}, run_root={run!r}, driver_name='vfs'));"
-            f"[s.create_layer('', '', ['py-%d-%d' % (int(sys.argv[1]), i)]) for i in range({n})]")
+            f"[s.create_layer(names=['py-%d-%d' % (int(sys.argv[1]), i)]) for i in range({n})]")
     go_script = "; ".join(
         f"{GO_CLI} -g {root} -R {run} -s vfs create-layer -n go-$1-{i} >/dev/null" for i in range(n))
     procs = []
@@ -185,7 +185,7 @@ def test_concurrent_go_and_python_writers_lose_nothing(store_dirs: tuple[str, st
     try:
         names = sorted(n for l in s.layers() for n in l.names)
     finally:
-        s.free()
+        s.close()
     expected = sorted([f"py-{w}-{i}" for w in range(2) for i in range(n)]
                       + [f"go-{w}-{i}" for w in range(2) for i in range(n)])
     assert names == expected

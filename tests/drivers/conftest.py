@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from drivertools import FUSE_OVERLAYFS, IS_ROOT, DriverFactory, mounts_under
 
 from containers_storage.drivers import new_driver
 from containers_storage.drivers.base import Driver, DriverOptions
+from drivertools import FUSE_OVERLAYFS, IS_ROOT, DriverFactory, mounts_under
 
 
 def _force_unmount(paths: list[str]) -> None:

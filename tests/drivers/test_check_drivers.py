@@ -12,13 +12,13 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT
 
 from containers_storage import errors
 from containers_storage.check import CheckOptions, CheckReport, RepairOptions, check_everything, check_most
 from containers_storage.config import StoreOptions
 from containers_storage.records import Image, Layer
 from containers_storage.store import Store, get_store
+from drivertools import IS_ROOT
 from storetools import close_store
 
 FILES = {"a": b"hello\n", "b": b"world\n", "d/c": b"deep\n"}
@@ -54,8 +54,8 @@ def store(request: pytest.FixtureRequest, no_leaked_mounts: str) -> Iterator[Sto
 
 
 def _image(store: Store, files: dict[str, bytes] | None = None) -> tuple[Layer, Image]:
-    layer, _ = store.put_layer("", "", diff=_tar(FILES if files is None else files))
-    return layer, store.create_image("", None, layer.id)
+    layer = store.put_layer(_tar(FILES if files is None else files)).layer
+    return layer, store.create_image(layer.id)
 
 
 def _texts(errs: dict[str, list[errors.StorageError]]) -> dict[str, list[str]]:
@@ -73,20 +73,20 @@ def _layer_file(store: Store, layer: Layer, name: str) -> str:
 def _assert_usable(store: Store) -> None:
     """After a repair the store takes new work and checks clean."""
     _, image = _image(store)
-    store.create_container("", None, image.id)
+    store.create_container(image.id)
     assert not store.check(check_everything())
 
 
 @pytest.mark.parametrize("options", [check_everything(), check_most()], ids=["full", "quick"])
 def test_clean_store_reports_nothing(store: Store, options: CheckOptions) -> None:
     layer, image = _image(store)
-    top, _ = store.put_layer("", layer.id, diff=_tar({"d/.wh.c": b"", "e": b"new\n"}))
-    image2 = store.create_image("", None, top.id)
+    top = store.put_layer(_tar({"d/.wh.c": b"", "e": b"new\n"}), parent=layer.id).layer
+    image2 = store.create_image(top.id)
     store.set_image_big_data(image2.id, "cfg", b"{}")
     store.set_layer_big_data(top.id, "extra", b"data")
-    ctr = store.create_container("", None, image.id)
+    ctr = store.create_container(image.id)
     store.set_container_big_data(ctr.id, "state", b"running")
-    store.create_layer("")  # young and unreferenced: not yet a problem
+    store.create_layer()  # young and unreferenced: not yet a problem
     report = store.check(options)
     assert _everything(report) == {}
     assert not report
@@ -98,7 +98,7 @@ def test_clean_store_reports_nothing(store: Store, options: CheckOptions) -> Non
                          ids=["same-size", "grown", "shrunk"])
 def test_changed_file_fails_its_checksum(store: Store, content: bytes) -> None:
     layer, image = _image(store)
-    ctr = store.create_container("", None, image.id)
+    ctr = store.create_container(image.id)
     with open(_layer_file(store, layer, "a"), "wb") as f:
         f.write(content)
     report = store.check(check_everything())
@@ -155,7 +155,7 @@ def test_missing_tar_split(store: Store) -> None:
     layer, image = _image(store)
     os.unlink(store.layer_store.tar_split_path(layer.id))
     generated = io.BytesIO()
-    store.diff("", layer.id, generated, 0)  # what the check digests now: the driver's own diff
+    store.diff(layer.id, generated, compression=0)  # what the check digests now: the driver's own diff
     report = store.check(check_everything())
     damage = [f"layer {layer.id}: layer content incorrect digest"]
     if len(generated.getvalue()) != layer.uncompressed_size:
@@ -196,7 +196,7 @@ def test_image_with_missing_top_layer(store: Store) -> None:
 def test_image_big_data_missing_or_resized(store: Store) -> None:
     layer, gone = _image(store)
     store.set_image_big_data(gone.id, "manifest-x", b"{}")
-    resized = store.create_image("", None, layer.id)
+    resized = store.create_image(layer.id)
     store.set_image_big_data(resized.id, "cfg", b"{}")
     os.unlink(store.image_store.big_data_path(gone.id, "manifest-x"))
     with open(store.image_store.big_data_path(resized.id, "cfg"), "ab") as f:
@@ -222,9 +222,9 @@ def test_layer_big_data_missing(store: Store) -> None:
 
 def test_container_big_data_missing_or_resized(store: Store) -> None:
     _, image = _image(store)
-    gone = store.create_container("", None, image.id)
+    gone = store.create_container(image.id)
     store.set_container_big_data(gone.id, "state", b"x")
-    resized = store.create_container("", None, image.id)
+    resized = store.create_container(image.id)
     store.set_container_big_data(resized.id, "state", b"x")
     os.unlink(store.container_store.big_data_path(gone.id, "state"))
     with open(store.container_store.big_data_path(resized.id, "state"), "ab") as f:
@@ -242,7 +242,7 @@ def test_container_big_data_missing_or_resized(store: Store) -> None:
 
 def test_container_with_missing_image(store: Store) -> None:
     _, image = _image(store)
-    ctr = store.create_container("", None, image.id)
+    ctr = store.create_container(image.id)
     store.delete(image.id)
     report = store.check()
     assert _everything(report) == {"container": {ctr.id: [f"image {image.id}: image missing"]}}

@@ -12,10 +12,10 @@ import stat
 import tarfile
 
 import pytest
-from drivertools import Entry, make_tar, mounts_under, read_tar
 
 from containers_storage.drivers.base import ApplyDiffOpts, Driver, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
+from drivertools import Entry, make_tar, mounts_under, read_tar
 
 RO = MountOpts(options=["ro"])
 NO_MOUNTS = ("vfs", "btrfs")  # drivers whose get() returns the layer's directory

@@ -12,12 +12,12 @@ import tarfile
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.idtools import IDMap
 from containers_storage.store import Store, get_store
+from drivertools import IS_ROOT
 from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="re-owning files and overlay mounts need root")
@@ -80,7 +80,7 @@ def _owner(path: str) -> tuple[int, int]:
 
 def _base(store: Store, victim: str) -> str:
     """A host-mapped layer whose files have assorted owners, a hard link and hostile symlinks."""
-    layer, _ = store.put_layer("", "", [], diff=_tar([
+    layer = store.put_layer(_tar([
         ("d", "d", 1, 1, ""),
         ("d/f", "f", 2, 3, "file"),
         ("h1", "f", 4, 4, "linked"),
@@ -88,7 +88,7 @@ def _base(store: Store, victim: str) -> str:
         ("evil", "l", 6, 6, victim),
         ("evil-dir", "l", 6, 6, os.path.dirname(victim)),
         ("up", "l", 6, 6, "../../../../../../../../" + victim.lstrip("/")),
-    ]))
+    ])).layer
     return layer.id
 
 
@@ -106,7 +106,7 @@ def _victim(store: Store) -> str:
 def test_child_with_other_maps_reowns_what_it_inherits(store: Store) -> None:
     victim = _victim(store)
     base = _base(store, victim)
-    child = store.create_layer("", base, uid_map=M, gid_map=M)
+    child = store.create_layer(parent=base, uid_map=M, gid_map=M)
     mnt = store.mount(child.id)
     try:
         assert _owner(os.path.join(mnt, "d")) == (BASE + 1, BASE + 1)
@@ -127,9 +127,9 @@ def test_child_with_other_maps_reowns_what_it_inherits(store: Store) -> None:
         assert _owner(os.path.join(base_mnt, "d", "f")) == (2, 3)
     finally:
         store.unmount(base)
-    assert store.changes("", child.id) == []
+    assert store.changes(child.id) == []
     out = io.BytesIO()
-    store.diff("", child.id, out)
+    store.diff(child.id, out)
     assert _names(out.getvalue()) == {}
 
     records = _json(os.path.join(store.graph_root, f"{store.driver_name}-layers", "layers.json"))
@@ -142,13 +142,13 @@ def test_overlay_keeps_the_copied_up_files_below_its_own_diff(store: Store) -> N
     if store.driver_name != "overlay":
         pytest.skip("overlay's diff rotation")
     base = _base(store, _victim(store))
-    child = store.create_layer("", base, uid_map=M, gid_map=M)
+    child = store.create_layer(parent=base, uid_map=M, gid_map=M)
     layer_dir = os.path.join(store.graph_root, "overlay", child.id)
     assert os.listdir(os.path.join(layer_dir, "diff")) == []
     assert _owner(os.path.join(layer_dir, "diff")) == (BASE, BASE)
     assert _owner(os.path.join(layer_dir, "diff1", "d", "f")) == (BASE + 2, BASE + 3)
     # A grandchild with yet other maps rotates again: diff1 -> diff2.
-    grandchild = store.create_layer("", child.id, uid_map=M2, gid_map=M2)
+    grandchild = store.create_layer(parent=child.id, uid_map=M2, gid_map=M2)
     gdir = os.path.join(store.graph_root, "overlay", grandchild.id)
     assert sorted(n for n in os.listdir(gdir) if n.startswith("diff")) == ["diff", "diff1"]
     mnt = store.mount(grandchild.id)
@@ -159,8 +159,7 @@ def test_overlay_keeps_the_copied_up_files_below_its_own_diff(store: Store) -> N
 
 
 def test_applying_into_a_mapped_layer_maps_the_tar_ids(store: Store) -> None:
-    layer, _ = store.put_layer("", "", [], uid_map=M, gid_map=M,
-                               diff=_tar([("a", "d", 0, 0, ""), ("a/f", "f", 5, 6, "x")]))
+    layer = store.put_layer(_tar([("a", "d", 0, 0, ""), ("a/f", "f", 5, 6, "x")]), uid_map=M, gid_map=M).layer
     mnt = store.mount(layer.id)
     try:
         assert _owner(os.path.join(mnt, "a", "f")) == (BASE + 5, BASE + 6)
@@ -169,16 +168,16 @@ def test_applying_into_a_mapped_layer_maps_the_tar_ids(store: Store) -> None:
         store.unmount(layer.id)
     assert layer.uids == [0, 5] and layer.gids == [0, 6]  # the tar's IDs, as Go records them
     out = io.BytesIO()
-    store.diff("", layer.id, out)
+    store.diff(layer.id, out)
     assert _names(out.getvalue())["a/f"] == (5, 6)
 
 
 def test_containers_with_the_same_maps_share_one_mapped_top_layer(store: Store) -> None:
-    top, _ = store.put_layer("", "", [], diff=_tar([("f", "f", 3, 3, "data")]))
-    image = store.create_image("", ["img"], top.id)
+    top = store.put_layer(_tar([("f", "f", 3, 3, "data")])).layer
+    image = store.create_image(top.id, names=["img"])
 
-    c1 = store.create_container("", [], image.id, uid_map=M, gid_map=M)
-    c2 = store.create_container("", [], image.id, uid_map=M, gid_map=M)
+    c1 = store.create_container(image.id, uid_map=M, gid_map=M)
+    c2 = store.create_container(image.id, uid_map=M, gid_map=M)
     mapped = store.image(image.id).mapped_top_layers
     assert len(mapped) == 1
     assert store.layer(c1.layer).parent == store.layer(c2.layer).parent == mapped[0]
@@ -187,10 +186,10 @@ def test_containers_with_the_same_maps_share_one_mapped_top_layer(store: Store) 
     assert copy.uncompressed_digest == top.uncompressed_digest  # a copy of the template's contents
     assert store.container(c1.id).uid_map == M
 
-    host = store.create_container("", [], image.id, host_uid_mapping=True, host_gid_mapping=True)
+    host = store.create_container(image.id, host_uid_mapping=True, host_gid_mapping=True)
     assert store.layer(host.layer).parent == top.id
     assert store.container(host.id).uid_map == []
-    other = store.create_container("", [], image.id, uid_map=M2, gid_map=M2)
+    other = store.create_container(image.id, uid_map=M2, gid_map=M2)
     mapped = store.image(image.id).mapped_top_layers
     assert len(mapped) == 2 and store.layer(other.layer).parent == mapped[1]
 
@@ -206,7 +205,7 @@ def test_containers_with_the_same_maps_share_one_mapped_top_layer(store: Store) 
     # The copies' diffs are the template's tar, rebuilt byte for byte from their tar-split.
     for layer_id in mapped:
         out = io.BytesIO()
-        store.diff("", layer_id, out)
+        store.diff(layer_id, out)
         assert "sha256:" + hashlib.sha256(out.getvalue()).hexdigest() == top.uncompressed_digest
 
     for ctr in (c1, c2, host, other):
@@ -216,8 +215,8 @@ def test_containers_with_the_same_maps_share_one_mapped_top_layer(store: Store) 
 
 
 def test_image_mount_gets_a_host_mapped_copy(store: Store) -> None:
-    top, _ = store.put_layer("", "", [], uid_map=M, gid_map=M, diff=_tar([("f", "f", 0, 0, "data")]))
-    image = store.create_image("", ["img"], top.id)
+    top = store.put_layer(_tar([("f", "f", 0, 0, "data")]), uid_map=M, gid_map=M).layer
+    image = store.create_image(top.id, names=["img"])
     mnt = store.mount_image(image.id)
     try:
         assert _owner(os.path.join(mnt, "f")) == (0, 0)
@@ -226,13 +225,13 @@ def test_image_mount_gets_a_host_mapped_copy(store: Store) -> None:
     (copy,) = store.image(image.id).mapped_top_layers
     assert store.layer(copy).uid_map == []
     # A container with no maps of its own starts from that host copy, as in Go.
-    ctr = store.create_container("", [], image.id)
+    ctr = store.create_container(image.id)
     assert store.layer(ctr.layer).parent == copy
     assert store.container_parent_owners(ctr.id) == ([], [])
 
 
 def test_parent_owners_of_a_mapped_layer(store: Store) -> None:
-    layer = store.create_layer("", "", uid_map=M, gid_map=M)
+    layer = store.create_layer(uid_map=M, gid_map=M)
     with pytest.raises(errors.LayerNotMounted):
         store.layer_parent_owners(layer.id)
     store.mount(layer.id)
@@ -242,14 +241,14 @@ def test_parent_owners_of_a_mapped_layer(store: Store) -> None:
         store.unmount(layer.id)
     # The directories above the mount point are root's, which the mapping leaves out.
     assert uids == [0] and gids == [0]
-    plain = store.create_layer("", "")
+    plain = store.create_layer()
     assert store.layer_parent_owners(plain.id) == ([], [])
 
 
 def test_container_on_a_read_only_image_store_reowns_its_own_layer(store: Store) -> None:
     """The top layer is not ours to copy: the container's own layer is re-owned instead."""
-    top, _ = store.put_layer("", "", [], diff=_tar([("f", "f", 3, 3, "data")]))
-    image = store.create_image("", ["img"], top.id)
+    top = store.put_layer(_tar([("f", "f", 3, 3, "data")])).layer
+    image = store.create_image(top.id, names=["img"])
     ro_root = store.graph_root
     store.shutdown(force=True)
     base = os.path.dirname(ro_root)
@@ -258,7 +257,7 @@ def test_container_on_a_read_only_image_store_reowns_its_own_layer(store: Store)
                                    run_root=os.path.join(base, "run2"), driver_name=driver,
                                    driver_options=[f"{driver}.imagestore={ro_root}"]))
     try:
-        ctr = other.create_container("", [], image.id, uid_map=M, gid_map=M)
+        ctr = other.create_container(image.id, uid_map=M, gid_map=M)
         assert other.image(image.id).mapped_top_layers == []
         assert other.layer(ctr.layer).parent == top.id
         mnt = other.mount(ctr.id)
@@ -267,17 +266,17 @@ def test_container_on_a_read_only_image_store_reowns_its_own_layer(store: Store)
             assert _owner(os.path.join(mnt, "f")) == (BASE + 3, BASE + 3)
         finally:
             other.unmount(ctr.id)
-        assert other.changes("", ctr.layer) == []
+        assert other.changes(ctr.layer) == []
         other.delete_container(ctr.id)
     finally:
         other.shutdown(force=True)
-        other.free()
+        other.close()
 
 
 def test_mounting_with_other_maps_needs_shifting(store: Store) -> None:
     from containers_storage.drivers.base import MountOpts
 
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     with store.layer_store.writing() as rl, pytest.raises(errors.StorageError) as info:
         rl.mount(layer.id, MountOpts(uid_map=M, gid_map=M))
     assert str(info.value) == f"cannot mount layer {layer.id}: shifting not enabled"
@@ -289,8 +288,8 @@ def test_reowning_keeps_directory_times(store: Store) -> None:
     entries: list[tuple[str, str, int, int, str]] = [("many", "d", 0, 0, ""), ("many/sub", "d", 1, 1, "")]
     entries += [(f"many/f{i}", "f", i % 7, i % 5, "x" * i) for i in range(60)]
     entries += [(f"many/sub/l{i}", "h", i % 7, i % 5, f"many/f{i}") for i in range(0, 60, 6)]
-    base, _ = store.put_layer("", "", [], diff=_tar(entries))
-    child = store.create_layer("", base.id, uid_map=M, gid_map=M)
+    base = store.put_layer(_tar(entries)).layer
+    child = store.create_layer(parent=base.id, uid_map=M, gid_map=M)
 
     def dir_times(layer_id: str) -> dict[str, int]:
         mnt = store.mount(layer_id)

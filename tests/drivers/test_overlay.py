@@ -10,12 +10,12 @@ import re
 import stat
 
 import pytest
-from drivertools import FUSE_OVERLAYFS, DriverFactory, deep_chain, make_tar, mounts_under
 
 from containers_storage.drivers.base import ApplyDiffOpts, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
 from containers_storage.errors import DriverError
 from containers_storage.mountinfo import is_mountpoint
+from drivertools import FUSE_OVERLAYFS, DriverFactory, deep_chain, make_tar, mounts_under
 
 RO = MountOpts(options=["ro"])
 

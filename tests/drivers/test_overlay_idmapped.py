@@ -12,13 +12,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, DriverFactory, deep_chain, make_tar, mounts_under
 
 from containers_storage.config import StoreOptions
 from containers_storage.drivers.base import ApplyDiffOpts, MountOpts
 from containers_storage.drivers.overlay import OverlayDriver
 from containers_storage.idtools import IDMap
 from containers_storage.store import Store, get_store
+from drivertools import IS_ROOT, DriverFactory, deep_chain, make_tar, mounts_under
 from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="overlay and ID-mapped mounts need root")
@@ -159,9 +159,9 @@ def store(no_leaked_mounts: str) -> Iterator[Store]:
 
 
 def test_container_with_maps_needs_no_mapped_copy(store: Store, no_leaked_mounts: str) -> None:
-    top, _ = store.put_layer("", "", [], diff=make_tar([("rootfile", "f", "x")]))
-    image = store.create_image("", ["img"], top.id)
-    ctr = store.create_container("", ["c"], image.id, uid_map=M, gid_map=M)
+    top = store.put_layer(make_tar([("rootfile", "f", "x")])).layer
+    image = store.create_image(top.id, names=["img"])
+    ctr = store.create_container(image.id, names=["c"], uid_map=M, gid_map=M)
     assert store.image(image.id).mapped_top_layers == []
     layer = store.layer(ctr.layer)
     assert layer.parent == top.id and not layer.uid_map and not layer.gid_map
@@ -176,10 +176,10 @@ def test_container_with_maps_needs_no_mapped_copy(store: Store, no_leaked_mounts
 
 
 def test_a_reowned_layer_is_not_shifted_twice(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    top, _ = store.put_layer("", "", [], diff=make_tar([("rootfile", "f", "x")]))
-    image = store.create_image("", ["img"], top.id)
+    top = store.put_layer(make_tar([("rootfile", "f", "x")])).layer
+    image = store.create_image(top.id, names=["img"])
     monkeypatch.setenv("_CONTAINERS_OVERLAY_DISABLE_IDMAP", "yes")
-    ctr = store.create_container("", ["c"], image.id, uid_map=M, gid_map=M)
+    ctr = store.create_container(image.id, names=["c"], uid_map=M, gid_map=M)
     monkeypatch.delenv("_CONTAINERS_OVERLAY_DISABLE_IDMAP")
     assert store.layer(ctr.layer).uid_map == M  # re-owned: its files already carry HOST
     path = store.mount(ctr.id)
@@ -190,9 +190,9 @@ def test_a_reowned_layer_is_not_shifted_twice(store: Store, monkeypatch: pytest.
 
 
 def test_diff_of_a_shifted_container_is_unshifted(store: Store) -> None:
-    top, _ = store.put_layer("", "", [], diff=make_tar([("rootfile", "f", "x")]))
-    image = store.create_image("", ["img"], top.id)
-    ctr = store.create_container("", ["c"], image.id, uid_map=M, gid_map=M)
+    top = store.put_layer(make_tar([("rootfile", "f", "x")])).layer
+    image = store.create_image(top.id, names=["img"])
+    ctr = store.create_container(image.id, names=["c"], uid_map=M, gid_map=M)
     path = store.mount(ctr.id)
     try:
         with open(os.path.join(path, "added"), "w") as f:
@@ -201,7 +201,7 @@ def test_diff_of_a_shifted_container_is_unshifted(store: Store) -> None:
     finally:
         store.unmount(ctr.id)
     out = io.BytesIO()
-    store.diff("", ctr.layer, out)
+    store.diff(ctr.layer, out)
     import tarfile
 
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:

@@ -13,12 +13,12 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from drivertools import IS_ROOT, mounts_under
 
 from containers_storage import errors
 from containers_storage.config import StoreOptions
 from containers_storage.mountinfo import is_mountpoint
 from containers_storage.store import Store, get_store
+from drivertools import IS_ROOT, mounts_under
 from storetools import close_store
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="overlay mounts need root")
@@ -48,7 +48,7 @@ def _mountpoints(store: Store) -> dict[str, int]:
 
 
 def test_mount_counts_in_mountpoints_json(store: Store) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     path = store.mount(layer.id)
     assert path == os.path.join(store.graph_root, "overlay", layer.id, "merged")
     assert is_mountpoint(path)
@@ -70,15 +70,15 @@ def test_mount_unknown_layer(store: Store) -> None:
 
 
 def test_unmount_not_mounted_layer_is_harmless(store: Store) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     store.unmount(layer.id)
     assert store.mounted(layer.id) == 0
     assert not mounts_under(os.path.join(store.graph_root, "overlay", layer.id))
 
 
 def test_image_mount_read_only(store: Store) -> None:
-    layer = store.create_layer("", "")
-    image = store.create_image("", ["img"], layer.id, "")
+    layer = store.create_layer()
+    image = store.create_image(layer.id, names=["img"])
     path = store.mount_image(image.id)
     try:
         with pytest.raises(OSError):
@@ -89,13 +89,13 @@ def test_image_mount_read_only(store: Store) -> None:
 
 
 def test_runroot_emptied_by_reboot(store: Store, no_leaked_mounts: str) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     store.mount(layer.id)
     path = store.layer(layer.id).mount_point
     # A reboot: every mount is gone and the run root (a tmpfs) is empty.
     for mp in sorted(mounts_under(no_leaked_mounts), key=len, reverse=True):
         subprocess.run(["umount", "-l", mp], check=True)
-    store.free()
+    store.close()
     shutil.rmtree(os.path.join(no_leaked_mounts, "run"))
     fresh = _open(no_leaked_mounts)
     try:
@@ -106,16 +106,16 @@ def test_runroot_emptied_by_reboot(store: Store, no_leaked_mounts: str) -> None:
         assert not is_mountpoint(path)
     finally:
         fresh.shutdown(force=True)
-        fresh.free()
+        fresh.close()
 
 
 def test_stale_mount_count_without_mount(store: Store) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     path = store.mount(layer.id)
     store.mount(layer.id)
     # Someone unmounted it behind our back (conmon cleanup, a reboot with a persistent run root).
     subprocess.run(["umount", "-l", path], check=True)
-    store.free()
+    store.close()
     again = _open(os.path.dirname(store.graph_root))
     try:
         assert again.mount(layer.id) == path
@@ -125,11 +125,11 @@ def test_stale_mount_count_without_mount(store: Store) -> None:
         assert again.mounted(layer.id) == 0
     finally:
         again.shutdown(force=True)
-        again.free()
+        again.close()
 
 
 def test_process_killed_while_mounted(store: Store, no_leaked_mounts: str) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     script = textwrap.dedent(f"""
         import os, signal, sys
         from containers_storage.config import StoreOptions
@@ -152,8 +152,8 @@ def test_process_killed_while_mounted(store: Store, no_leaked_mounts: str) -> No
 
 
 def test_shutdown_unmounts_everything(store: Store) -> None:
-    base = store.create_layer("", "")
-    top = store.create_layer("", base.id, writeable=True)
+    base = store.create_layer()
+    top = store.create_layer(parent=base.id, writeable=True)
     paths = [store.mount(base.id), store.mount(top.id), store.mount(top.id)]
     with pytest.raises(errors.LayerUsedByContainer):
         store.shutdown(force=True)  # Go reports the mounted layers even after unmounting them
@@ -164,7 +164,7 @@ def test_shutdown_unmounts_everything(store: Store) -> None:
 
 
 def test_shutdown_without_force_keeps_mounts(store: Store) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     path = store.mount(layer.id)
     with pytest.raises(errors.LayerUsedByContainer):
         store.shutdown(force=False)
@@ -175,9 +175,9 @@ def test_shutdown_without_force_keeps_mounts(store: Store) -> None:
 def test_staged_layer_through_the_store(store: Store) -> None:
     from drivertools import make_tar
 
-    base = store.create_layer("", "")
+    base = store.create_layer()
     staged = store.prepare_staged_layer(make_tar([("f", "f", b"staged")]))
-    layer = store.apply_staged_layer("", staged, parent=base.id)
+    layer = store.apply_staged_layer(staged, parent=base.id)
     assert layer.parent == base.id
     record = store.layer(layer.id)
     assert record.uncompressed_digest.startswith("sha256:")
@@ -190,9 +190,9 @@ def test_staged_layer_through_the_store(store: Store) -> None:
     finally:
         store.unmount(layer.id)
     # And into an existing layer, as the CLI's applydiff-using-staging-dir does.
-    empty = store.create_layer("", base.id)
+    empty = store.create_layer(parent=base.id)
     staged = store.prepare_staged_layer(make_tar([("g", "f", b"G")]))
-    store.apply_staged_layer(empty.id, staged)
+    store.apply_staged_layer(staged, id=empty.id)
     assert os.listdir(os.path.join(store.graph_root, "overlay", empty.id, "diff")) == ["g"]
 
 
@@ -213,7 +213,7 @@ def test_staged_new_layer_is_incomplete_until_its_files_are_in(
         real_commit(id, parent, staged)
 
     monkeypatch.setattr(driver, "commit_staged", watching)
-    layer = store.apply_staged_layer("", store.prepare_staged_layer(make_tar([("f", "f", b"x")])))
+    layer = store.apply_staged_layer(store.prepare_staged_layer(make_tar([("f", "f", b"x")])))
     assert seen == [True]
     assert "incomplete" not in (store.layer(layer.id).raw.get("flags") or {})
 
@@ -223,13 +223,13 @@ def test_staged_new_layer_is_incomplete_until_its_files_are_in(
     monkeypatch.setattr(driver, "commit_staged", failing)
     before = {l.id for l in store.layers()}
     with pytest.raises(OSError, match="No space"):
-        store.apply_staged_layer("", store.prepare_staged_layer(make_tar([("g", "f", b"y")])))
+        store.apply_staged_layer(store.prepare_staged_layer(make_tar([("g", "f", b"y")])))
     assert {l.id for l in store.layers()} == before
     assert os.listdir(os.path.join(store.graph_root, "overlay", "staging")) == []
 
 
 def test_deleting_a_mounted_layer_unmounts_it(store: Store) -> None:
-    layer = store.create_layer("", "", writeable=True)
+    layer = store.create_layer(writeable=True)
     path = store.mount(layer.id)
     store.delete_layer(layer.id)
     assert not is_mountpoint(path)

@@ -38,17 +38,17 @@ s = get_store(StoreOptions(graph_root=job["graph"], run_root=job["run"],
 out = {}
 if job.get("layer_tar"):
     with open(job["layer_tar"], "rb") as f:
-        layer, _ = s.put_layer("", "", None, diff=f)
-    s.create_image("", ["localhost/bb:latest"], layer.id)
+        layer = s.put_layer(f).layer
+    s.create_image(layer.id, names=["localhost/bb:latest"])
 for name, size in job["containers"]:
     try:
-        c = s.create_container("", [name], "localhost/bb:latest",
+        c = s.create_container("localhost/bb:latest", names=[name],
                                auto_userns=AutoUserNsOptions(size=size))
         out[name] = {"uid": [list(m) for m in c.uid_map], "gid": [list(m) for m in c.gid_map],
                      "layer": c.layer}
     except errors.StorageError as e:
         out[name] = {"error": type(e).__name__ + ": " + str(e)}
-s.free()
+s.close()
 print(json.dumps(out))
 """
 

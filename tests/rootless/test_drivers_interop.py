@@ -14,6 +14,7 @@ import os
 import shutil
 
 import pytest
+
 from rootlesslayers import (
     BASE,
     DRIVERS,
@@ -32,7 +33,6 @@ from rootlesslayers import (
     tree,
     write_storage_conf,
 )
-
 from rootlesstools import GO_CLI, User
 
 needs_go143 = pytest.mark.skipif(not os.access(GO_CLI, os.X_OK),

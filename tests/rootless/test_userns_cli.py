@@ -71,7 +71,7 @@ def test_runtime_dir_fallback_without_xdg_runtime_dir(user: User) -> None:
         pytest.skip(f"/run/user/{user.uid} exists on this machine")
     tmp = user.home / "tmp"
     user.run(["mkdir", str(tmp)])
-    err = user.ours("status", env={"XDG_RUNTIME_DIR": None, "TMPDIR": str(tmp)}).stderr  # type: ignore[dict-item]
+    err = user.ours("status", env={"XDG_RUNTIME_DIR": None, "TMPDIR": str(tmp)}).stderr
     assert f"Run Root: {tmp}/storage-run-{user.uid}/containers\n" in err
 
 

@@ -3,13 +3,9 @@ and both apply paths (the C accelerator when built, and pure Python)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(params=["openat2", "walk"])

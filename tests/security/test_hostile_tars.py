@@ -15,10 +15,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from tarbuild import TarBuilder, base256, header, pax_records
 
 from containers_storage.archive.apply import ApplyOptions, apply_layer
 from containers_storage.errors import InvalidArchive
+from tarbuild import TarBuilder, base256, header, pax_records
 
 ROOT = os.geteuid() == 0
 TARGETS = ["plain", "overlay"]

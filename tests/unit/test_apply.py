@@ -9,21 +9,19 @@ import io
 import lzma
 import os
 import stat
-import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
-from tarbuild import TarBuilder, base256, header
 
 from containers_storage.archive.apply import ApplyOptions, ApplyResult, apply_layer
 from containers_storage.archive.compression import Compression
 from containers_storage.archive.crc64 import crc64
 from containers_storage.errors import InvalidArchive
 from containers_storage.idtools import IDMap
+from tarbuild import TarBuilder, base256, header
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (chown, mknod, trusted.* xattrs)")
@@ -33,7 +31,7 @@ class Recorder:
     """A TarSplitWriter stand-in that keeps what it is given."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[str, object, ...]] = []  # type: ignore[misc]
+        self.entries: list[tuple[Any, ...]] = []  # ("seg", bytes) or ("file", name, size, crc)
 
     def add_segment(self, raw: bytes | bytearray | memoryview) -> None:
         self.entries.append(("seg", bytes(raw)))
@@ -46,13 +44,13 @@ def apply(data: bytes, dest: Path, **kw: object) -> ApplyResult:
     return apply_layer(io.BytesIO(data), str(dest), ApplyOptions(**kw))  # type: ignore[arg-type]
 
 
-def rebuild(entries: list[tuple[str, object, ...]], contents: list[bytes]) -> bytes:  # type: ignore[misc]
+def rebuild(entries: list[tuple[Any, ...]], contents: list[bytes]) -> bytes:
     """Concatenate segments and, for file entries, the given contents in order."""
     out = bytearray()
     it = iter(contents)
     for e in entries:
         if e[0] == "seg":
-            out += e[1]  # type: ignore[operator]
+            out += e[1]
         elif e[2]:
             out += next(it)
     return bytes(out)
@@ -314,7 +312,7 @@ def _sample_tar(tmp_path: Path) -> bytes:
 def test_digests_and_sizes(tmp_path: Path, kind: str) -> None:
     tar = _sample_tar(tmp_path)
     try:
-        from compression import zstd  # type: ignore[import-not-found]
+        from compression import zstd
     except ImportError:
         from backports import zstd
     raw = {"none": lambda b: b, "gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress,
@@ -375,8 +373,8 @@ def test_segment_order_matches_go_disassembly(tmp_path: Path) -> None:
     kinds = [e[0] for e in rec.entries]
     assert kinds == ["seg", "file", "seg", "file", "seg", "seg", "seg"]
     assert rec.entries[6] == ("seg", b"")  # Go 1.43's final empty read
-    assert len(rec.entries[0][1]) == 512  # type: ignore[arg-type]
-    assert len(rec.entries[2][1]) == 509 + 512  # type: ignore[arg-type]
+    assert len(rec.entries[0][1]) == 512
+    assert len(rec.entries[2][1]) == 509 + 512
     assert rec.entries[4][1] == b"\0" * 1024
     assert rec.entries[5][1] == b"tail"
     assert rec.entries[1] == ("file", b"a", 3, crc64(b"xyz").to_bytes(8, "big"))

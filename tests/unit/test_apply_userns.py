@@ -241,7 +241,6 @@ def test_the_cli_reports_it_as_gos_drivers_do(monkeypatch: pytest.MonkeyPatch, t
                                                driver: str) -> None:
     if driver == "overlay" and os.geteuid() != 0:
         pytest.skip("kernel overlay needs root")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
     from clitools import run_inprocess
 
     monkeypatch.setattr(apply_mod, "_fastapply", None)

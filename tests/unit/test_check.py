@@ -72,12 +72,12 @@ def _open(root: Path, *driver_options: str) -> Store:
 def vstore(tmp_path: Path) -> Iterator[Store]:
     s = _open(tmp_path)
     yield s
-    s.free()
+    s.close()
 
 
 def _image(store: Store, entries: list[Entry] | None = None) -> tuple[Layer, Image]:
-    layer, _ = store.put_layer("", "", diff=_tar(entries or [("a", "f", b"hello\n")]))
-    return layer, store.create_image("", None, layer.id)
+    layer = store.put_layer(_tar(entries or [("a", "f", b"hello\n")])).layer
+    return layer, store.create_image(layer.id)
 
 
 def _everything(report: CheckReport) -> dict[str, dict[str, list[str]]]:
@@ -96,7 +96,7 @@ def _set_created(store: Store, layer_id: str, created: str) -> None:
 def test_container_over_a_missing_layer(vstore: Store) -> None:
     """The image's layer deleted without safety checks: the container's layer has no parent."""
     layer, image = _image(vstore)
-    ctr = vstore.create_container("", None, image.id)
+    ctr = vstore.create_container(image.id)
     vstore.delete(layer.id)
     report = vstore.check(check_everything())
     image_damage = [f"image {image.id}: layer {layer.id}: image layer is missing"]
@@ -114,7 +114,7 @@ def test_container_over_a_missing_layer(vstore: Store) -> None:
 def test_container_whose_own_layer_is_gone_is_not_reported(vstore: Store) -> None:
     """Go's check only counts a container's layer as used; it never looks it up."""
     _, image = _image(vstore)
-    ctr = vstore.create_container("", None, image.id)
+    ctr = vstore.create_container(image.id)
     with vstore.layer_store.writing() as rl:
         rl.delete(ctr.layer)
     assert _everything(vstore.check(check_everything())) == {}
@@ -133,7 +133,7 @@ def test_invalid_recorded_digest(vstore: Store) -> None:
 # -- layers nothing uses --------------------------------------------------------------------------
 def test_unreferenced_layers_young_and_old(vstore: Store) -> None:
     parent = vstore.create_layer()
-    child = vstore.create_layer("", parent.id)
+    child = vstore.create_layer(parent=parent.id)
     _, image = _image(vstore)
     assert _everything(vstore.check()) == {}  # created just now: maybe an image is coming
     unused = "layer not referenced by any images or containers"
@@ -177,11 +177,11 @@ def test_repair_order_children_first_then_strays_in_listing_order() -> None:
         def delete_container(self, id: str) -> None:
             calls.append(("container", id))
 
-        def delete_image(self, id: str, commit: bool) -> list[str]:
+        def delete_image(self, id: str, *, commit: bool = True) -> list[str]:
             calls.append(("image", id))
             return ["imagelayer"]
 
-        def unmount(self, id: str, force: bool) -> bool:
+        def unmount(self, id: str, *, force: bool = False) -> bool:
             return False
 
         def delete_layer(self, id: str) -> None:
@@ -220,7 +220,7 @@ def test_read_only_store_damage_is_reported_and_left_alone(tmp_path: Path) -> No
     layer, image = _image(ro, [("a", "f", b"hello\n")])
     ro.set_image_big_data(image.id, "cfg", b"{}")
     ro.set_layer_big_data(layer.id, "blob", b"1")
-    ro.free()
+    ro.close()
     os.unlink(os.path.join(ro.graph_root, "vfs-images", image.id, "cfg"))
     os.unlink(os.path.join(ro.graph_root, "vfs-layers", layer.id, "blob"))
     with open(os.path.join(ro.graph_root, "vfs", "dir", layer.id, "a"), "wb") as f:
@@ -229,7 +229,7 @@ def test_read_only_store_damage_is_reported_and_left_alone(tmp_path: Path) -> No
 
     rw = _open(tmp_path / "rw", f"vfs.imagestore={ro.graph_root}")
     try:
-        ctr = rw.create_container("", None, image.id)  # its layer's parent is in the read-only store
+        ctr = rw.create_container(image.id)  # its layer's parent is in the read-only store
         report = rw.check(check_everything())
         layer_damage = [
             f'read-only layer {layer.id}: data item "blob": layer data item is missing',
@@ -249,7 +249,7 @@ def test_read_only_store_damage_is_reported_and_left_alone(tmp_path: Path) -> No
         assert set(again.ro_layers) == {layer.id} and set(again.ro_images) == {image.id}
         assert not again.layers and not again.images and not again.containers
     finally:
-        rw.free()
+        rw.close()
 
 
 def test_container_over_a_read_only_image_is_not_damaged(tmp_path: Path) -> None:
@@ -257,34 +257,33 @@ def test_container_over_a_read_only_image_is_not_damaged(tmp_path: Path) -> None
     read-only stores); we check once every store has been seen."""
     ro = _open(tmp_path / "ro")
     _, image = _image(ro)
-    ro.free()
+    ro.close()
     rw = _open(tmp_path / "rw", f"vfs.imagestore={ro.graph_root}")
     try:
-        rw.create_container("", None, image.id)
+        rw.create_container(image.id)
         assert _everything(rw.check(check_everything())) == {}
         assert _everything(rw.check(CheckOptions(layer_unreferenced_maximum_age=0))) == {}
     finally:
-        rw.free()
+        rw.close()
 
 
 def test_id_mapped_layer_checks_clean(vstore: Store) -> None:
     """Files chowned into the layer's ID map are compared after mapping them back."""
     maps = [IDMap(0, 100_000, 65_536)]
-    layer, _ = vstore.put_layer("", "", diff=_tar([("d", "d", b""), ("d/f", "f", b"x")]),
-                                uid_map=maps, gid_map=maps)
-    vstore.create_image("", None, layer.id)
+    layer = vstore.put_layer(_tar([("d", "d", b""), ("d/f", "f", b"x")]), uid_map=maps, gid_map=maps).layer
+    vstore.create_image(layer.id)
     assert os.stat(os.path.join(vstore.driver.diff_root(layer.id), "d", "f")).st_uid == 100_000
     assert _everything(vstore.check(check_everything())) == {}
 
 
 def test_links_whiteouts_and_opaque_directories_check_clean(vstore: Store) -> None:
-    base, _ = vstore.put_layer("", "", diff=_tar([
+    base = vstore.put_layer(_tar([
         ("d", "d", b""), ("d/x", "f", b"x"), ("d/y", "f", b"yy"), ("o", "d", b""), ("o/old", "f", b"1"),
-        ("hard", "h", "d/y"), ("sym", "l", "d/x")]))
-    top, _ = vstore.put_layer("", base.id, diff=_tar([
+        ("hard", "h", "d/y"), ("sym", "l", "d/x")])).layer
+    top = vstore.put_layer(_tar([
         ("d", "d", b""), ("d/.wh.x", "f", b""), ("o", "d", b""), ("o/.wh..wh..opq", "f", b""),
-        ("o/new", "f", b"2")]))
-    vstore.create_image("", None, top.id)
+        ("o/new", "f", b"2")]), parent=base.id).layer
+    vstore.create_image(top.id)
     assert _everything(vstore.check(check_everything())) == {}
 
 

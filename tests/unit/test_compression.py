@@ -21,7 +21,7 @@ from containers_storage.archive.compression import (
 from containers_storage.errors import InvalidArchive
 
 try:
-    from compression import zstd  # type: ignore[import-not-found]
+    from compression import zstd
 except ImportError:
     from backports import zstd
 

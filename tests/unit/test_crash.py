@@ -19,7 +19,7 @@ from containers_storage.config import StoreOptions
 from containers_storage.store import get_store
 s = get_store(StoreOptions(graph_root=sys.argv[1], run_root=sys.argv[2], driver_name="vfs"))
 with open(sys.argv[3], "rb") as f:
-    s.put_layer("", "", ["half-made"], diff=f)
+    s.put_layer(f, names=["half-made"])
 """
 
 
@@ -41,8 +41,8 @@ def _incomplete(layer: dict[str, object]) -> bool:
 def test_killed_import_is_cleaned_up(tmp_path: Path) -> None:
     root, run = str(tmp_path / "root"), str(tmp_path / "run")
     store = get_store(StoreOptions(graph_root=root, run_root=run, driver_name="vfs"))
-    keep = store.create_layer("", "", ["keep"])
-    store.free()
+    keep = store.create_layer(names=["keep"])
+    store.close()
 
     fifo = str(tmp_path / "feed")
     os.mkfifo(fifo)
@@ -84,7 +84,7 @@ def test_killed_import_is_cleaned_up(tmp_path: Path) -> None:
     try:
         assert [l.id for l in store.layers()] == [keep.id]
     finally:
-        store.free()
+        store.close()
     assert [l["id"] for l in _layers_json(root)] == [keep.id]
     assert not os.path.exists(os.path.join(root, "vfs", "dir", half_id))
     leftovers = [n for n in os.listdir(os.path.join(root, "vfs-layers")) if half_id in n]

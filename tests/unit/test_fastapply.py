@@ -33,15 +33,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
-from tarbuild import TarBuilder, base256, header, pad, pax_records
-
 from containers_storage.archive import apply
 from containers_storage.archive.apply import ApplyOptions, apply_layer
 from containers_storage.archive.tarsplit import DuplicatePath, TarSplitWriter
 from containers_storage.errors import InvalidArchive
 from containers_storage.idtools import IDMap
 from sparsebuild import old_gnu_sparse, pax_sparse
+from tarbuild import TarBuilder, base256, header, pad, pax_records
 
 ROOT = os.geteuid() == 0
 ROOT_MARKS = (pytest.mark.root,

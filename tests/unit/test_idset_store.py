@@ -79,21 +79,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, subids: tuple[Path, Pa
 def make_image(s: Store, name: str = "img", passwd: bytes = PASSWD, group: bytes = GROUP,
                extra_owner: int = 1000) -> str:
     """Two layers: a base with a file owned by ``extra_owner``, and /etc/passwd and /etc/group."""
-    base, _ = s.put_layer("", "", None, diff=io.BytesIO(layer_tar({
-        "data/owned": (b"x", extra_owner, extra_owner), "data/root": (b"r", 0, 0)})))
-    top, _ = s.put_layer("", base.id, None, diff=io.BytesIO(layer_tar({
-        "etc/passwd": (passwd, 0, 0), "etc/group": (group, 0, 0)})))
-    return s.create_image("", [name], top.id).id
+    base = s.put_layer(io.BytesIO(layer_tar({
+        "data/owned": (b"x", extra_owner, extra_owner), "data/root": (b"r", 0, 0)}))).layer
+    top = s.put_layer(io.BytesIO(layer_tar({
+        "etc/passwd": (passwd, 0, 0), "etc/group": (group, 0, 0)})), parent=base.id).layer
+    return s.create_image(top.id, names=[name]).id
 
 
 def test_ranges_follow_each_other_and_files_are_owned_accordingly(store: Store) -> None:
     image = make_image(store)
     layers_before = {layer.id for layer in store.layers()}
-    first = store.create_container("", ["c1"], "img", auto_userns=AutoUserNsOptions())
+    first = store.create_container("img", names=["c1"], auto_userns=AutoUserNsOptions())
     # max(1024, largest ID 2500 of the image + 1): group 2500 of /etc/group and passwd decide.
     assert first.uid_map == [IDMap(0, UID_BASE, 2501)]
     assert first.gid_map == [IDMap(0, GID_BASE, 2501)]
-    second = store.create_container("", ["c2"], image, auto_userns=AutoUserNsOptions(size=10))
+    second = store.create_container(image, names=["c2"], auto_userns=AutoUserNsOptions(size=10))
     assert second.uid_map == [IDMap(0, UID_BASE + 2501, 10)]
     assert second.gid_map == [IDMap(0, GID_BASE + 2501, 10)]
     # Written as Go writes them, and read back by a fresh load.
@@ -122,18 +122,18 @@ def test_ranges_follow_each_other_and_files_are_owned_accordingly(store: Store) 
 def test_existing_containers_are_never_overlapped(store: Store) -> None:
     make_image(store)
     # A container with an explicit map in the middle of the range, as a Go tool could make.
-    fixed = store.create_container("", ["fixed"], "img", uid_map=[IDMap(0, UID_BASE + 1500, 100)],
+    fixed = store.create_container("img", names=["fixed"], uid_map=[IDMap(0, UID_BASE + 1500, 100)],
                                    gid_map=[IDMap(0, GID_BASE, 5)])
-    a = store.create_container("", ["a"], "img", auto_userns=AutoUserNsOptions(size=2000))
+    a = store.create_container("img", names=["a"], auto_userns=AutoUserNsOptions(size=2000))
     assert a.uid_map == [IDMap(0, UID_BASE, 1500), IDMap(1500, UID_BASE + 1600, 500)]
     assert a.gid_map == [IDMap(0, GID_BASE + 5, 2000)]
-    b = store.create_container("", ["b"], "img", auto_userns=AutoUserNsOptions(size=100))
+    b = store.create_container("img", names=["b"], auto_userns=AutoUserNsOptions(size=100))
     assert b.uid_map == [IDMap(0, UID_BASE + 2100, 100)]
     used = [IDSet.of_host_ids(c.uid_map) for c in (fixed, a, b)]
     assert sum(u.size() for u in used) == IDSet().union(used[0]).union(used[1]).union(used[2]).size()
     # A deleted container's range is free again: first fit hands it out next.
     store.delete_container(a.id)
-    c = store.create_container("", ["c"], "img", auto_userns=AutoUserNsOptions(size=1500))
+    c = store.create_container("img", names=["c"], auto_userns=AutoUserNsOptions(size=1500))
     assert c.uid_map == [IDMap(0, UID_BASE, 1500)]
 
 
@@ -141,21 +141,21 @@ def test_sizes_min_initial_max_and_refusals(tmp_path: Path, subids: tuple[Path, 
     s = _open(tmp_path, "vfs", auto_ns_min_size=3000, auto_ns_max_size=4000)
     try:
         make_image(s)
-        assert s.create_container("", [], "img", auto_userns=AutoUserNsOptions()).uid_map[0].size == 3000
-        c = s.create_container("", [], "img", auto_userns=AutoUserNsOptions(initial_size=3500))
+        assert s.create_container("img", auto_userns=AutoUserNsOptions()).uid_map[0].size == 3000
+        c = s.create_container("img", auto_userns=AutoUserNsOptions(initial_size=3500))
         assert c.uid_map == [IDMap(0, UID_BASE + 3000, 3500)]
         count = len(s.containers())
         with pytest.raises(errors.StorageError) as info:
-            s.create_container("", [], "img", auto_userns=AutoUserNsOptions(initial_size=4001))
+            s.create_container("img", auto_userns=AutoUserNsOptions(initial_size=4001))
         assert str(info.value) == ("the container needs a user namespace with size 4001 that is "
                                    "bigger than the maximum value allowed with userns=auto 4000")
         # An image that lists a high ID needs more than the maximum.
         make_image(s, "big", passwd=b"app:x:5000:5000\n")
         with pytest.raises(errors.StorageError, match=r"with size 5001 that is bigger"):
-            s.create_container("", [], "big", auto_userns=AutoUserNsOptions())
+            s.create_container("big", auto_userns=AutoUserNsOptions())
         # The remaining 70000 - 6500 IDs are not enough for 64000.
         with pytest.raises(errors.NoAvailableIDs):
-            s.create_container("", [], "img", auto_userns=AutoUserNsOptions(size=64000))
+            s.create_container("img", auto_userns=AutoUserNsOptions(size=64000))
         assert len(s.containers()) == count  # refusals leave no container or layer behind
         assert all(s.mounted(layer.id) == 0 for layer in s.layers())
     finally:
@@ -164,14 +164,13 @@ def test_sizes_min_initial_max_and_refusals(tmp_path: Path, subids: tuple[Path, 
 
 def test_owners_recorded_in_layers_count_too(store: Store) -> None:
     make_image(store, "plain", passwd=b"root:x:0:0\n", group=b"root:x:0:\n", extra_owner=4242)
-    c = store.create_container("", [], "plain", auto_userns=AutoUserNsOptions())
+    c = store.create_container("plain", auto_userns=AutoUserNsOptions())
     assert c.uid_map == [IDMap(0, UID_BASE, 4243)]
 
 
 def test_no_image_and_additional_maps(store: Store) -> None:
     extra = [IDMap(5000, 10, 1)]
-    c = store.create_container("", [], "", auto_userns=AutoUserNsOptions(
-        initial_size=6000, additional_uid_maps=extra))
+    c = store.create_container(auto_userns=AutoUserNsOptions(initial_size=6000, additional_uid_maps=extra))
     assert c.uid_map == [IDMap(0, UID_BASE, 5000), IDMap(5001, UID_BASE + 5000, 999), extra[0]]
     assert c.gid_map == [IDMap(0, GID_BASE, 6000)]
 
@@ -179,10 +178,10 @@ def test_no_image_and_additional_maps(store: Store) -> None:
 def test_root_auto_userns_user_from_the_options(tmp_path: Path, subids: tuple[Path, Path]) -> None:
     s = _open(tmp_path, "vfs", root_auto_ns_user="builder")
     try:
-        c = s.create_container("", [], "", auto_userns=AutoUserNsOptions())
+        c = s.create_container(auto_userns=AutoUserNsOptions())
         assert c.uid_map == [IDMap(0, 900000, 1024)]
         with pytest.raises(errors.NoAvailableIDs):
-            s.create_container("", [], "", auto_userns=AutoUserNsOptions(size=3000))
+            s.create_container(auto_userns=AutoUserNsOptions(size=3000))
     finally:
         close_store(s)
 
@@ -193,7 +192,7 @@ def test_without_a_subordinate_range_nothing_is_available(
     s = _open(tmp_path, "vfs")
     try:
         with pytest.raises(errors.NoAvailableIDs, match=r"^not enough unused IDs in user namespace$"):
-            s.create_container("", [], "", auto_userns=AutoUserNsOptions())
+            s.create_container(auto_userns=AutoUserNsOptions())
         assert 'Cannot find mappings for user "containers"' in caplog.text
         assert s.containers() == []
     finally:
@@ -225,7 +224,7 @@ def test_creation_waits_for_userns_lock(tmp_path: Path, subids: tuple[Path, Path
 
         def create() -> None:
             try:
-                result.append(s.create_container("", ["waiting"], "", **kw))  # type: ignore[arg-type]
+                result.append(s.create_container(names=["waiting"], **kw))  # type: ignore[arg-type]
             except BaseException as e:
                 result.append(e)
             done.set()
@@ -242,7 +241,7 @@ def test_creation_waits_for_userns_lock(tmp_path: Path, subids: tuple[Path, Path
         # Without maps no lock is needed: this one does not wait.
         holder = _hold_lock_in_another_process(os.path.join(s.graph_root, "userns.lock"))
         try:
-            s.create_container("", ["plain"], "")
+            s.create_container(names=["plain"])
         finally:
             holder.communicate(b"")
     finally:
@@ -263,8 +262,8 @@ def test_processes_allocating_at_once_never_share_ids(tmp_path: Path, subids: tu
         s = get_store(StoreOptions(graph_root={str(tmp_path / "root")!r},
                                    run_root={str(tmp_path / "run")!r}, driver_name="vfs"))
         for _ in range(5):
-            s.create_container("", [], "", auto_userns=AutoUserNsOptions(size=1000))
-        s.free()
+            s.create_container(auto_userns=AutoUserNsOptions(size=1000))
+        s.close()
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
     assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
@@ -286,13 +285,14 @@ def test_a_mapping_that_maps_an_id_twice_is_refused(store: Store) -> None:
     make_image(store)
     layers = {layer.id for layer in store.layers()}
     with pytest.raises(errors.InvalidMappings) as info:
-        store.create_container("", ["twice"], "img", uid_map=[IDMap(0, 300000, 10), IDMap(5, 400000, 10)],
+        store.create_container("img", names=["twice"],
+                               uid_map=[IDMap(0, 300000, 10), IDMap(5, 400000, 10)],
                                gid_map=[IDMap(0, 300000, 20)])
     assert str(info.value) == ("the specified UID and/or GID mapping 5:400000:10 conflicts with other "
                                "mappings: invalid mappings specified")
     # Additional maps that clash with each other on the host side are refused the same way.
     with pytest.raises(errors.InvalidMappings, match=r"mapping 3000:77:5 conflicts"):
-        store.create_container("", ["extra"], "img", auto_userns=AutoUserNsOptions(
+        store.create_container("img", names=["extra"], auto_userns=AutoUserNsOptions(
             additional_gid_maps=[IDMap(2900, 75, 5), IDMap(3000, 77, 5)]))
     assert store.containers() == []
     # Nothing is left behind but the ID-mapped copies of the image's top layer, which stay

@@ -48,7 +48,7 @@ from containers_storage.config import StoreOptions
 from containers_storage.store import get_store
 s = get_store(StoreOptions(graph_root=sys.argv[1], run_root=sys.argv[2], driver_name="overlay"))
 print(s.mount(sys.argv[3]))
-s.free()
+s.close()
 """
 
 
@@ -60,8 +60,8 @@ def overlay_store(tmp_path: Path) -> Iterator[tuple[Store, str, str]]:
         yield s, root, run
     finally:
         with contextlib.suppress(errors.StorageError):  # it says when something was mounted
-            s.shutdown(True)
-        s.free()
+            s.shutdown(force=True)
+        s.close()
         subprocess.run(["umount", "-R", os.path.join(root, "overlay")], capture_output=True)
 
 
@@ -83,7 +83,7 @@ def test_records_of_ended_namespaces_are_gos_bookkeeping(
         overlay_store: tuple[Store, str, str], monkeypatch: pytest.MonkeyPatch, rootless: bool) -> None:
     store, root, run = overlay_store
     monkeypatch.setattr(userns, "_rootless", rootless)
-    layer = store.create_layer("", "", [], "", True).id
+    layer = store.create_layer(writeable=True).id
     path = _mount_in_a_namespace_that_ends(root, run, layer)
     assert _records(run) == [(layer, 1)] and not os.path.ismount(path)
     assert store.mounted(layer) == 1  # the record, taken at its word
@@ -99,8 +99,8 @@ def test_records_of_ended_namespaces_are_gos_bookkeeping(
 def test_rootless_records_of_live_namespaces_still_count(
         overlay_store: tuple[Store, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     store, root, run = overlay_store
-    layer = store.create_layer("", "", [], "", True).id
-    code = _MOUNT.replace("s.free()", "sys.stdout.flush(); input(); s.unmount(sys.argv[3]); s.free()")
+    layer = store.create_layer(writeable=True).id
+    code = _MOUNT.replace("s.close()", "sys.stdout.flush(); input(); s.unmount(sys.argv[3]); s.close()")
     session = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
                                 code, root, run, layer], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": SRC})

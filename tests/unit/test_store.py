@@ -14,16 +14,16 @@ from containers_storage.store import Store, get_store
 
 
 def _reopen(store: Store) -> Store:
-    store.free()
+    store.close()
     return get_store(StoreOptions(graph_root=store.graph_root, run_root=store.run_root,
                                   driver_name="vfs"))
 
 
 def test_layers_images_containers(store: Any) -> None:
-    base = store.create_layer("", "", ["base"])
-    top = store.create_layer("", base.id, ["top"])
-    image = store.create_image("", ["img"], top.id, "meta")
-    ctr = store.create_container("", ["ctr"], "img", "", "cmeta")
+    base = store.create_layer(names=["base"])
+    top = store.create_layer(parent=base.id, names=["top"])
+    image = store.create_image(top.id, names=["img"], metadata="meta")
+    ctr = store.create_container("img", names=["ctr"], metadata="cmeta")
     assert ctr.image == image.id
     ctr_layer = store.layer(ctr.layer)
     assert ctr_layer.parent == top.id
@@ -37,16 +37,16 @@ def test_layers_images_containers(store: Any) -> None:
 
 
 def test_duplicate_names_are_refused(store: Any) -> None:
-    store.create_layer("", "", ["same"])
+    store.create_layer(names=["same"])
     with pytest.raises(errors.DuplicateName):
-        store.create_layer("", "", ["same"])
+        store.create_layer(names=["same"])
     assert len(store.layers()) == 1
 
 
 def test_image_names_move_between_images(store: Any) -> None:
     layer = store.create_layer()
-    a = store.create_image("", ["a", "shared"], layer.id)
-    b = store.create_image("", ["b"], layer.id)
+    a = store.create_image(layer.id, names=["a", "shared"])
+    b = store.create_image(layer.id, names=["b"])
     store.add_names(b.id, ["shared"])
     assert store.names(a.id) == ["a"]
     assert store.names(b.id) == ["shared", "b"]
@@ -57,13 +57,13 @@ def test_image_names_move_between_images(store: Any) -> None:
 
 def test_delete_safety_checks(store: Any) -> None:
     base = store.create_layer()
-    child = store.create_layer("", base.id)
+    child = store.create_layer(parent=base.id)
     with pytest.raises(errors.LayerHasChildren):
         store.delete_layer(base.id)
-    image = store.create_image("", ["i"], child.id)
+    image = store.create_image(child.id, names=["i"])
     with pytest.raises(errors.LayerUsedByImage):
         store.delete_layer(child.id)
-    ctr = store.create_container("", ["c"], image.id)
+    ctr = store.create_container(image.id, names=["c"])
     with pytest.raises(errors.ImageUsedByContainer):
         store.delete_image(image.id)
     with pytest.raises(errors.NotALayer):
@@ -76,7 +76,7 @@ def test_delete_safety_checks(store: Any) -> None:
 
 def test_big_data_sizes_and_digests(store: Any) -> None:
     layer = store.create_layer()
-    image = store.create_image("", ["i"], layer.id)
+    image = store.create_image(layer.id, names=["i"])
     store.set_image_big_data(image.id, "manifest-sha256:x", b'{"schemaVersion":2}')
     store.set_image_big_data(image.id, "Config", b"cfg")
     assert store.image_big_data(image.id, "Config") == b"cfg"
@@ -89,7 +89,7 @@ def test_big_data_sizes_and_digests(store: Any) -> None:
 
 
 def test_mount_counts_persist(store: Any) -> None:
-    layer = store.create_layer("", "", [], "", True)
+    layer = store.create_layer(writeable=True)
     path = store.mount(layer.id)
     store.mount(layer.id)
     assert os.path.isdir(path)
@@ -101,8 +101,8 @@ def test_mount_counts_persist(store: Any) -> None:
 
 
 def test_incomplete_layer_is_removed_on_next_load(store: Any) -> None:
-    keep = store.create_layer("", "", ["keep"])
-    doomed = store.create_layer("", "", ["doomed"])
+    keep = store.create_layer(names=["keep"])
+    doomed = store.create_layer(names=["doomed"])
     path = os.path.join(store.graph_root, "vfs-layers", "layers.json")
     with open(path) as f:
         data = json.load(f)
@@ -117,7 +117,7 @@ def test_incomplete_layer_is_removed_on_next_load(store: Any) -> None:
 
 
 def test_corrupt_layers_json_is_an_error_and_untouched(store: Any) -> None:
-    store.create_layer("", "", ["x"])
+    store.create_layer(names=["x"])
     path = os.path.join(store.graph_root, "vfs-layers", "layers.json")
     with open(path, "wb") as f:
         f.write(b"[{not json")
@@ -134,12 +134,12 @@ def test_reload_after_foreign_write(store: Any, store_dirs: tuple[str, str]) -> 
     import subprocess
     import sys
 
-    store.create_layer("", "", ["first"])
+    store.create_layer(names=["first"])
     root, run = store_dirs
     code = ("from containers_storage.config import StoreOptions;"
             "from containers_storage.store import get_store;"
             f"s=get_store(StoreOptions(graph_root={root!r}, run_root={run!r}, driver_name='vfs'));"
-            "s.create_layer('', '', ['second'])")
+            "s.create_layer(names=['second'])")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert sorted(n for l in store.layers() for n in l.names) == ["first", "second"]
 
@@ -147,10 +147,10 @@ def test_reload_after_foreign_write(store: Any, store_dirs: tuple[str, str]) -> 
 def test_additional_read_only_image_store(tmp_path: Any) -> None:
     ro_root, rw_root = str(tmp_path / "ro"), str(tmp_path / "rw")
     ro = get_store(StoreOptions(graph_root=ro_root, run_root=str(tmp_path / "ro-run"), driver_name="vfs"))
-    base = ro.create_layer("", "", ["shared-base"])
-    image = ro.create_image("", ["shared/image"], base.id, "ro-meta")
+    base = ro.create_layer(names=["shared-base"])
+    image = ro.create_image(base.id, names=["shared/image"], metadata="ro-meta")
     ro.set_image_big_data(image.id, "manifest", b"{}")
-    ro.free()
+    ro.close()
     ro_files = {p: open(p, "rb").read() for p in (  # noqa: SIM115
         os.path.join(ro_root, "vfs-layers", "layers.json"),
         os.path.join(ro_root, "vfs-images", "images.json"))}
@@ -162,7 +162,7 @@ def test_additional_read_only_image_store(tmp_path: Any) -> None:
         assert rw.layer("shared-base").read_only
         assert rw.metadata(image.id) == "ro-meta"
         assert rw.image_big_data(image.id, "manifest") == b"{}"
-        ctr = rw.create_container("", ["c"], "shared/image")
+        ctr = rw.create_container("shared/image", names=["c"])
         assert rw.layer(ctr.layer).parent == base.id
         with pytest.raises(errors.NotAnImage):
             rw.delete_image(image.id)
@@ -173,7 +173,7 @@ def test_additional_read_only_image_store(tmp_path: Any) -> None:
         assert set(rw.names(image.id)) == {"local-name", "shared/image"}
         assert rw.image_big_data(image.id, "manifest") == b"{}"
     finally:
-        rw.free()
+        rw.close()
     for path, data in ro_files.items():
         with open(path, "rb") as f:
             assert f.read() == data, f"{path} changed"
@@ -184,13 +184,13 @@ def test_graph_root_images_stay_deletable_with_a_separate_image_store(tmp_path: 
     Go, deleted from there (with the layers only they used); true read-only stores stay so."""
     graph, run, images = str(tmp_path / "graph"), str(tmp_path / "run"), str(tmp_path / "images")
     plain = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs"))
-    base = plain.create_layer("", "")
-    old = plain.create_image("", ["old"], base.id)
-    plain.free()
+    base = plain.create_layer()
+    old = plain.create_image(base.id, names=["old"])
+    plain.close()
     split = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs", image_store=images))
     try:
         assert split.image("old").id == old.id
-        new = split.create_image("", ["new"], base.id)
+        new = split.create_image(base.id, names=["new"])
         # base is still new's top layer (Go, looking only at the graph root's images, would
         # delete it from under "new").
         assert split.delete_image("old") == []
@@ -200,11 +200,11 @@ def test_graph_root_images_stay_deletable_with_a_separate_image_store(tmp_path: 
         with pytest.raises(errors.NotAnImage):
             split.delete_image("old")
     finally:
-        split.free()
+        split.close()
     plain = get_store(StoreOptions(graph_root=graph, run_root=run, driver_name="vfs"))
     try:
         with pytest.raises(errors.ImageUnknown):
             plain.image(old.id)
         assert plain.layer(base.id).id == base.id
     finally:
-        plain.free()
+        plain.close()

@@ -196,6 +196,6 @@ def check(ctx: Context, args: list[str]) -> int:
         return 0
     finally:
         try:
-            store.shutdown(True)
+            store.shutdown(force=True)
         except Exception as e:
             ctx.out.err(f"shutdown: {go_error_text(e)}\n")

@@ -58,8 +58,9 @@ def create_container(ctx: Context, args: list[str]) -> int:
         metadata = read_file(ctx.text("metadata_file")).decode("utf-8", "replace")
     uids, gids, host_uid, host_gid = id_mappings(ctx)
     created = ctx.store.create_container(
-        ctx.text("id"), ctx.strings("name"), args[0], "", metadata, uid_map=uids, gid_map=gids,
-        host_uid_mapping=host_uid, host_gid_mapping=host_gid, volatile=ctx.flag("volatile"))
+        args[0], id=ctx.text("id"), names=ctx.strings("name"), metadata=metadata, uid_map=uids,
+        gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid,
+        volatile=ctx.flag("volatile"))
     if ctx.json:
         from .gojson import CONTAINER_FIELDS, go_view
 

@@ -46,7 +46,7 @@ def copy(ctx: Context, args: list[str]) -> int:
         except StorageError as e:
             raise CommandError(f"error finding layer {go_quote(layer_ref)}: {e}") from None
         try:
-            root = store.mount(layer.id, layer.mount_label)
+            root = store.mount(layer.id, mount_label=layer.mount_label)
         except StorageError as e:
             raise CommandError(f"error mounting layer {go_quote(layer.id)}: {e}") from None
         mounted.append(layer.id)
@@ -66,7 +66,7 @@ def copy(ctx: Context, args: list[str]) -> int:
     finally:
         for layer_id in reversed(mounted):
             try:
-                store.unmount(layer_id, False)
+                store.unmount(layer_id)
             except Exception as e:
                 ctx.out.err(f"error unmounting layer {go_quote(layer_id)}: {go_error_text(e)}\n")
     return 0

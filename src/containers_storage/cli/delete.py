@@ -48,7 +48,7 @@ def delete_image(ctx: Context, args: list[str]) -> int:
     for what in args:
         record: dict[str, Any] = {}
         try:
-            layers = ctx.store.delete_image(what, commit)
+            layers = ctx.store.delete_image(what, commit=commit)
             if layers:
                 record["deleted-layers"] = layers
         except Exception as e:

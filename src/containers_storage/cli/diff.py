@@ -18,7 +18,7 @@ def _from_to(args: list[str]) -> tuple[str, str]:
 
 def changes(ctx: Context, args: list[str]) -> int:
     from_ref, to_ref = _from_to(args)
-    found: list[Any] = ctx.store.changes(from_ref, to_ref)
+    found: list[Any] = ctx.store.changes(to_ref, from_ref=from_ref)
     if ctx.json:
         # Go's archive.Change has no JSON tags: {"Path": ..., "Kind": 0|1|2}.
         ctx.out.json([{"Path": c.path, "Kind": int(c.kind)} for c in found] if found else None)
@@ -29,7 +29,7 @@ def changes(ctx: Context, args: list[str]) -> int:
 
 def diffsize(ctx: Context, args: list[str]) -> int:
     from_ref, to_ref = _from_to(args)
-    ctx.out.out(f"{ctx.store.diff_size(from_ref, to_ref)}\n")
+    ctx.out.out(f"{ctx.store.diff_size(to_ref, from_ref=from_ref)}\n")
     return 0
 
 
@@ -56,10 +56,10 @@ def diff(ctx: Context, args: list[str]) -> int:
             out = ctx.out.binary_stdout()
             if out is None:
                 raise CommandError("stdout does not accept binary data")
-            ctx.store.diff(from_ref, to_ref, out, compression)
+            ctx.store.diff(to_ref, out, from_ref=from_ref, compression=compression)
             out.flush()
         else:
-            ctx.store.diff(from_ref, to_ref, target, compression)
+            ctx.store.diff(to_ref, target, from_ref=from_ref, compression=compression)
     finally:
         if target is not None:
             target.close()
@@ -109,7 +109,7 @@ def applydiff_staging(ctx: Context, args: list[str]) -> int:
         except NotSupported:
             raise NotSupported() from None
     try:
-        store.apply_staged_layer(layer_id, staged)
+        store.apply_staged_layer(staged, id=layer_id)
     except BaseException:
         store.cleanup_staged_layer(staged)
         raise

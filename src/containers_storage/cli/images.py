@@ -70,8 +70,8 @@ def create_image(ctx: Context, args: list[str]) -> int:
     if ctx.text("metadata_file"):
         metadata = read_file(ctx.text("metadata_file")).decode("utf-8", "replace")
     layer = args[0] if args else ""
-    created = ctx.store.create_image(ctx.text("id"), ctx.strings("name"), layer, metadata,
-                                     digest=ctx.text("digest"))
+    created = ctx.store.create_image(layer, id=ctx.text("id"), names=ctx.strings("name"),
+                                     metadata=metadata, digest=ctx.text("digest"))
     if ctx.json:
         from .gojson import IMAGE_FIELDS, go_view
 

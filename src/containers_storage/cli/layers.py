@@ -211,8 +211,9 @@ def create_layer(ctx: Context, args: list[str]) -> int:
     parent = args[0] if args else ""
     uids, gids, host_uid, host_gid = id_mappings(ctx)
     created = ctx.store.create_layer(
-        ctx.text("id"), parent, ctx.strings("name"), ctx.text("label"), not ctx.flag("readonly"),
-        uid_map=uids, gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid)
+        id=ctx.text("id"), parent=parent, names=ctx.strings("name"), mount_label=ctx.text("label"),
+        writeable=not ctx.flag("readonly"), uid_map=uids, gid_map=gids, host_uid_mapping=host_uid,
+        host_gid_mapping=host_gid)
     return _print_created(ctx, created)
 
 
@@ -232,9 +233,10 @@ def import_layer(ctx: Context, args: list[str]) -> int:
         stream = sys.stdin.buffer  # type: ignore[assignment]
     try:
         uids, gids, host_uid, host_gid = id_mappings(ctx)
-        created, _ = ctx.store.put_layer(
-            ctx.text("id"), parent, ctx.strings("name"), ctx.text("label"), not ctx.flag("readonly"),
-            stream, uid_map=uids, gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid)
+        created = ctx.store.put_layer(
+            stream, id=ctx.text("id"), parent=parent, names=ctx.strings("name"),
+            mount_label=ctx.text("label"), writeable=not ctx.flag("readonly"), uid_map=uids,
+            gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid).layer
     finally:
         if path:
             stream.close()

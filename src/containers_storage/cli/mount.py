@@ -12,9 +12,9 @@ def mount(ctx: Context, args: list[str]) -> int:
         path, error = "", ""
         try:
             if ctx.flag("read_only"):
-                path = ctx.store.mount_image(arg, [], label)
+                path = ctx.store.mount_image(arg, mount_label=label)
             else:
-                path = ctx.store.mount(arg, label)
+                path = ctx.store.mount(arg, mount_label=label)
         except Exception as e:
             error = go_error_text(e)
         results.append({"id": arg, "mountpoint": path, "error": error})
@@ -27,12 +27,12 @@ def unmount(ctx: Context, args: list[str]) -> int:
     for arg in args:
         error = ""
         try:
-            still_mounted = ctx.store.unmount(arg, force)
+            still_mounted = ctx.store.unmount(arg, force=force)
             if not still_mounted:
                 ctx.out.out(f"{arg} mountpoint unmounted\n")
         except Exception as e:
             try:
-                ctx.store.unmount_image(arg, force)
+                ctx.store.unmount_image(arg, force=force)
             except Exception:
                 error = go_error_text(e)
         results.append({"id": arg, "error": error})

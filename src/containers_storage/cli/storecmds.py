@@ -56,7 +56,7 @@ def _store_wide(ctx: Context, fn: Any) -> int:
 
 
 def shutdown(ctx: Context, args: list[str]) -> int:
-    return _store_wide(ctx, lambda: ctx.store.shutdown(ctx.flag("force")))
+    return _store_wide(ctx, lambda: ctx.store.shutdown(force=ctx.flag("force")))
 
 
 def wipe(ctx: Context, args: list[str]) -> int:
@@ -71,7 +71,7 @@ def gc(ctx: Context, args: list[str]) -> int:
         return 0
     finally:
         try:
-            ctx.store.shutdown(True)
+            ctx.store.shutdown(force=True)
         except Exception as e:
             ctx.out.err(f"shutdown: {go_error_text(e)}\n")
 

@@ -102,14 +102,14 @@ class TarBuilder:
 
     def dir(self, name: bytes, **kw: object) -> TarBuilder:
         kw.setdefault("mode", 0o755)
-        return self.member(name, typeflag=b"5", **kw)
+        return self.member(name, b"", typeflag=b"5", **kw)
 
     def symlink(self, name: bytes, target: bytes, **kw: object) -> TarBuilder:
         kw.setdefault("mode", 0o777)
-        return self.member(name, typeflag=b"2", linkname=target, **kw)
+        return self.member(name, b"", typeflag=b"2", linkname=target, **kw)
 
     def hardlink(self, name: bytes, target: bytes, **kw: object) -> TarBuilder:
-        return self.member(name, typeflag=b"1", linkname=target, **kw)
+        return self.member(name, b"", typeflag=b"1", linkname=target, **kw)
 
     def pax(self, records: dict[bytes, bytes], typeflag: bytes = b"x") -> TarBuilder:
         body = pax_records(records)
