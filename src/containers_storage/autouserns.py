@@ -74,6 +74,7 @@ class AutoUserNsOptions:
         self.additional_gid_maps: list[IDMap] = [IDMap(*m) for m in additional_gid_maps or ()]
 
     def __repr__(self) -> str:
+        """``AutoUserNsOptions(size=...)`` with the fields that are set."""
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k))
         return f"AutoUserNsOptions({fields})"
 

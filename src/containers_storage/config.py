@@ -103,6 +103,7 @@ class StoreOptions:
         self.auto_ns_max_size = auto_ns_max_size
 
     def copy(self) -> StoreOptions:
+        """An independent copy (its lists and dicts are copies too)."""
         new = StoreOptions()
         new.__dict__.update(self.__dict__)
         for key in ("driver_priority", "driver_options", "uid_map", "gid_map"):
@@ -111,6 +112,7 @@ class StoreOptions:
         return new
 
     def __repr__(self) -> str:
+        """``StoreOptions({...every field...})``."""
         return f"StoreOptions({vars(self)!r})"
 
 

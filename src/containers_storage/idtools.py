@@ -24,6 +24,7 @@ class IDMap(tuple[int, int, int]):
         return (self[0], self[1], self[2])
 
     def __repr__(self) -> str:
+        """``IDMap(container_id=0, host_id=100000, size=65536)``."""
         return f"IDMap(container_id={self[0]!r}, host_id={self[1]!r}, size={self[2]!r})"
 
     @property
