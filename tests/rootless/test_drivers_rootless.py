@@ -358,11 +358,9 @@ def test_fuse_overlayfs_where_native_overlay_is_not_used(user: User, how: str) -
 # -- the library, rootless, outside a namespace -------------------------------------------------
 _LIBRARY = r"""
 import io, sys
-from containers_storage import userns
-from containers_storage.config import default_store_options
-from containers_storage.store import get_store
+from containers_storage import UserNamespaceRequired, open_store
 
-store = get_store(default_store_options())
+store = open_store()  # the user's own store, found as podman finds it
 layers = [l.id for l in store.layers()]
 print("layers", *layers)
 for what, call in [("mount", lambda: store.mount(layers[0])),
@@ -371,12 +369,11 @@ for what, call in [("mount", lambda: store.mount(layers[0])),
     try:
         call()
         print(what, "worked")
-    except userns.UserNamespaceRequired as e:
-        print(what, "UserNamespaceRequired", e.action)
+    except UserNamespaceRequired as e:
+        print(what, "UserNamespaceRequired", e.action, "open_store(enter_user_namespace=True)" in str(e))
 print("layers", *[l.id for l in store.layers()])
 store.close()
-userns.enter_user_namespace()
-store = get_store(default_store_options())
+store = open_store(enter_user_namespace=True)
 with open(sys.argv[1], "rb") as f:
     layer = store.put_layer(f).layer
 print("imported", layer.id)
@@ -396,6 +393,7 @@ def test_library_outside_a_namespace_reads_and_refuses_clearly(user: User, drive
     assert lines[0] == f"layers {first}"
     for line, what in zip(lines[1:4], ("mount", "put_layer", "create_layer"), strict=True):
         assert line.startswith(f"{what} UserNamespaceRequired setting up the {driver} driver"), line
+        assert line.endswith(" True"), line  # the error says how to enter a namespace
     assert lines[4] == f"layers {first}"  # nothing was half made
     imported = lines[5].split()[1]
     assert sorted(user.ours("layers").stdout.split()) == sorted([first, imported])
