@@ -303,7 +303,7 @@ def image_size(image: Image, rl: LayerStore, ro_layer_stores: Sequence[ROLayerSt
             if layer is not None:
                 break
         if layer is None:
-            raise errors.LayerUnknown(f"cannot find layer {_go_q(name)}")
+            raise errors.LayerUnknown(f"cannot find layer {_go_q(name)}", ref=name)
         if top is None:
             top = layer
         for id in (*layer.uids, *layer.gids):

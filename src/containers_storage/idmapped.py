@@ -96,7 +96,7 @@ def image_top_layer_for_mapping(driver: Driver, image: Image, home: ROImageStore
                 if store is not rl:
                     create_mapped = False  # a read-only store's layer cannot be a template
     if found is None:
-        raise errors.LayerUnknown()
+        raise errors.LayerUnknown(ref=image.top_layer)
     if not create_mapped:
         return found
     umap, gmap = layer_maps(driver, want.uid_map, want.gid_map)
