@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from .idtools import IDMap
+from .layout import driver_of_images_dir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -503,8 +504,9 @@ def rootless_store_options(system: StoreOptions, env: Mapping[str, str] | None =
             except OSError:
                 names = []
             for name in names:
-                if name.endswith("-images"):
-                    opts.driver_name = name[: -len("-images")]
+                driver = driver_of_images_dir(name)
+                if driver:
+                    opts.driver_name = driver
                     break
             if not opts.driver_name:
                 opts.driver_name = "overlay" if _can_use_rootless_overlay(env) else "vfs"

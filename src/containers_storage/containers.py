@@ -6,8 +6,9 @@ import os
 
 from . import errors
 from .idtools import IDMap, maps_to_json
+from .layout import STABLE, VOLATILE, Layout
 from .lockfile import get_lock_file
-from .records import Container, apply_name_operation, dedupe, now_rfc3339, reassign_names
+from .records import Container, now_rfc3339
 from .recordstore import RWRecordStore, sha256_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -26,16 +27,14 @@ class ContainerStore(RWRecordStore[Container]):
 
     def _make(self, obj: dict[str, Any], location: int) -> Container:
         c = Container(obj)
-        c.volatile = location == 1
+        c.volatile = location == VOLATILE
         return c
 
     def _location_of(self, rec: Container) -> int:
-        return 1 if rec.volatile else 0
+        return VOLATILE if rec.volatile else STABLE
 
-    def _index(self) -> bool:
-        damaged = super()._index()
+    def _loaded(self) -> None:
         self.by_layer = {c.layer: c for c in self.records}
-        return damaged
 
     def _add(self, rec: Container) -> None:
         super()._add(rec)
@@ -46,30 +45,12 @@ class ContainerStore(RWRecordStore[Container]):
         if self.by_layer.get(rec.layer) is rec:
             del self.by_layer[rec.layer]
 
-    def _on_damage(self, locked_for_writing: bool) -> None:
-        if not locked_for_writing:
-            raise errors.StorageError(
-                "container store is inconsistent and the current caller does not hold a write lock")
-        self.save()
-
     def create(self, id: str, names: list[str], image: str, layer: str, *, metadata: str = "",
                uid_map: list[IDMap] | None = None, gid_map: list[IDMap] | None = None,
                flags: dict[str, Any] | None = None, volatile: bool = False,
                mount_opts: list[str] | None = None,
                big_data: list[tuple[str, bytes]] | None = None) -> Container:
-        from .ids import unused_id
-
-        if not id:
-            id = unused_id(self.by_id)
-        if id in self.by_id:
-            raise errors.DuplicateID()
-        names = dedupe(names)
-        for name in names:
-            other = self.by_name.get(name)
-            if other is not None:
-                raise errors.DuplicateName(
-                    f'the container name "{name}" is already in use by {other.id}. You have to remove '
-                    f"that container to be able to reuse that name: {errors.DuplicateName.text}")
+        id, names = self._check_new(id, names)
         if uid_map or gid_map:  # as Go: a container's mapping must not map any ID twice
             from .idset import check_no_overlaps
 
@@ -96,41 +77,25 @@ class ContainerStore(RWRecordStore[Container]):
             data["flags"] = cflags
         container = Container(data)
         container.volatile = volatile
-        self._add(container)
-        try:
-            self.save_for(container)
-            for key, value in big_data or ():
-                self._set_big_data(container, key, value)
-        except BaseException:
-            try:
-                self.delete(id)
-            except Exception:
-                pass
-            raise
+        self._add_new(container, ((key, value, sha256_digest(value)) for key, value in big_data or ()))
         return container
 
-    def update_names(self, ref: str, names: list[str], op: str) -> None:
-        c = self.get(ref)
-        reassign_names(c, apply_name_operation(c.names, names, op), self.by_name)
-        self.save()
+    def _duplicate_name(self, name: str, holder: Container) -> errors.StorageError:
+        return errors.DuplicateName(
+            f'the container name "{name}" is already in use by {holder.id}. You have to remove '
+            f"that container to be able to reuse that name: {errors.DuplicateName.text}")
 
     def set_big_data(self, ref: str, key: str, data: bytes) -> None:
-        self._set_big_data(self.get(ref), key, data)
+        self._set_big_data(self.get(ref), key, data, sha256_digest(data))
 
-    def _set_big_data(self, c: Container, key: str, data: bytes) -> None:
-        self._write_big_data(c, key, data)
-        if c.set_big_data_info(key, len(data), sha256_digest(data)):
-            self.save_for(c)
+    def _set_big_data(self, rec: Container, key: str, data: bytes, digest: str) -> None:
+        self._write_big_data(rec, key, data)
+        if rec.set_big_data_info(key, len(data), digest):
+            self.save_for(rec)
 
 
-def new_container_store(directory: str, run_dir: str, transient: bool) -> ContainerStore:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    volatile_dir = directory
-    if transient:
-        os.makedirs(run_dir, mode=0o700, exist_ok=True)
-        volatile_dir = run_dir
-    lock = get_lock_file(os.path.join(volatile_dir, "containers.lock"))
-    return ContainerStore(directory, lock, [
-        os.path.join(directory, "containers.json"),
-        os.path.join(volatile_dir, "volatile-containers.json"),
-    ])
+def new_container_store(layout: Layout) -> ContainerStore:
+    files = layout.containers()
+    for _, path in files.json:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return ContainerStore(files, get_lock_file(files.lock))

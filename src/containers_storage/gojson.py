@@ -1,4 +1,6 @@
-"""Go's encoding/json byte conventions that orjson does not follow by itself.
+"""Go's encoding/json: its byte conventions that orjson does not follow by itself, and the
+record structs' field order and ``omitempty`` rules (the records module writes files with them,
+the CLI prints with them).
 
 Kept free of imports so the CLI's fast listing path can use it without loading the records layer.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 
 def go_escape(data: bytes) -> bytes:
@@ -142,6 +145,86 @@ def _modules() -> Mapping[str, object]:
     return sys.modules
 
 
+# -- Go's record structs -------------------------------------------------------------------------
+# (json key, always emitted) in Go struct order.  "Always emitted" fields lack omitempty in Go
+# (or are structs, which omitempty never drops, like time.Time).
+LAYER_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("names", False), ("parent", False), ("metadata", False), ("mountlabel", False),
+    ("created", True), ("compressed-diff-digest", False), ("compressed-size", False),
+    ("diff-digest", False), ("toc-digest", False), ("diff-size", False), ("compression", False),
+    ("uidset", False), ("gidset", False), ("flags", False), ("uidmap", False), ("gidmap", False),
+    ("big-data-names", False),
+)
+IMAGE_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("digest", False), ("names", False), ("names-history", False), ("layer", False),
+    ("mapped-layers", False), ("metadata", False), ("big-data-names", False),
+    ("big-data-sizes", False), ("big-data-digests", False), ("created", True), ("flags", False),
+)
+CONTAINER_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("id", True), ("names", False), ("image", True), ("layer", True), ("metadata", False),
+    ("big-data-names", False), ("big-data-sizes", False), ("big-data-digests", False),
+    ("created", True), ("uidmap", False), ("gidmap", False), ("flags", False),
+)
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's time.Time{} as RFC 3339
+_MAPS = frozenset({"flags", "big-data-sizes", "big-data-digests"})  # Go sorts map keys
+
+
+def go_struct(raw: dict[str, Any], fields: tuple[tuple[str, bool], ...], *, keep_unknown: bool,
+              check_sorted: bool = True) -> dict[str, Any]:
+    """The object Go's encoding/json writes for a record decoded into its struct: the struct's
+    field order, ``omitempty`` applied, map keys sorted.  ``raw`` itself when it already is
+    that (records read from Go's or our files are), else a rebuilt copy.
+
+    ``keep_unknown`` appends keys the struct lacks (a store's round trip keeps what a newer Go
+    wrote); the CLI, which prints Go's struct, drops them.  Without ``check_sorted`` the maps of
+    a record already in order are trusted to be sorted (every writer sorts them).
+    """
+    optional = go_order_optional(fields, tuple(raw))
+    if optional is not None and all([raw[key] for key in optional]) and (not check_sorted or all(
+            [list(raw[key]) == sorted(raw[key]) for key in optional
+             if key in _MAPS and isinstance(raw[key], dict)])):
+        return raw
+    out: dict[str, Any] = {}
+    for key, always in fields:
+        value = raw.get(key)
+        if value is None or (not always and _empty(value)):
+            if always:
+                out[key] = ZERO_TIME if key == "created" else ""
+            continue
+        if key in _MAPS and isinstance(value, dict):
+            value = _sorted_deep(value)
+        out[key] = value
+    if keep_unknown:
+        known = _known_keys(fields)
+        for key, value in raw.items():
+            if key not in known:
+                out[key] = value
+    return out
+
+
+def _empty(value: Any) -> bool:
+    """Go's omitempty: false, 0, "", and empty arrays and maps (and nil)."""
+    return value is None or value == "" or value == 0 or value is False or value == [] or value == {}
+
+
+def _sorted_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_deep(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_deep(v) for v in value]
+    return value
+
+
+_known: dict[int, frozenset[str]] = {}
+
+
+def _known_keys(fields: tuple[tuple[str, bool], ...]) -> frozenset[str]:
+    known = _known.get(id(fields))
+    if known is None:
+        known = _known[id(fields)] = frozenset(key for key, _ in fields)
+    return known
+
+
 # (struct fields, key sequence) -> the optional keys to test for emptiness, or None when the
 # sequence is not in Go's struct order (or lacks a field Go always writes).
 _go_order: dict[tuple[int, tuple[str, ...]], tuple[str, ...] | None] = {}
@@ -173,4 +256,3 @@ def go_order_optional(fields: tuple[tuple[str, bool], ...], keys: tuple[str, ...
             result = tuple(key for key in keys if key not in required)
     _go_order[cache_key] = result
     return result
-

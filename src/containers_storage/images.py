@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 from . import errors
+from .layout import Files
 from .lockfile import get_lock_file
-from .records import Image, apply_name_operation, dedupe, now_rfc3339, reassign_names
+from .records import Image, dedupe, now_rfc3339
 from .recordstore import RecordStore, RWRecordStore, sha256_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
+
+    from .lockfile import LockFile
 
 MANIFEST_PREFIX = "manifest"
 
@@ -22,15 +25,17 @@ class ROImageStore(RecordStore[Image]):
     unknown_error = errors.ImageUnknown
     kind = "image"
 
+    def __init__(self, files: Files, lock: LockFile) -> None:
+        super().__init__(files, lock)
+        self._by_digest: dict[str, list[Image]] | None = None
+
     def _make(self, obj: dict[str, Any], location: int) -> Image:
         image = Image(obj)
         image.read_only = not self.read_write
         return image
 
-    def _load(self, locked_for_writing: bool) -> bool:
-        damaged = super()._load(locked_for_writing)
-        self._by_digest: dict[str, list[Image]] | None = None
-        return damaged
+    def _loaded(self) -> None:
+        self._by_digest = None
 
     @property
     def by_digest(self) -> dict[str, list[Image]]:
@@ -43,7 +48,7 @@ class ROImageStore(RecordStore[Image]):
             self._by_digest = index
         return self._by_digest
 
-    def _unknown(self, ref: str) -> errors.StorageError:
+    def _unknown(self, ref: str, purpose: str = "") -> errors.StorageError:
         return errors.ImageUnknown.after(f'locating image with ID "{ref}"', ref=ref)
 
     def images_by_digest(self, digest: str) -> list[Image]:
@@ -68,19 +73,7 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
                created: str = "", digest: str = "", names_history: list[str] | None = None,
                flags: dict[str, Any] | None = None,
                big_data: list[tuple[str, bytes, str]] | None = None) -> Image:
-        from .ids import unused_id
-
-        if not id:
-            id = unused_id(self.by_id)
-        if id in self.by_id:
-            raise errors.DuplicateID(f'an image with ID "{id}" already exists: {errors.DuplicateID.text}')
-        names = dedupe(names)
-        for name in names:
-            other = self.by_name.get(name)
-            if other is not None:
-                raise errors.DuplicateName(
-                    f'image name "{name}" is already associated with image "{other.id}": '
-                    f"{errors.DuplicateName.text}")
+        id, names = self._check_new(id, names)
         if digest:
             from .digest import DigestError, validate
 
@@ -105,21 +98,15 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
             data["flags"] = dict(flags)
         image = Image(data)
         image.recompute_digests()
-        self._add(image)
-        if self._by_digest is not None:  # else the lazy index is built from records, this one included
-            for d in image.digests:
-                self._by_digest.setdefault(d, []).append(image)
-        try:
-            self.save()
-            for key, value, item_digest in big_data or ():
-                self._set_big_data(image, key, value, item_digest or sha256_digest(value))
-        except BaseException:
-            try:
-                self.delete(id)
-            except Exception:
-                pass
-            raise
+        self._add_new(image, ((key, value, item_digest or sha256_digest(value))
+                              for key, value, item_digest in big_data or ()))
         return image
+
+    def _add(self, rec: Image) -> None:
+        super()._add(rec)
+        if self._by_digest is not None:  # else the lazy index is built from records, this one included
+            for d in rec.digests:
+                self._by_digest.setdefault(d, []).append(rec)
 
     def _remove(self, rec: Image) -> None:
         super()._remove(rec)
@@ -127,16 +114,19 @@ class ImageStore(ROImageStore, RWRecordStore[Image]):
             while rec in lst:
                 lst.remove(rec)
 
-    def update_names(self, ref: str, names: list[str], op: str) -> None:
-        image = self.get(ref)
-        new_names = apply_name_operation(image.names, names, op)
-        history = image.names_history
+    def _duplicate_id(self, id: str) -> errors.StorageError:
+        return errors.DuplicateID(f'an image with ID "{id}" already exists: {errors.DuplicateID.text}')
+
+    def _duplicate_name(self, name: str, holder: Image) -> errors.StorageError:
+        return errors.DuplicateName(f'image name "{name}" is already associated with image '
+                                    f'"{holder.id}": {errors.DuplicateName.text}')
+
+    def _names_changing(self, rec: Image, new_names: list[str]) -> None:
+        history = rec.names_history
         for name in new_names:
             history = dedupe([name, *history])
         if history:
-            image.raw["names-history"] = history
-        reassign_names(image, new_names, self.by_name)
-        self.save()
+            rec.raw["names-history"] = history
 
     def set_big_data(self, ref: str, key: str, data: bytes, manifest_digest: str | None = None) -> None:
         image = self.get(ref)
@@ -174,12 +164,10 @@ def manifest_digest_of(data: bytes) -> str:
     return sha256_digest(data)
 
 
-def new_image_store(directory: str) -> ImageStore:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    lock = get_lock_file(os.path.join(directory, "images.lock"))
-    return ImageStore(directory, lock, [os.path.join(directory, "images.json")])
+def new_image_store(files: Files) -> ImageStore:
+    os.makedirs(files.directory, mode=0o700, exist_ok=True)
+    return ImageStore(files, get_lock_file(files.lock))
 
 
-def new_ro_image_store(directory: str) -> ROImageStore:
-    lock = get_lock_file(os.path.join(directory, "images.lock"), read_only=True)
-    return ROImageStore(directory, lock, [os.path.join(directory, "images.json")])
+def new_ro_image_store(files: Files) -> ROImageStore:
+    return ROImageStore(files, get_lock_file(files.lock, read_only=True))

@@ -1,204 +1,83 @@
 """The layer store: ``<driver>-layers/layers.json`` plus mount counts in the run root.
 
-``ROLayerStore`` reads (additional image stores); ``LayerStore`` adds every write.  Both reload
-from disk whenever another process (Go or Python) recorded a write in ``layers.lock``.
+``ROLayerStore`` reads (additional image stores); ``LayerStore`` adds every write.  Both are
+record stores (recordstore.py): they reload from disk whenever another process (Go or Python)
+recorded a write in ``layers.lock``, or changed a records file.
 """
 
 from __future__ import annotations
 
-import _thread
 import os
 
 from . import errors
-from .ctx import contextmanager
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, can_stage
 from .fsutil import atomic_write, read_optional, rmtree
-from .ids import PrefixIndex, unused_id
 from .idtools import IDMap, maps_to_json, same_maps
+from .layout import IMAGE_STORE, STABLE, VOLATILE, Files, Layout
 from .lockfile import LockFile, get_lock_file
-from .records import (
-    INCOMPLETE_FLAG,
-    Layer,
-    apply_name_operation,
-    big_data_file_name,
-    dedupe,
-    dumps_records,
-    loads_array,
-    now_rfc3339,
-    reassign_names,
-)
+from .records import INCOMPLETE_FLAG, Layer, now_rfc3339
+from .recordstore import ALL_LOCATIONS, RecordStore, RWRecordStore
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any, BinaryIO
 
+    from .archive.apply import ApplyResult
     from .archive.changes import Change
 
-TAR_SPLIT_SUFFIX = ".tar-split.gz"
 
-# Where a layer's record lives (Go's layerLocations bits).
-STABLE = 1
-IMAGE_STORE = 2
-VOLATILE = 4
-_LOCATIONS = (STABLE, IMAGE_STORE, VOLATILE)
-
-
-class _NeedsWriteLock(Exception):
-    """A load found damage (incomplete layers, duplicate names) that only a writer may repair."""
-
-
-class ROLayerStore:
+class ROLayerStore(RecordStore[Layer]):
     """Layers of one store, read-only; the base of the read-write store."""
 
-    def __init__(self, layerdir: str, rundir: str, driver: Callable[[], Driver], lock: LockFile,
-                 json_paths: dict[int, str]) -> None:
-        self.layerdir = layerdir
+    unknown_error = errors.LayerUnknown
+    duplicate_names_error = errors.DuplicateLayerNames
+    kind = "layer"
+
+    def __init__(self, files: Files, rundir: str, driver: Callable[[], Driver], lock: LockFile) -> None:
+        super().__init__(files, lock)
+        self.layerdir = files.directory
         self.rundir = rundir
         self._driver_factory = driver
-        self.lock = lock
-        self.json_paths = json_paths
-        self._last_write: bytes | None = None
         self._json_mtimes: dict[int, int] = {}
-        self._reload_mutex = _thread.allocate_lock()
-        self.layers: list[Layer] = []
-        self.by_id: dict[str, Layer] = {}
-        self.by_name: dict[str, Layer] = {}
-        self._prefix = PrefixIndex()
-
-    @property
-    def read_write(self) -> bool:
-        return False
 
     @property
     def driver(self) -> Driver:
         """The graph driver, created on first use: listing layers never needs it."""
         return self._driver_factory()
 
+    @property
+    def layers(self) -> list[Layer]:
+        return self.records
+
     # -- loading -----------------------------------------------------------------------------
+    def _make(self, obj: dict[str, Any], location: int) -> Layer:
+        layer = Layer(obj)
+        layer.location = location
+        layer.read_only = not self.read_write
+        return layer
+
     def _modified(self) -> tuple[bytes, bool]:
-        current, changed = self.lock.modified_since(self._last_write or b"")
-        if changed or self._last_write is None:
-            return current, True
-        for loc, path in self.json_paths.items():
-            try:
-                mtime = os.stat(path).st_mtime_ns
-            except FileNotFoundError:
-                mtime = 0
-            if mtime != self._json_mtimes.get(loc, 0):
-                return current, True
-        return current, False
+        """Go also reloads when a records file changed without a new lock token (its mtime)."""
+        current, changed = super()._modified()
+        return current, changed or any(_mtime(path) != self._json_mtimes.get(loc, 0)
+                                       for loc, path in self.files.json)
 
     def _load(self, locked_for_writing: bool) -> None:
-        layers: list[Layer] = []
-        ids: dict[str, Layer] = {}
-        for loc in _LOCATIONS:
-            path = self.json_paths.get(loc)
-            if not path:
-                continue
-            try:
-                self._json_mtimes[loc] = os.stat(path).st_mtime_ns
-            except FileNotFoundError:
-                self._json_mtimes[loc] = 0
-            data = read_optional(path)
-            try:
-                objs = loads_array(data, path)
-            except ValueError as e:
-                raise errors.LoadError(f'loading "{path}": {e}') from None
-            read_only = not self.read_write
-            for obj in objs:
-                id = str(obj.get("id") or "")
-                if id in ids:
-                    continue
-                layer = Layer(obj)
-                layer.location = loc
-                layer.read_only = read_only
-                layers.append(layer)
-                ids[id] = layer
-        names: dict[str, Layer] = {}
-        damaged = False
-        for layer in layers:
-            raw = layer.raw
-            layer_names = raw.get("names")
-            if layer_names:
-                for name in layer_names:
-                    conflict = names.get(name)
-                    if conflict is not None:
-                        conflict.names = [n for n in conflict.names if n != name]
-                        damaged = True
-                    names[name] = layer
-            if self.read_write and raw.get("flags") and layer.incomplete:
-                damaged = True
-        if damaged:
-            if not self.read_write:
-                if any(l.incomplete for l in layers):
-                    pass  # Go keeps using other layers of a read-only store
-                else:
-                    raise errors.DuplicateLayerNames()
-            elif not locked_for_writing:
-                raise _NeedsWriteLock()
-        self.layers = layers
-        self.by_id = ids
-        self.by_name = names
-        self._prefix = PrefixIndex(ids)
-        self._load_mounts()
-        if damaged and self.read_write:
-            self._repair()
+        for loc, path in self.files.json:
+            self._json_mtimes[loc] = _mtime(path)
+        super()._load(locked_for_writing)
 
-    def _load_mounts(self) -> None:
-        """Read-only stores have no mount records."""
-
-    def _repair(self) -> None:
-        raise NotImplementedError
-
-    def _reload_if_changed(self, locked_for_writing: bool) -> None:
-        with self._reload_mutex:
-            current, changed = self._modified()
-            if changed:
-                self._load(locked_for_writing)
-                self._last_write = current
-
-    @contextmanager
-    def reading(self) -> Iterator[ROLayerStore]:
-        """Hold the store's shared lock with fresh data (a writer may repair it first)."""
-        self.lock.rlock()
-        try:
-            for _ in range(4):
-                try:
-                    self._reload_if_changed(self.lock.locked_for_writing)
-                    break
-                except _NeedsWriteLock:
-                    if not isinstance(self, LayerStore):
-                        raise
-                    self.lock.unlock()
-                    try:
-                        self.driver  # noqa: B018 - storage.lock comes before layers.lock
-                        with self.lock.writing():
-                            self._reload_if_changed(True)
-                    finally:
-                        self.lock.rlock()
-            yield self
-        finally:
-            self.lock.unlock()
+    def _unknown(self, ref: str, purpose: str = "") -> errors.StorageError:
+        if purpose == "names":  # sic: Go's layer store says "image not known" here
+            return errors.ImageUnknown.after(
+                f'locating layer with ID "{ref}" to retrieve bigdata names', ref=ref)
+        if purpose:
+            suffix = " to write bigdata" if purpose == "write" else ""
+            return errors.LayerUnknown.after(f'locating layer with ID "{ref}"{suffix}', ref=ref)
+        return errors.LayerUnknown(ref=ref)
 
     # -- lookups -----------------------------------------------------------------------------
-    def lookup(self, ref: str) -> Layer | None:
-        layer = self.by_id.get(ref) or self.by_name.get(ref)
-        if layer is None:
-            full = self._prefix.get(ref)
-            if full is not None:
-                layer = self.by_id.get(full)
-        return layer
-
-    def get(self, ref: str) -> Layer:
-        layer = self.lookup(ref)
-        if layer is None:
-            raise errors.LayerUnknown()
-        return layer
-
-    def exists(self, ref: str) -> bool:
-        return self.lookup(ref) is not None
-
     def size(self, ref: str) -> int:
         layer = self.get(ref)
         if layer.uncompressed_digest or layer.toc_digest:
@@ -206,40 +85,16 @@ class ROLayerStore:
         return -1
 
     def by_compressed_digest(self, digest: str) -> list[Layer]:
-        return [l for l in self.layers if l.compressed_digest == digest]
+        return [l for l in self.records if l.compressed_digest == digest]
 
     def by_uncompressed_digest(self, digest: str) -> list[Layer]:
-        return [l for l in self.layers if l.uncompressed_digest == digest]
+        return [l for l in self.records if l.uncompressed_digest == digest]
 
     def by_toc_digest(self, digest: str) -> list[Layer]:
-        return [l for l in self.layers if l.toc_digest == digest]
+        return [l for l in self.records if l.toc_digest == digest]
 
     def tar_split_path(self, id: str) -> str:
-        return os.path.join(self.layerdir, id + TAR_SPLIT_SUFFIX)
-
-    def data_dir(self, id: str) -> str:
-        return os.path.join(self.layerdir, id)
-
-    def big_data_path(self, id: str, key: str) -> str:
-        return os.path.join(self.data_dir(id), big_data_file_name(key))
-
-    def big_data(self, ref: str, key: str) -> bytes:
-        if not key:
-            raise errors.InvalidBigDataName.after("can't retrieve layer big data value for empty name")
-        layer = self.lookup(ref)
-        if layer is None:
-            raise errors.LayerUnknown.after(f'locating layer with ID "{ref}"')
-        with open(self.big_data_path(layer.id, key), "rb") as f:
-            return f.read()
-
-    def big_data_names(self, ref: str) -> list[str]:
-        layer = self.lookup(ref)
-        if layer is None:
-            raise errors.ImageUnknown.after(f'locating layer with ID "{ref}" to retrieve bigdata names')
-        return layer.big_data_names
-
-    def metadata(self, ref: str) -> str:
-        return self.get(ref).metadata
+        return self.files.tar_split_path(id)
 
     # -- diffs ---------------------------------------------------------------------------------
     def _find_parent_and_layer(self, from_ref: str, to_ref: str) -> tuple[str, Layer, Layer | None]:
@@ -292,55 +147,61 @@ class ROLayerStore:
                 sink.close()
 
 
-class LayerStore(ROLayerStore):
+class LayerStore(ROLayerStore, RWRecordStore[Layer]):
     """The primary, read-write layer store."""
 
-    def __init__(self, layerdir: str, rundir: str, driver: Callable[[], Driver], lock: LockFile,
-                 json_paths: dict[int, str], mounts_lock: LockFile) -> None:
-        super().__init__(layerdir, rundir, driver, lock, json_paths)
+    def __init__(self, files: Files, rundir: str, driver: Callable[[], Driver], lock: LockFile,
+                 mounts_path: str, mounts_lock: LockFile) -> None:
+        super().__init__(files, rundir, driver, lock)
+        self.mounts_path = mounts_path
         self.mounts_lock = mounts_lock
         self._mounts_last_write: bytes | None = None
         self.by_mount: dict[str, Layer] = {}
 
-    @property
-    def read_write(self) -> bool:
-        return True
-
-    @contextmanager
-    def writing(self) -> Iterator[LayerStore]:
+    def _before_write_lock(self) -> None:
         # Creating the driver takes storage.lock, which Go orders before layers.lock: do it first.
         self.driver  # noqa: B018
-        with self.lock.writing():
-            self._reload_if_changed(True)
-            yield self
 
-    # -- mounts --------------------------------------------------------------------------------
-    @property
-    def mounts_path(self) -> str:
-        return os.path.join(self.rundir, "mountpoints.json")
+    # -- loading -------------------------------------------------------------------------------
+    def _needs_repair(self, records: list[Layer]) -> bool:
+        return any([layer.incomplete for layer in records if "flags" in layer.raw])
 
-    def _load_mounts(self) -> None:
+    def _loaded(self) -> None:
         with self.mounts_lock.reading():
             self._mounts_last_write = self.mounts_lock.get_last_write()
             self._read_mounts()
 
+    def _repair(self) -> None:
+        """Finish deleting layers a crashed writer left incomplete (Go's load, read-write case)."""
+        locations = 0
+        for layer in [l for l in self.records if l.incomplete]:
+            self._internal_delete(layer)
+            locations |= layer.location
+        for layer in self.records:
+            locations |= layer.location
+        self._write_records(locations or STABLE)
+
+    # -- mounts --------------------------------------------------------------------------------
     def _read_mounts(self) -> None:
+        from .gojson import loads
+        from .recordindex import records_of
+
         data = read_optional(self.mounts_path)
         try:
-            entries = loads_array(data, self.mounts_path)
-        except ValueError as e:
+            entries = records_of(loads(data)) if data.strip() else []
+            for layer in self.records:
+                layer.mount_point = ""
+                layer.mount_count = 0
+            by_mount: dict[str, Layer] = {}
+            for entry in entries:
+                path = entry.get("path") or ""
+                mounted = self.lookup(str(entry.get("id", "")))
+                if path and mounted is not None:
+                    by_mount[path] = mounted
+                    mounted.mount_point = path
+                    mounted.mount_count = int(entry.get("count") or 0)
+        except (ValueError, AttributeError, TypeError) as e:
             raise errors.LoadError(f'loading "{self.mounts_path}": {e}') from None
-        for layer in self.layers:
-            layer.mount_point = ""
-            layer.mount_count = 0
-        by_mount: dict[str, Layer] = {}
-        for entry in entries:
-            path = entry.get("path") or ""
-            mounted = self.lookup(str(entry.get("id", "")))
-            if path and mounted is not None:
-                by_mount[path] = mounted
-                mounted.mount_point = path
-                mounted.mount_count = int(entry.get("count") or 0)
         self.by_mount = by_mount
 
     def _reload_mounts_if_changed(self) -> None:
@@ -352,46 +213,26 @@ class LayerStore(ROLayerStore):
     def _save_mounts(self) -> None:
         mounts = [
             {"id": l.id, "path": l.mount_point, "count": l.mount_count}
-            for l in self.layers
+            for l in self.records
             if l.mount_point and l.mount_count > 0
         ]
         from . import gojson
 
         self._mounts_last_write = self.mounts_lock.record_write()
-        os.makedirs(self.rundir, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(self.mounts_path), mode=0o700, exist_ok=True)
         atomic_write(self.mounts_path, gojson.dumps(mounts))
 
     # -- saving --------------------------------------------------------------------------------
-    def _save_layers(self, locations: int) -> None:
-        self._last_write = self.lock.record_write()
-        for loc in _LOCATIONS:
-            if not locations & loc:
-                continue
-            path = self.json_paths.get(loc)
-            if not path:
-                raise errors.StorageError(f"internal error: no path for location {loc}")
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            data = dumps_records(l for l in self.layers if l.location == loc)
-            atomic_write(path, data, sync=loc != VOLATILE)
-            self._json_mtimes[loc] = os.stat(path).st_mtime_ns
+    def _location_of(self, rec: Layer) -> int:
+        return rec.location
 
-    def _save(self, locations: int) -> None:
+    def save(self, locations: int = ALL_LOCATIONS) -> None:
         with self.mounts_lock.writing():
-            self._save_layers(locations)
+            self._write_records(locations)
             self._save_mounts()
 
-    def _save_for(self, layer: Layer) -> None:
-        self._save(layer.location)
-
-    def _repair(self) -> None:
-        """Finish deleting layers a crashed writer left incomplete (Go's load, read-write case)."""
-        locations = 0
-        for layer in [l for l in self.layers if l.incomplete]:
-            self._internal_delete(layer)
-            locations |= layer.location
-        for layer in self.layers:
-            locations |= layer.location
-        self._save_layers(locations or STABLE)
+    def _saved(self, location: int, path: str) -> None:
+        self._json_mtimes[location] = _mtime(path)
 
     # -- creating ------------------------------------------------------------------------------
     def create(
@@ -419,14 +260,7 @@ class LayerStore(ROLayerStore):
         """
         os.makedirs(self.rundir, mode=0o700, exist_ok=True)
         os.makedirs(self.layerdir, mode=0o700, exist_ok=True)
-        if not id:
-            id = unused_id(self.by_id)
-        if id in self.by_id:
-            raise errors.DuplicateID()
-        names = dedupe(names)
-        for name in names:
-            if name in self.by_name:
-                raise errors.DuplicateName()
+        id, names = self._check_new(id, names)
         template_layer: Layer | None = None
         template_ts = b""
         if template:
@@ -459,15 +293,11 @@ class LayerStore(ROLayerStore):
         if gid_map:
             data["gidmap"] = maps_to_json(gid_map)
         layer = Layer(data)
-        layer.location = VOLATILE if volatile else (
-            IMAGE_STORE if not writeable and self.json_paths.get(IMAGE_STORE) else STABLE)
-        self.layers.append(layer)
-        self.by_id[id] = layer
-        self._prefix.add(id)
-        for name in names:
-            self.by_name[name] = layer
+        split = any(loc == IMAGE_STORE for loc, _ in self.files.json)
+        layer.location = VOLATILE if volatile else IMAGE_STORE if not writeable and split else STABLE
+        self._add(layer)
         try:
-            self._save_for(layer)
+            self.save_for(layer)
             opts = CreateOpts(mount_label=mount_label, storage_opt=dict(options or {}),
                               uid_map=list(uid_map or []), gid_map=list(gid_map or []))
             parent_id = parent.id if parent else ""
@@ -499,7 +329,7 @@ class LayerStore(ROLayerStore):
             elif staged is not None:  # committed while the layer is still marked incomplete
                 size = self._commit_staged(layer, staged)
             layer.flags.pop(INCOMPLETE_FLAG, None)
-            self._save_for(layer)
+            self.save_for(layer)
         except BaseException:
             try:
                 self._delete(layer)
@@ -527,27 +357,19 @@ class LayerStore(ROLayerStore):
                 raise
         os.chmod(tmp_path, 0o600)
         os.rename(tmp_path, ts_path)
-        d = layer.raw
-        d["compressed-diff-digest"] = result.compressed_digest
-        d["compressed-size"] = result.compressed_size
-        d["diff-digest"] = result.uncompressed_digest
-        d["diff-size"] = result.uncompressed_size
-        d["compression"] = int(result.compression)
-        d["uidset"] = sorted(result.uids)
-        d["gidset"] = sorted(result.gids)
-        return result.uncompressed_size
+        return _record_diff(layer, result)
 
     def apply_diff(self, ref: str, diff: BinaryIO) -> int:
         layer = self.get(ref)
         size = self._apply_diff(layer, diff)
-        self._save_for(layer)
+        self.save_for(layer)
         return size
 
     def apply_staged(self, ref: str, staged: StagedDiff) -> int:
         """Commit a diff the driver staged without locks (Go's applyDiffFromStagingDirectory)."""
         layer = self.get(ref)
         size = self._commit_staged(layer, staged)
-        self._save_for(layer)
+        self.save_for(layer)
         return size
 
     def _commit_staged(self, layer: Layer, staged: StagedDiff) -> int:
@@ -565,48 +387,14 @@ class LayerStore(ROLayerStore):
                 shutil.move(staged.tar_split, ts_path)
         finally:
             driver.cleanup_staged(staged)
-        result = staged.result
-        d = layer.raw
-        d["compressed-diff-digest"] = result.compressed_digest
-        d["compressed-size"] = result.compressed_size
-        d["diff-digest"] = result.uncompressed_digest
-        d["diff-size"] = result.uncompressed_size
-        d["compression"] = int(result.compression)
-        d["uidset"] = sorted(result.uids)
-        d["gidset"] = sorted(result.gids)
-        return result.uncompressed_size
+        return _record_diff(layer, staged.result)
 
-    # -- names, metadata, flags, big data -----------------------------------------------------
-    def update_names(self, ref: str, names: list[str], op: str) -> None:
-        layer = self.get(ref)
-        reassign_names(layer, apply_name_operation(layer.names, names, op), self.by_name)
-        self._save_for(layer)
-
-    def set_metadata(self, ref: str, metadata: str) -> None:
-        layer = self.get(ref)
-        layer.metadata = metadata
-        self._save_for(layer)
-
-    def set_flag(self, ref: str, flag: str, value: Any) -> None:
-        layer = self.get(ref)
-        layer.flags[flag] = value
-        self._save_for(layer)
-
-    def clear_flag(self, ref: str, flag: str) -> None:
-        layer = self.get(ref)
-        layer.flags.pop(flag, None)
-        self._save_for(layer)
-
+    # -- big data ------------------------------------------------------------------------------
     def set_big_data(self, ref: str, key: str, data: bytes) -> None:
-        layer = self.lookup(ref)
-        if layer is None:
-            raise errors.LayerUnknown.after(f'locating layer with ID "{ref}" to write bigdata')
-        if not key:
-            raise errors.InvalidBigDataName.after("can't set empty name for layer big data item")
-        os.makedirs(self.data_dir(layer.id), mode=0o700, exist_ok=True)
-        atomic_write(self.big_data_path(layer.id, key), data)
+        layer = self._find(ref, "write")
+        self._write_big_data(layer, key, data)
         if layer.add_big_data_name(key):
-            self._save_for(layer)
+            self.save_for(layer)
 
     # -- mounting ------------------------------------------------------------------------------
     def mount(self, ref: str, opts: MountOpts) -> str:
@@ -720,7 +508,7 @@ class LayerStore(ROLayerStore):
     def _internal_delete(self, layer: Layer) -> None:
         if not layer.incomplete:
             layer.flags[INCOMPLETE_FLAG] = True
-            self._save_for(layer)
+            self.save_for(layer)
         try:
             self.driver.remove(layer.id)
         except FileNotFoundError:
@@ -731,14 +519,9 @@ class LayerStore(ROLayerStore):
             except FileNotFoundError:
                 pass
         rmtree(self.data_dir(layer.id), ignore_errors=True)
-        self.by_id.pop(layer.id, None)
-        self._prefix.discard(layer.id)
-        for name in layer.names:
-            if self.by_name.get(name) is layer:
-                del self.by_name[name]
+        self._remove(layer)
         if layer.mount_point:
             self.by_mount.pop(layer.mount_point, None)
-        self.layers = [l for l in self.layers if l is not layer]
 
     def _delete(self, layer: Layer) -> None:
         while True:
@@ -747,13 +530,13 @@ class LayerStore(ROLayerStore):
             except errors.LayerNotMounted:
                 break
         self._internal_delete(layer)
-        self._save_for(layer)
+        self.save_for(layer)
 
     def delete(self, ref: str) -> None:
         self._delete(self.get(ref))
 
     def wipe(self) -> None:
-        for layer in sorted(self.layers, key=lambda l: l.created, reverse=True):
+        for layer in sorted(self.records, key=lambda l: l.created, reverse=True):
             self._delete(layer)
         for id in self.driver.list_layers():
             self.driver.remove(id)
@@ -768,6 +551,26 @@ def _os_error_text(e: OSError) -> str:
     """Go's *PathError text: "stat /path: no such file or directory"."""
     text = e.strerror or str(e)
     return f"stat {e.filename}: {text[:1].lower()}{text[1:]}" if e.filename else text
+
+
+def _record_diff(layer: Layer, result: ApplyResult) -> int:
+    """Record what applying a diff found (digests, sizes, owners); returns its size."""
+    d = layer.raw
+    d["compressed-diff-digest"] = result.compressed_digest
+    d["compressed-size"] = result.compressed_size
+    d["diff-digest"] = result.uncompressed_digest
+    d["diff-size"] = result.uncompressed_size
+    d["compression"] = int(result.compression)
+    d["uidset"] = sorted(result.uids)
+    d["gidset"] = sorted(result.gids)
+    return result.uncompressed_size
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _maps(layer: Layer | None) -> tuple[list[IDMap], list[IDMap]]:
@@ -788,27 +591,14 @@ def _is_mounted_or_dir(path: str, driver: Driver) -> bool:
     return is_mountpoint(path)
 
 
-def new_layer_store(layerdir: str, rundir: str, driver: Callable[[], Driver], imagedir: str = "",
-                    transient: bool = False) -> LayerStore:
-    os.makedirs(rundir, mode=0o700, exist_ok=True)
-    os.makedirs(layerdir, mode=0o700, exist_ok=True)
-    if imagedir:
-        os.makedirs(imagedir, mode=0o700, exist_ok=True)
-    lock = get_lock_file(os.path.join(layerdir, "layers.lock"))
-    mounts_lock = get_lock_file(os.path.join(rundir, "mountpoints.lock"))
-    paths = {
-        STABLE: os.path.join(layerdir, "layers.json"),
-        VOLATILE: os.path.join(rundir if transient else layerdir, "volatile-layers.json"),
-    }
-    if imagedir:
-        paths[IMAGE_STORE] = os.path.join(imagedir, "layers.json")
-    return LayerStore(layerdir, rundir, driver, lock, paths, mounts_lock)
+def new_layer_store(layout: Layout, driver: Callable[[], Driver]) -> LayerStore:
+    files = layout.layers()
+    for directory in (layout.layers_run_dir, files.directory, layout.split_layers_dir):
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+    return LayerStore(files, layout.layers_run_dir, driver, get_lock_file(files.lock),
+                      layout.mountpoints_json, get_lock_file(layout.mountpoints_lock))
 
 
-def new_ro_layer_store(layerdir: str, rundir: str, driver: Callable[[], Driver]) -> ROLayerStore:
-    lock = get_lock_file(os.path.join(layerdir, "layers.lock"), read_only=True)
-    paths = {
-        STABLE: os.path.join(layerdir, "layers.json"),
-        VOLATILE: os.path.join(layerdir, "volatile-layers.json"),
-    }
-    return ROLayerStore(layerdir, rundir, driver, lock, paths)
+def new_ro_layer_store(files: Files, rundir: str, driver: Callable[[], Driver]) -> ROLayerStore:
+    return ROLayerStore(files, rundir, driver, get_lock_file(files.lock, read_only=True))

@@ -40,10 +40,10 @@ def new_last_write() -> bytes:
 class LockFile:
     """One lock file, shared by every user in this process (get it with ``get_lock_file``)."""
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
+    def __init__(self, path: str, read_only: bool = False, *, create: bool = True) -> None:
         self.path = path
         self.read_only = read_only
-        self._fd = self._open()
+        self._fd = self._open(create)
         # Thread state is guarded by a bare lock; the Condition (and the threading module) is
         # only made when a thread actually has to wait, which a CLI call never does.
         self._mutex = _thread.allocate_lock()
@@ -64,8 +64,11 @@ class LockFile:
         if self._cond is not None:
             self._cond.notify_all()
 
-    def _open(self) -> int:
-        flags = os.O_CLOEXEC | os.O_CREAT | (os.O_RDONLY if self.read_only else os.O_RDWR)
+    def _open(self, create: bool) -> int:
+        flags = os.O_CLOEXEC | (os.O_RDONLY if self.read_only else os.O_RDWR)
+        if not create:
+            return os.open(self.path, flags)
+        flags |= os.O_CREAT
         try:
             return os.open(self.path, flags, 0o644)
         except FileNotFoundError:
@@ -204,13 +207,17 @@ def _fcntl_lock(fd: int, kind: int) -> None:
             time.sleep(0.01)
 
 
-def get_lock_file(path: str, read_only: bool = False) -> LockFile:
-    """The process-wide ``LockFile`` for ``path`` (one fd per path, as POSIX locks require)."""
+def get_lock_file(path: str, read_only: bool = False, *, create: bool = True) -> LockFile:
+    """The process-wide ``LockFile`` for ``path`` (one fd per path, as POSIX locks require).
+
+    Without ``create`` a missing lock file is an error (FileNotFoundError): readers that must
+    not change a store use that.
+    """
     path = os.path.abspath(path)
     with _registry_lock:
         lf = _registry.get(path)
         if lf is None:
-            lf = LockFile(path, read_only)
+            lf = LockFile(path, read_only, create=create)
             _registry[path] = lf
         elif lf.read_only and not read_only:
             raise PermissionError(f"lock file {path!r} was opened read-only in this process")

@@ -17,7 +17,10 @@ from __future__ import annotations
 import marshal
 import os
 
-CACHE_DIR = "py-records-cache"
+from .layout import RECORDS_CACHE
+
+CACHE_DIR = RECORDS_CACHE
+
 MIN_SIZE = 64 * 1024  # below this the scanner is faster than reading a second file
 _MAGIC = b"containers-storage-py parsed records 1\n"
 _HEADER = len(_MAGIC) + 8

@@ -12,6 +12,8 @@ import time
 
 from . import gojson
 from .idtools import IDMap, maps_from_json, maps_to_json
+from .layout import big_data_file_name
+from .recordindex import image_digests
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -20,27 +22,7 @@ if TYPE_CHECKING:
 
 INCOMPLETE_FLAG = "incomplete"
 
-# (json key, always emitted) in Go struct order.  "Always emitted" fields lack omitempty in Go
-# (or are structs, which omitempty never drops, like time.Time).
-_LAYER_FIELDS: tuple[tuple[str, bool], ...] = (
-    ("id", True), ("names", False), ("parent", False), ("metadata", False), ("mountlabel", False),
-    ("created", True), ("compressed-diff-digest", False), ("compressed-size", False),
-    ("diff-digest", False), ("toc-digest", False), ("diff-size", False), ("compression", False),
-    ("uidset", False), ("gidset", False), ("flags", False), ("uidmap", False), ("gidmap", False),
-    ("big-data-names", False),
-)
-_IMAGE_FIELDS: tuple[tuple[str, bool], ...] = (
-    ("id", True), ("digest", False), ("names", False), ("names-history", False), ("layer", False),
-    ("mapped-layers", False), ("metadata", False), ("big-data-names", False),
-    ("big-data-sizes", False), ("big-data-digests", False), ("created", True), ("flags", False),
-)
-_CONTAINER_FIELDS: tuple[tuple[str, bool], ...] = (
-    ("id", True), ("names", False), ("image", True), ("layer", True), ("metadata", False),
-    ("big-data-names", False), ("big-data-sizes", False), ("big-data-digests", False),
-    ("created", True), ("uidmap", False), ("gidmap", False), ("flags", False),
-)
-_SORTED_MAPS = frozenset({"flags", "big-data-sizes", "big-data-digests"})
-ZERO_TIME = "0001-01-01T00:00:00Z"
+ZERO_TIME = gojson.ZERO_TIME
 
 
 def now_rfc3339() -> str:
@@ -78,19 +60,11 @@ def parse_time_ns(text: str) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + frac
 
 
-def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == 0 or value is False or value == [] or value == {}
-
-
 class Record:
     """Common behaviour of the three record kinds: the backing dict and Go-order serialization."""
 
-    FIELDS: ClassVar[tuple[tuple[str, bool], ...]] = ()
-    _KNOWN: ClassVar[frozenset[str]] = frozenset()
+    FIELDS: ClassVar[tuple[tuple[str, bool], ...]] = ()  # Go's struct (gojson's tables)
     __slots__ = ("_d",)
-
-    def __init_subclass__(cls) -> None:
-        cls._KNOWN = frozenset(key for key, _ in cls.FIELDS)
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         """Wrap ``data``, a record's JSON object (kept, not copied)."""
@@ -109,28 +83,7 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The object Go's encoding/json would write for this record (the backing dict itself
         when it already is that: every save serializes every record, under the store's lock)."""
-        d = self._d
-        optional = gojson.go_order_optional(self.FIELDS, tuple(d))
-        if optional is not None and all([d[key] for key in optional]) and all(
-                [list(d[key]) == sorted(d[key]) for key in optional
-                 if key in _SORTED_MAPS and isinstance(d[key], dict)]):
-            return d
-        out: dict[str, Any] = {}
-        for key, always in self.FIELDS:
-            value = d.get(key)
-            if value is None:
-                if always:
-                    out[key] = ZERO_TIME if key == "created" else ""
-                continue
-            if not always and _is_empty(value):
-                continue
-            if key in _SORTED_MAPS and isinstance(value, dict):
-                value = dict(sorted(value.items()))
-            out[key] = value
-        for key, value in d.items():
-            if key not in self._KNOWN:
-                out[key] = value
-        return out
+        return gojson.go_struct(self._d, self.FIELDS, keep_unknown=True)
 
     # -- fields shared by all kinds --------------------------------------------------------
     @property
@@ -220,7 +173,7 @@ class Layer(Record):
         location: where its record is kept (layers.json, volatile-layers.json, ...).
     """
 
-    FIELDS = _LAYER_FIELDS
+    FIELDS = gojson.LAYER_FIELDS
     __slots__ = ("location", "mount_count", "mount_point", "read_only")
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
@@ -305,7 +258,7 @@ class Image(_BigDataSized):
         read_only: whether it belongs to a read-only (additional) store.
     """
 
-    FIELDS = _IMAGE_FIELDS
+    FIELDS = gojson.IMAGE_FIELDS
     __slots__ = ("_digests", "read_only")
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
@@ -347,14 +300,7 @@ class Image(_BigDataSized):
 
     def recompute_digests(self) -> None:
         """Image.Digests: the fixed digest first, then digests of ``manifest*`` big data."""
-        fixed = self._d.get("digest") or ""
-        seen: list[str] = [fixed] if fixed else []
-        for key, value in (self._d.get("big-data-digests") or {}).items():
-            if key.startswith("manifest") and value and value not in seen:
-                seen.append(value)
-        if not fixed and seen:
-            self._d["digest"] = seen[0]
-        self._digests = seen
+        self._digests = image_digests(self._d)
 
 
 class Container(_BigDataSized):
@@ -364,7 +310,7 @@ class Container(_BigDataSized):
         volatile: whether its record is kept in the volatile (unsynced) file.
     """
 
-    FIELDS = _CONTAINER_FIELDS
+    FIELDS = gojson.CONTAINER_FIELDS
     __slots__ = ("volatile",)
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
@@ -399,27 +345,6 @@ def dumps_records(records: Iterable[Record]) -> bytes:
     return gojson.dumps(objs, large=len(objs) > 500)
 
 
-def loads_array(data: bytes, what: str) -> list[dict[str, Any]]:
-    """Parse a records file; an empty file is an empty store, anything else must be an array."""
-    if not data.strip():
-        return []
-    value = gojson.loads(data)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ValueError(f"{what}: expected a JSON array of objects")
-    return value
-
-
-def big_data_file_name(key: str) -> str:
-    """Go's makeBigDataBaseName: the key itself if all of it is in [.0-9a-z], else '=' + base64."""
-    if key and all(c == "." or "0" <= c <= "9" or "a" <= c <= "z" for c in key):
-        return key
-    import base64  # rare: keys outside [.0-9a-z]
-
-    return "=" + base64.b64encode(key.encode()).decode()
-
-
 def apply_name_operation(old: list[str], params: list[str], op: str) -> list[str]:
     """Go's applyNameOperation: set replaces, add puts new names first, remove filters."""
     if op == "set":
@@ -433,19 +358,23 @@ def apply_name_operation(old: list[str], params: list[str], op: str) -> list[str
     return dedupe(result)
 
 
-def reassign_names(rec: Record, new_names: list[str], by_name: dict[str, Any]) -> None:
-    """Give ``rec`` exactly ``new_names``, taking any of them away from the record holding it.
+def reassign_names(rec: Record, new_names: list[str], by_name: dict[str, Any]) -> list[Any]:
+    """Give ``rec`` exactly ``new_names``, taking any of them away from the record holding it;
+    returns the records that lost a name (their files need saving too).
 
     Names are unique per kind: a name moves rather than being refused (Go's updateNames).
     """
+    losers: list[Any] = []
     for name in rec.names:
         by_name.pop(name, None)
     for name in new_names:
         other = by_name.get(name)
         if other is not None and other is not rec:
             other.names = [n for n in other.names if n != name]
+            losers.append(other)
         by_name[name] = rec
     rec.names = new_names
+    return losers
 
 
 def dedupe(values: Iterable[str]) -> list[str]:
@@ -467,7 +396,6 @@ __all__ = [
     "dedupe",
     "dumps_records",
     "format_time_ns",
-    "loads_array",
     "maps_to_json",
     "now_rfc3339",
     "parse_time_ns",

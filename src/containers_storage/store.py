@@ -24,9 +24,9 @@ from .idmapped import MappingOptions, image_top_layer_for_mapping, layer_maps
 from .idtools import IDMap
 from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_store
 from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
+from .layout import STORAGE_LOCK, USERNS_LOCK, Layout, additional_image_store_dirs
 from .lockfile import LockFile, get_lock_file
 from .records import Container, Image, Layer, dedupe
-from .snapshot import additional_image_store_dirs
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -234,8 +234,8 @@ class Store:
         os.makedirs(graph_root, mode=0o700, exist_ok=True)
         if self.image_store_dir:
             os.makedirs(self.image_store_dir, mode=0o700, exist_ok=True)
-        self.graph_lock: LockFile = get_lock_file(os.path.join(graph_root, "storage.lock"))
-        get_lock_file(os.path.join(graph_root, "userns.lock"))
+        self.graph_lock: LockFile = get_lock_file(os.path.join(graph_root, STORAGE_LOCK))
+        get_lock_file(os.path.join(graph_root, USERNS_LOCK))
         self._driver: Driver | None = None
         self._driver_mutex = _thread.allocate_lock()
         self.driver_name = options.driver_name
@@ -252,6 +252,8 @@ class Store:
         self._ro_image_stores: list[ROImageStore] | None = None
         self._container_store: ContainerStore | None = None
         self._extra_stores = additional_image_store_dirs(options.driver_options)
+        self._layout = Layout(graph_root, run_root, self.driver_name, image_store=self.image_store_dir,
+                              transient=self.transient, additional_image_stores=self._extra_stores)
 
     # -- components, created on first use ----------------------------------------------------
     @property
@@ -279,25 +281,16 @@ class Store:
     def layer_store(self) -> LayerStore:
         """The read-write layer store (lower level: lock it yourself, see ``reading()``)."""
         if self._layer_store is None:
-            prefix = self.driver_name + "-"
-            self._layer_store = new_layer_store(
-                os.path.join(self.graph_root, prefix + "layers"),
-                os.path.join(self.run_root, prefix + "layers"),
-                self._get_driver,
-                os.path.join(self.image_store_dir, prefix + "layers") if self.image_store_dir else "",
-                self.transient,
-            )
+            self._layer_store = new_layer_store(self._layout, self._get_driver)
         return self._layer_store
 
     @property
     def ro_layer_stores(self) -> list[ROLayerStore]:
         """The layer stores of the additional image stores (read-only), in configured order."""
         if self._ro_layer_stores is None:
-            prefix = self.driver_name + "-"
             self._ro_layer_stores = [
-                new_ro_layer_store(os.path.join(d, prefix + "layers"),
-                                   os.path.join(self.run_root, prefix + "layers"), self._get_driver)
-                for d in self._extra_stores
+                new_ro_layer_store(files, self._layout.layers_run_dir, self._get_driver)
+                for files in self._layout.additional_layers()
             ]
         return self._ro_layer_stores
 
@@ -309,8 +302,7 @@ class Store:
     def image_store(self) -> ImageStore:
         """The read-write image store (in the image store directory when there is one)."""
         if self._image_store is None:
-            root = self.image_store_dir or self.graph_root
-            self._image_store = new_image_store(os.path.join(root, self.driver_name + "-images"))
+            self._image_store = new_image_store(self._layout.images())
         return self._image_store
 
     @property
@@ -319,18 +311,12 @@ class Store:
         (writable), then the additional image stores (read-only)."""
         if self._ro_image_stores is None:
             stores: list[ROImageStore] = []
-            dirs = list(self._extra_stores)
-            if self.image_store_dir:
-                dirs.insert(0, self.graph_root)
-            for d in dirs:
-                path = os.path.join(d, self.driver_name + "-images")
-                if self.image_store_dir and d in (self.graph_root, self.image_store_dir):
-                    # Go opens the graph root's images read-write when images live elsewhere:
-                    # what was made there before must stay deletable (split-store.bats).
-                    stores.append(new_image_store(path))
+            for files in self._layout.additional_images():
+                if not files.read_only:  # the graph root's own, when images live elsewhere
+                    stores.append(new_image_store(files))
                     continue
                 try:
-                    stores.append(new_ro_image_store(path))
+                    stores.append(new_ro_image_store(files))
                 except OSError as e:
                     if e.errno == 30:  # EROFS: Go skips stores it cannot create lock files in
                         continue
@@ -351,12 +337,7 @@ class Store:
     def container_store(self) -> ContainerStore:
         """The container store (lower level: lock it yourself, see ``reading()``)."""
         if self._container_store is None:
-            prefix = self.driver_name + "-"
-            self._container_store = new_container_store(
-                os.path.join(self.graph_root, prefix + "containers"),
-                os.path.join(self.run_root, prefix + "containers"),
-                self.transient,
-            )
+            self._container_store = new_container_store(self._layout)
         return self._container_store
 
     # -- lock helpers ------------------------------------------------------------------------
@@ -737,7 +718,7 @@ class Store:
                 id, names, layer or "", metadata=metadata, created=created, digest=digest,
                 names_history=names_history, flags=flags, big_data=items)
             if add_after:
-                ims.update_names(image.id, add_after, "add")  # type: ignore[attr-defined]
+                ims.update_names(image.id, add_after, "add")
             return image
 
     def create_container(
@@ -805,7 +786,7 @@ class Store:
             if auto_userns is not None or want.uid_map or want.gid_map:
                 # As Go: one process at a time picks ranges, so two automatic namespaces never
                 # get the same IDs (explicit maps are not checked against them, only serialized).
-                stack.enter_context(get_lock_file(os.path.join(self.graph_root, "userns.lock")).writing())
+                stack.enter_context(get_lock_file(self._layout.userns_lock).writing())
             stack.enter_context(rl.writing())
             image_id = ""
             top: Layer | None = None
@@ -852,7 +833,7 @@ class Store:
                                   gid_map=gmap, volatile=volatile or self.transient)
             try:
                 with self.container_store.writing() as cs:
-                    return cs.create(  # type: ignore[attr-defined, no-any-return]
+                    return cs.create(
                         id, list(names or []), image_id, clayer.id, metadata=metadata,
                         uid_map=want.uid_map, gid_map=want.gid_map, flags=cflags,
                         volatile=volatile or self.transient,
@@ -1161,7 +1142,7 @@ class Store:
                 image = store.lookup(ref)
             if image is not None:
                 found = True
-                path = os.path.join(root, self.driver_name + "-images", image.id, "userdata")
+                path = self._layout.image_userdata(root, image.id)
                 os.makedirs(path, mode=0o700, exist_ok=True)
                 return path
         if found:
@@ -1187,7 +1168,7 @@ class Store:
     def _container_dir(self, ref: str, root: str) -> str:
         with self.container_store.reading():
             c = self.container_store.get(ref)
-        path = os.path.join(root, self.driver_name + "-containers", c.id, "userdata")
+        path = self._layout.container_userdata(root, c.id)
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 
@@ -1345,9 +1326,8 @@ class Store:
                 raise errors.NotAContainer(ref=ref)
             if rl.exists(c.layer):
                 rl.delete(c.layer)
-            middle = self.driver_name + "-containers"
-            for root in (self.graph_root, self.run_root):
-                rmtree(os.path.join(root, middle, c.id), ignore_errors=True)
+            for directory in self._layout.container_dirs(c.id):
+                rmtree(directory, ignore_errors=True)
             cs.delete(c.id)
 
     def delete(self, ref: str) -> None:
@@ -1367,9 +1347,8 @@ class Store:
                     raise errors.NotALayer()
                 rl.delete(c.layer)
                 cs.delete(c.id)
-                middle = self.driver_name + "-containers"
                 for root in (self.graph_root, self.run_root):
-                    rmtree(os.path.join(root, middle, c.id, "userdata"), ignore_errors=True)
+                    rmtree(self._layout.container_userdata(root, c.id), ignore_errors=True)
                 return
             if self.image_store.exists(ref):
                 self.image_store.delete(ref)

@@ -11,9 +11,7 @@ import pytest
 
 from clitools import CLI, run_inprocess, run_script
 from containers_storage import snapshot
-from containers_storage.cli import gojson
 from containers_storage.cli import main as cli_main
-from containers_storage.records import _CONTAINER_FIELDS, _IMAGE_FIELDS, _LAYER_FIELDS
 
 LISTINGS = [["layers"], ["layers", "--json"], ["layers", "-q"], ["images"], ["images", "--json"],
             ["images", "-q"], ["containers"], ["containers", "--json"]]
@@ -37,12 +35,6 @@ def _populate(cli: CLI, *extra: str) -> None:
     cli.ok(*extra, "set-image-data", image, "manifest", stdin=b'{"schemaVersion":2}')
     cli.ok(*extra, "create-container", "-n", "ctr", "img")
     cli.ok(*extra, "create-container", "--volatile", "-n", "vol", "img")
-
-
-def test_field_tables_match_the_records_module() -> None:
-    assert gojson.LAYER_FIELDS == _LAYER_FIELDS
-    assert gojson.IMAGE_FIELDS == _IMAGE_FIELDS
-    assert gojson.CONTAINER_FIELDS == _CONTAINER_FIELDS
 
 
 @pytest.mark.parametrize("extra", [(), ("--transient-store",)], ids=["plain", "transient"])

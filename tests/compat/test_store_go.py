@@ -99,7 +99,7 @@ def test_our_saves_are_byte_identical_to_go(store_dirs: tuple[str, str]) -> None
     s = _open(root, run)
     try:
         with s.layer_store.writing() as ls:
-            ls._save_layers(1)
+            ls.save(1)
         with s.image_store.writing() as ims:
             ims.save()
         with s.container_store.writing() as cs:

@@ -89,7 +89,7 @@ def _set_created(store: Store, layer_id: str, created: str) -> None:
     with store.layer_store.writing() as rl:
         layer = rl.get(layer_id)
         layer.raw["created"] = created
-        rl._save_for(layer)
+        rl.save_for(layer)
 
 
 # -- records that point at nothing --------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_invalid_recorded_digest(vstore: Store) -> None:
     with vstore.layer_store.writing() as rl:
         record = rl.get(layer.id)
         record.raw["diff-digest"] = "sha256:abc"
-        rl._save_for(record)
+        rl.save_for(record)
     damage = [f"layer {layer.id}: invalid checksum digest length"]
     assert _everything(vstore.check()) == {"layer": {layer.id: damage}, "image": {image.id: damage}}
 

@@ -35,13 +35,12 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
     snap = _snapshot(name, values)
     if snap is None:
         return None
-    from ..snapshot import lookup
-
+    indexes = [i for i in (snap.layer_index, snap.image_index, snap.container_index) if i is not None]
     as_json = bool(values.get("json"))
     if name == "layer":
         from .gojson import layers_view
 
-        matched = [rec for rec in (lookup(snap.layers, arg) for arg in args) if rec is not None]
+        matched = [rec for rec in (indexes[0].lookup(arg) for arg in args) if rec is not None]
         if as_json:
             out.json(layers_view(matched))
         else:
@@ -52,8 +51,8 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
         return _image(snap, args, as_json, out)
 
     def find(ref: str) -> Any:
-        for records in (snap.layers, snap.images, snap.containers):
-            rec = lookup(records, ref)
+        for index in indexes:
+            rec = index.lookup(ref)
             if rec is not None:
                 return rec
         return None
@@ -92,8 +91,9 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
     for what in args:
         present = find(what) is not None
         answers[what] = present
-        for flag, records in (("container", snap.containers), ("image", snap.images), ("layer", snap.layers)):
-            if values.get(flag) and lookup(records, what) is None:
+        for flag, index in (("container", snap.container_index), ("image", snap.image_index),
+                            ("layer", snap.layer_index)):
+            if values.get(flag) and (index is None or index.lookup(what) is None):
                 present = False
         missing = missing or not present
     if as_json:
@@ -105,15 +105,16 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
 
 def _image(snap: Snapshot, args: list[str], as_json: bool, out: Output) -> int | None:
     """The image command; None (ordinary path) when a size needs a layer's contents measured."""
-    from ..snapshot import lookup
-
-    matched = [rec for rec in (lookup(snap.images, arg) for arg in args) if rec is not None]
+    index = snap.image_index
+    if index is None:
+        return None
+    matched = [rec for rec in (index.lookup(arg) for arg in args) if rec is not None]
     if as_json:
         from .gojson import images_view
 
         out.json(images_view(matched))
         return 0 if len(matched) == len(args) else 1
-    layers = {rec["id"]: rec for rec in snap.layers}
+    layers = snap.layer_index.by_id if snap.layer_index is not None else {}
     digests = {id(rec): d for rec, d in zip(snap.images, snap.image_digests, strict=True)}
     texts: list[str] = []
     for rec in matched:

@@ -1,0 +1,228 @@
+"""The records engine: how a store's records files become records, and how a reference resolves.
+
+One set of rules, used by the read-write stores, the read-only stores and the CLI's listing fast
+path alike (Go's load() and lookup() of layers.go, images.go and containers.go):
+
+- a store's records files are read in order (a missing or empty file holds no records), and
+  when two records share an ID the first one wins;
+- names are unique per store: when two records claim a name, the later claim wins and the
+  earlier record loses the name (the store is then "damaged": a writer saves the repaired
+  records, a reader of a read-only store refuses it, the fast path steps aside);
+- a reference is an ID, else a name, else a unique prefix of an ID.
+
+Records are whatever the caller makes of each JSON object (``Record`` wrappers in the stores, the
+objects themselves on the fast path), so the indexes never copy a record.  Imports nothing at
+module level beyond ``os``, for the fast path's start-up.
+"""
+
+from __future__ import annotations
+
+from .fsutil import read_optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any, Generic, TypeVar
+
+    from .ids import PrefixIndex
+
+    Raw = dict[str, Any]  # one record's JSON object
+    T = TypeVar("T")
+else:
+    class Generic:
+        """typing.Generic's run-time part: ``RecordIndex[Layer]`` is ``RecordIndex``."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    T = object
+
+
+def read_records(paths: Iterable[str], parse: Callable[[bytes, str], object]) -> list[list[Raw]]:
+    """Each records file's JSON objects, in order; the caller holds the store's lock.
+
+    ``parse(data, path)`` turns a non-empty file's bytes into its JSON value.  A ValueError says
+    which file could not be used and why.
+    """
+    out: list[list[Raw]] = []
+    for path in paths:
+        data = read_optional(path)
+        if not data.strip():
+            out.append([])
+            continue
+        try:
+            out.append(records_of(parse(data, path)))
+        except ValueError as e:
+            raise ValueError(f'loading "{path}": {e}') from None
+    return out
+
+
+def records_of(value: object) -> list[Raw]:
+    """The records a parsed file holds: ``null`` is none, anything but an array is damage.
+
+    That every element is an object is checked as the index reads their IDs.
+    """
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise ValueError("expected a JSON array of objects")
+    return value
+
+
+def image_digests(raw: Raw) -> list[str]:
+    """Go's Image.Digests: the fixed digest, then the digests of ``manifest*`` big data items.
+
+    An image without a fixed digest takes the first of them as its ``digest`` (Go's
+    recomputeDigests), which is why this may add that field to ``raw``.
+    """
+    fixed = raw.get("digest") or ""
+    seen: list[str] = [fixed] if fixed else []
+    for key, value in (raw.get("big-data-digests") or {}).items():
+        if key.startswith("manifest") and value and value not in seen:
+            seen.append(value)
+    if not fixed and seen:
+        raw["digest"] = seen[0]
+    return seen
+
+
+class RecordIndex(Generic[T]):
+    """One store's records in load order, by ID and by name, with unique-prefix lookups.
+
+    ``damaged`` tells that loading took names away from records that had lost them to later
+    claims; ``irregular`` that some ID was not a string (stored under its text).
+    """
+
+    __slots__ = ("_by_id", "_by_name", "_ids", "_prefix", "_raws", "damaged", "irregular", "records")
+
+    def __init__(self) -> None:
+        self.records: list[T] = []
+        self.damaged = False
+        self.irregular = False
+        # Built on first use (a listing needs neither), from the IDs and objects of the records.
+        self._by_id: dict[str, T] | None = {}
+        self._by_name: dict[str, T] | None = {}
+        self._ids: list[str] = []
+        self._raws: list[Raw] = []
+        self._prefix: PrefixIndex | None = None
+
+    @classmethod
+    def load(cls, files: Sequence[list[Raw]], make: Callable[[Raw, int], T] | None = None,
+             locations: Sequence[int] = ()) -> RecordIndex[T]:
+        """Index the objects of a store's files (in load order); ``make(raw, location)`` makes
+        each object's record (the object itself without it), ``locations`` names the files'
+        locations (their positions without it).  ValueError for objects that are not records."""
+        index: RecordIndex[T] = cls()
+        raws: list[Raw] = []
+        items: list[Any] = []
+        for position, file_raws in enumerate(files):
+            if make is not None and file_raws:
+                location = locations[position] if locations else position
+                try:
+                    items += [make(raw, location) for raw in file_raws]
+                except (AttributeError, TypeError):
+                    raise ValueError("expected a JSON array of objects") from None
+            raws += file_raws
+        if make is None:
+            items = raws
+        try:
+            # The usual case, checked in a few C loops: string IDs and names, each used once.
+            ids = [raw["id"] for raw in raws]
+            names = [name for raw in raws if "names" in raw for name in raw["names"] or ()]
+            plain = (len(set(ids)) == len(ids) and set(map(type, ids)) <= {str}
+                     and len(set(names)) == len(names))
+        except (KeyError, TypeError):
+            plain = False
+        if plain:
+            index.records = items
+            index._ids = ids
+            index._raws = raws
+            index._by_id = index._by_name = None
+            return index
+        try:
+            index._load_carefully(raws, items)
+        except (AttributeError, TypeError):
+            raise ValueError("expected a JSON array of objects") from None
+        return index
+
+    def _load_carefully(self, raws: list[Raw], items: list[T]) -> None:
+        """Go's rules one record at a time: the first of an ID wins, a later name claim wins."""
+        by_id: dict[str, T] = {}
+        kept: list[tuple[T, Raw]] = []
+        for item, raw in zip(items, raws, strict=True):
+            id = raw.get("id")
+            if type(id) is not str:
+                self.irregular = True
+                id = str(id or "")
+            if id not in by_id:
+                by_id[id] = item
+                kept.append((item, raw))
+        by_name: dict[str, T] = {}
+        owners: dict[str, Raw] = {}
+        for item, raw in kept:
+            for name in raw.get("names") or ():
+                loser = owners.get(name)
+                if loser is not None and loser is not raw:  # a name listed twice by one record is no conflict
+                    loser["names"] = [n for n in loser["names"] if n != name]
+                    self.damaged = True
+                by_name[name] = item
+                owners[name] = raw
+        self.records = [item for item, _ in kept]
+        self._by_id = by_id
+        self._by_name = by_name
+
+    @property
+    def by_id(self) -> dict[str, T]:
+        if self._by_id is None:
+            self._by_id = dict(zip(self._ids, self.records, strict=True))
+            self._ids = []
+        return self._by_id
+
+    @property
+    def by_name(self) -> dict[str, T]:
+        if self._by_name is None:
+            self._by_name = {name: item for item, raw in zip(self.records, self._raws, strict=True)
+                             if "names" in raw for name in raw["names"] or ()}
+            self._raws = []
+        return self._by_name
+
+    # -- lookups -------------------------------------------------------------------------------
+    def lookup(self, ref: str) -> T | None:
+        """The record ``ref`` names: an ID, else a name, else a unique ID prefix."""
+        rec = self.by_id.get(ref)
+        if rec is None:
+            rec = self.by_name.get(ref)
+            if rec is None:
+                full = self.prefixes.get(ref)
+                if full is not None:
+                    rec = self.by_id.get(full)
+        return rec
+
+    @property
+    def prefixes(self) -> PrefixIndex:
+        """The ID prefix index, built on first use: most lookups are by full ID or name."""
+        if self._prefix is None:
+            from .ids import PrefixIndex
+
+            self._prefix = PrefixIndex(self.by_id)
+        return self._prefix
+
+    # -- changes by a writer -------------------------------------------------------------------
+    def add(self, item: T, id: str, names: Iterable[str]) -> None:
+        by_id, by_name = self.by_id, self.by_name  # built before the records change
+        self.records.append(item)
+        by_id[id] = item
+        if self._prefix is not None:
+            self._prefix.add(id)
+        for name in names:
+            by_name[name] = item
+
+    def remove(self, item: T, id: str, names: Iterable[str]) -> None:
+        by_id, by_name = self.by_id, self.by_name
+        self.records = [r for r in self.records if r is not item]
+        if by_id.get(id) is item:
+            del by_id[id]
+            if self._prefix is not None:
+                self._prefix.discard(id)
+        for name in names:
+            if by_name.get(name) is item:
+                del by_name[name]
