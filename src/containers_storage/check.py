@@ -200,9 +200,9 @@ def _text(err: BaseException, op: str = "open") -> str:
 
 
 def _quote(name: str) -> str:
-    from .archive.changes import go_quote
+    from .quoting import go_quote
 
-    return go_quote(os.fsencode(name))
+    return go_quote(name)
 
 
 def _read_size(path: str) -> int:

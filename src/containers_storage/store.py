@@ -26,6 +26,7 @@ from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_stor
 from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
 from .layout import STORAGE_LOCK, USERNS_LOCK, Layout, additional_image_store_dirs
 from .lockfile import LockFile, get_lock_file
+from .quoting import go_quote as _go_quote
 from .records import Container, Image, Layer, dedupe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -50,13 +51,6 @@ if TYPE_CHECKING:
 _stores: dict[tuple[str, str], Store] = {}
 _stores_lock = _thread.allocate_lock()
 
-
-def _go_quote(text: str) -> str:
-    """Go's %q for the plain strings (names, IDs) that error messages quote."""
-    out = text.replace("\\", "\\\\").replace('"', '\\"')
-    short = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    out = "".join(c if c.isprintable() else short.get(c, f"\\u{ord(c):04x}") for c in out)
-    return f'"{out}"'
 
 def open_store(
     *,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidMappings
 from ..idtools import IDMap, to_container
+from ..quoting import go_quote
 from .confine import open_beneath, open_root
 
 __all__ = [
@@ -74,32 +75,6 @@ class Change:
     def to_json(self) -> dict[str, object]:
         """Go's JSON encoding of ``archive.Change`` (exported field names, numeric kind)."""
         return {"Path": self.path, "Kind": int(self.kind)}
-
-
-_QUOTE_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v",
-                  ord('"'): '\\"', ord("\\"): "\\\\"}
-
-
-def go_quote(raw: bytes) -> str:
-    """Go's ``strconv.Quote`` of a byte string: printable runes as is, the rest escaped."""
-    out = ['"']
-    text = raw.decode("utf-8", "surrogateescape")
-    for ch in text:
-        c = ord(ch)
-        if c in _QUOTE_ESCAPES:
-            out.append(_QUOTE_ESCAPES[c])
-        elif 0xDC80 <= c <= 0xDCFF:  # a byte that is not UTF-8
-            out.append(f"\\x{c - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif c < 0x80:
-            out.append(f"\\x{c:02x}")
-        elif c < 0x10000:
-            out.append(f"\\u{c:04x}")
-        else:
-            out.append(f"\\U{c:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 # --- naive: two trees ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from ..quoting import go_quote as go_quote  # re-exported: the CLI quotes through flags
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,35 +44,6 @@ def parse_bool(value: str) -> bool:
     if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ValueError(f"strconv.ParseBool: parsing {go_quote(value)}: invalid syntax")
-
-
-def go_quote(value: str) -> str:
-    """Go's strconv.Quote (``%q``): double quotes, Go escapes, printable Unicode kept as is."""
-    out = ['"']
-    for ch in value:
-        code = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif 0x20 <= code < 0x7F:
-            out.append(ch)
-        elif ch in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[ch])
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable argv byte (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-                  "\v": "\\v"}
 
 
 def go_list(values: list[str]) -> str:
