@@ -21,6 +21,10 @@ And two where our machinery differs: with ``check_most`` (``--quick``) the diff 
 also parsed as tar (a diff that reproduces its recorded digest parsed when it was applied), and a
 layer whose directory is gone is reported as ``open <layer dir>: ...`` rather than by the name of
 its first file.
+
+The check works through the store's public API (``CheckedStore`` says which part), so each step
+takes the locks it needs, as any caller's would; records that vanish while the check runs (a
+concurrent delete) are not reported as damaged.
 """
 
 from __future__ import annotations
@@ -35,12 +39,34 @@ from .errors import StorageError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from typing import Any
+    from contextlib import AbstractContextManager
+    from typing import Any, BinaryIO, Protocol
 
     from .checktree import Hdr, Ignore
-    from .layers import ROLayerStore
-    from .records import Layer
-    from .store import Store
+    from .config import StoreOptions
+    from .layers import LayerTree
+    from .records import Container, Image, Layer
+
+    class CheckedStore(Protocol):
+        """What ``check`` and ``repair`` use of a ``Store``: its public API, nothing else."""
+
+        options: StoreOptions
+
+        def layers(self) -> list[Layer]: ...
+        def images(self) -> list[Image]: ...
+        def containers(self) -> list[Container]: ...
+        def layer_big_data(self, ref: str, key: str) -> bytes: ...
+        def image_big_data(self, ref: str, key: str) -> bytes: ...
+        def container_big_data(self, ref: str, key: str) -> bytes: ...
+        def diff(self, ref: str, out: BinaryIO, *, from_ref: str | None = None,
+                 compression: int | None = None) -> None: ...
+        def layer_tree(self, ref: str) -> AbstractContextManager[LayerTree]: ...
+        def unaccounted_layers(self) -> list[str]: ...
+        def remove_unaccounted_layer(self, id: str) -> bool: ...
+        def delete_container(self, ref: str) -> None: ...
+        def delete_image(self, ref: str, *, commit: bool = True) -> list[str]: ...
+        def delete_layer(self, ref: str) -> None: ...
+        def unmount(self, ref: str, *, force: bool = False) -> bool: ...
 
 __all__ = [
     "DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE",
@@ -205,17 +231,6 @@ def _quote(name: str) -> str:
     return go_quote(name)
 
 
-def _read_size(path: str) -> int:
-    """Read a big data file through (as Go does, so read errors show), returning its length."""
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                return size
-            size += len(chunk)
-
-
 def _created_ns(layer: Layer) -> int | None:
     """The layer's creation time, or None for Go's zero time (or no usable time at all)."""
     from .records import ZERO_TIME, parse_time_ns
@@ -234,7 +249,7 @@ _ZERO_TIME_NS = -62135596800 * 1_000_000_000  # 0001-01-01T00:00:00Z
 
 
 # -- the whole check ----------------------------------------------------------------------------
-def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
+def check(store: CheckedStore, options: CheckOptions | None = None) -> CheckReport:
     """Go's Store.Check: every problem found, per item.  Can be very expensive."""
     checker = _Checker(store, options if options is not None else check_most())
     checker.layers()
@@ -247,7 +262,7 @@ def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
 class _Checker:
     """One check's state, phase by phase in Go's order (each phase under Go's locks)."""
 
-    def __init__(self, store: Store, options: CheckOptions) -> None:
+    def __init__(self, store: CheckedStore, options: CheckOptions) -> None:
         from .checktree import Ignore
 
         self.store = store
@@ -264,38 +279,33 @@ class _Checker:
         return layer_id in self.referenced or layer_id in self.referenced_ro
 
     def layers(self) -> None:
-        """Big data, diffs and mounts of every layer; the read-write store is write-locked and
-        each read-only store read-locked from its turn to the end, as Go holds them."""
-        from .ctx import ExitStack
-
+        """Big data, diffs and mounts of every layer, read-write ones first (then the mount
+        checks of those), then those of the read-only stores, as Go goes store by store."""
         options, report = self.options, self.report
-        rl = self.store.layer_store
+        layers = self.store.layers()
+        rw = [layer for layer in layers if not layer.read_only]
         rw_layer_ids: list[str] = []
-        with ExitStack() as stack:
-            for ls in self.store.all_layer_stores():
-                stack.enter_context(rl.writing() if ls is rl else ls.reading())
-                read_write = ls.read_write
+        for section in (rw, [layer for layer in layers if layer.read_only]):
+            for layer in section:
+                id = layer.id
+                if self.known(id):  # a copy in a later store is never the one used
+                    continue
+                read_write = not layer.read_only
                 desc = "" if read_write else "read-only "
                 target = report.layers if read_write else report.ro_layers
-                layers = list(ls.layers)
-                for layer in layers:
-                    id = layer.id
-                    if self.known(id):  # a copy in a later store is never the one used
-                        continue
-                    report.layer_parents[id] = layer.parent
-                    (self.referenced if read_write else self.referenced_ro)[id] = False
-                    if read_write:
-                        rw_layer_ids.append(id)
-                    if options.layer_data:
-                        _check_layer_data(ls, layer, desc, target)
-                    if options.layer_digests and layer.uncompressed_digest:
-                        found = _check_layer_diff(ls, layer, desc, target, options.layer_contents)
-                        if found is not None:
-                            self.headers[id] = found
-                if read_write and options.layer_mountable:
-                    for layer in layers:
-                        _check_layer_mount(self.store, layer, report, self.headers, options,
-                                           self.ignore)
+                report.layer_parents[id] = layer.parent
+                (self.referenced if read_write else self.referenced_ro)[id] = False
+                if read_write:
+                    rw_layer_ids.append(id)
+                if options.layer_data:
+                    _check_layer_data(self.store, layer, desc, target)
+                if options.layer_digests and layer.uncompressed_digest:
+                    found = _check_layer_diff(self.store, layer, desc, target, options.layer_contents)
+                    if found is not None:
+                        self.headers[id] = found
+            if section is rw and options.layer_mountable:
+                for layer in rw:
+                    _check_layer_mount(self.store, layer, report, self.headers, options, self.ignore)
         # Dangling parents, once every store has been seen (see the module docstring).
         for id in rw_layer_ids:
             parent = report.layer_parents.get(id, "")
@@ -304,102 +314,100 @@ class _Checker:
 
     def images(self) -> None:
         """Big data sizes and layer chains of every image; an image inherits its layers' errors."""
-        from .ctx import ExitStack
-
         report = self.report
-        with ExitStack() as stack:
-            for ims in self.store.all_image_stores():
-                stack.enter_context(ims.reading())
-                desc = "" if ims.read_write else "read-only "
-                target = report.images if ims.read_write else report.ro_images
-                for image in list(ims.records):
-                    id = image.id
-                    if id in self.examined_images:
-                        continue
-                    self.examined_images.add(id)
-                    if self.options.image_data:
-                        _check_sized_data(ims.big_data_path, id, image.big_data_names,
-                                          image.big_data_sizes, f"{desc}image {id}", target,
-                                          ImageDataMissing, ImageDataIncorrectSize)
-                    seen_tops: set[str] = set()
-                    for top in [image.top_layer, *image.mapped_top_layers]:
-                        if not top or top in seen_tops:
-                            continue
-                        seen_tops.add(top)
-                        for lid in _chain(report.layer_parents, top):
-                            if lid in self.referenced:
-                                self.referenced[lid] = True
-                            elif lid in self.referenced_ro:
-                                self.referenced_ro[lid] = True
-                            else:
-                                _add(target, id,
-                                     ImageLayerMissing.after(f"{desc}image {id}: layer {lid}"))
-                            inherited = report.layers.get(lid, []) + report.ro_layers.get(lid, [])
-                            if inherited:
-                                target.setdefault(id, []).extend(inherited)
+        for image in self.store.images():
+            id = image.id
+            if id in self.examined_images:
+                continue
+            self.examined_images.add(id)
+            desc = "read-only " if image.read_only else ""
+            target = report.ro_images if image.read_only else report.images
+            if self.options.image_data:
+                _check_sized_data(self.store.image_big_data, id, image.big_data_names,
+                                  image.big_data_sizes, f"{desc}image {id}", target,
+                                  ImageDataMissing, ImageDataIncorrectSize)
+            seen_tops: set[str] = set()
+            for top in [image.top_layer, *image.mapped_top_layers]:
+                if not top or top in seen_tops:
+                    continue
+                seen_tops.add(top)
+                for lid in _chain(report.layer_parents, top):
+                    if lid in self.referenced:
+                        self.referenced[lid] = True
+                    elif lid in self.referenced_ro:
+                        self.referenced_ro[lid] = True
+                    else:
+                        _add(target, id, ImageLayerMissing.after(f"{desc}image {id}: layer {lid}"))
+                    inherited = report.layers.get(lid, []) + report.ro_layers.get(lid, [])
+                    if inherited:
+                        target.setdefault(id, []).extend(inherited)
 
     def containers(self) -> None:
         """Big data sizes and the image of every container, which inherits the image's errors."""
         report = self.report
-        cs = self.store.container_store
-        with cs.reading():
-            for c in list(cs.records):
-                id = c.id
-                if self.options.container_data:
-                    _check_sized_data(cs.big_data_path, id, c.big_data_names, c.big_data_sizes,
-                                      f"container {id}", report.containers,
-                                      ContainerDataMissing, ContainerDataIncorrectSize)
-                if c.image:
-                    if c.image not in self.examined_images:
-                        _add(report.containers, id, ContainerImageMissing.after(f"image {c.image}"))
-                    inherited = report.images.get(c.image, []) + report.ro_images.get(c.image, [])
-                    if inherited:
-                        report.containers.setdefault(id, []).extend(inherited)
-                if c.layer:  # Go counts it as used without looking it up
-                    self.referenced[c.layer] = True
+        for c in self.store.containers():
+            id = c.id
+            if self.options.container_data:
+                _check_sized_data(self.store.container_big_data, id, c.big_data_names,
+                                  c.big_data_sizes, f"container {id}", report.containers,
+                                  ContainerDataMissing, ContainerDataIncorrectSize)
+            if c.image:
+                if c.image not in self.examined_images:
+                    _add(report.containers, id, ContainerImageMissing.after(f"image {c.image}"))
+                inherited = report.images.get(c.image, []) + report.ro_images.get(c.image, [])
+                if inherited:
+                    report.containers.setdefault(id, []).extend(inherited)
+            if c.layer:  # Go counts it as used without looking it up
+                self.referenced[c.layer] = True
 
     def unused_layers(self) -> None:
         """Read-write layers nothing uses once old enough that no image can still be coming for
-        them, and driver directories no record owns."""
+        them, and driver layers no record claims (layers made while the check ran have one)."""
         report = self.report
         max_age = self.options.layer_unreferenced_maximum_age
         if max_age is None:
             max_age = DEFAULT_MAXIMUM_UNREFERENCED_LAYER_AGE
         now = time.time_ns()
-        rl = self.store.layer_store
-        with rl.reading():
-            for layer in list(rl.layers):
-                if self.referenced.get(layer.id, False):
-                    continue
-                created = _created_ns(layer)
-                if created is None or created + max_age < now:
-                    _add(report.layers, layer.id, LayerUnreferenced.after(f"layer {layer.id}"))
-            try:
-                listed = self.store.driver.list_layers()
-            except errors.NotSupported:
-                return
-            for i, lid in enumerate(listed):
-                if lid not in self.referenced and lid not in rl.by_id:
-                    _add(report.layers, lid, LayerUnaccounted.after(f"layer {lid}"))
-                report.layer_order[lid] = i + 1
+        for layer in self.store.layers():
+            if layer.read_only or self.referenced.get(layer.id, False):
+                continue
+            created = _created_ns(layer)
+            if created is None or created + max_age < now:
+                _add(report.layers, layer.id, LayerUnreferenced.after(f"layer {layer.id}"))
+        try:
+            unaccounted = self.store.unaccounted_layers()
+        except errors.NotSupported:
+            return
+        for lid in unaccounted:
+            if lid not in self.referenced:
+                _add(report.layers, lid, LayerUnaccounted.after(f"layer {lid}"))
+                report.layer_order[lid] = len(report.layer_order) + 1
 
 
-def _check_sized_data(path_of: Callable[[str, str], str], id: str, names: list[str],
+def _check_sized_data(read: Callable[[str, str], bytes], id: str, names: list[str],
                       sizes: dict[str, int], what: str, target: dict[str, list[StorageError]],
                       missing: type[StorageError], resized: type[StorageError]) -> None:
     """Every big data item of an image or container must be there with its recorded size."""
     for key in names:
         item = f"{what}: data item {_quote(key)}"
-        try:
-            size = _read_size(path_of(id, key))
-        except FileNotFoundError:
-            _add(target, id, missing.after(item))
-            continue
-        except OSError as e:
-            _add(target, id, StorageError(f"{item}: {_text(e)}"))
-            continue
-        if size != int(sizes.get(key, 0)):
+        data = _read_item(read, id, key, item, target, missing)
+        if data is not None and len(data) != int(sizes.get(key, 0)):
             _add(target, id, resized.after(item))
+
+
+def _read_item(read: Callable[[str, str], bytes], id: str, key: str, item: str,
+               target: dict[str, list[StorageError]], missing: type[StorageError]) -> bytes | None:
+    """A big data item read through (as Go does, so read errors show); None when it could not
+    be (the problem is reported) or its record is gone (nothing to report)."""
+    try:
+        return read(id, key)
+    except (FileNotFoundError, errors.BigDataUnknown):
+        _add(target, id, missing.after(item))
+    except errors.NotKnown:
+        pass  # deleted while the check ran
+    except (OSError, StorageError) as e:
+        _add(target, id, StorageError(f"{item}: {_text(e)}"))
+    return None
 
 
 def _chain(parents: dict[str, str], top: str) -> Iterator[str]:
@@ -412,17 +420,12 @@ def _chain(parents: dict[str, str], top: str) -> Iterator[str]:
         lid = parents.get(lid, "")
 
 
-def _check_layer_data(ls: ROLayerStore, layer: Layer, desc: str,
+def _check_layer_data(store: CheckedStore, layer: Layer, desc: str,
                       target: dict[str, list[StorageError]]) -> None:
     """Every big data item must be there and readable (nothing records their sizes)."""
     for name in layer.big_data_names:
-        what = f"{desc}layer {layer.id}: data item {_quote(name)}"
-        try:
-            _read_size(ls.big_data_path(layer.id, name))
-        except FileNotFoundError:
-            _add(target, layer.id, LayerDataMissing.after(what))
-        except OSError as e:
-            _add(target, layer.id, StorageError(f"{what}: {_text(e)}"))
+        _read_item(store.layer_big_data, layer.id, name,
+                   f"{desc}layer {layer.id}: data item {_quote(name)}", target, LayerDataMissing)
 
 
 # -- the diff: digest, size and headers ----------------------------------------------------------
@@ -464,7 +467,7 @@ class _StreamFailed(Exception):
         self.error = error
 
 
-def _check_layer_diff(ls: ROLayerStore, layer: Layer, desc: str,
+def _check_layer_diff(store: CheckedStore, layer: Layer, desc: str,
                       target: dict[str, list[StorageError]], want_headers: bool
                       ) -> list[Hdr] | None:
     """Regenerate the layer's diff (tar-split reassembly with CRC checks, or the driver's diff
@@ -481,21 +484,23 @@ def _check_layer_diff(ls: ROLayerStore, layer: Layer, desc: str,
         return None
     algorithm = expected.partition(":")[0]
     if want_headers:
-        digester, found, stream_error, archive_error = _diff_with_headers(ls, layer, algorithm)
+        digester, found, stream_error, archive_error = _diff_with_headers(store, layer, algorithm)
     else:
         digester = _Digester(algorithm)
         found = None
         stream_error = archive_error = None
         try:
-            ls.diff("", id, digester, 0)  # type: ignore[arg-type]
+            store.diff(id, digester, compression=0)  # type: ignore[arg-type]
         except Exception as e:
             stream_error = archive_error = e
+    if isinstance(stream_error, errors.LayerUnknown):
+        return None  # deleted while the check ran
     if stream_error is not None:
         # Go's reader drains the stream after the tar ends or fails, and meets the error again.
-        text = _diff_error_text(stream_error, ls, id)
+        text = _diff_error_text(stream_error)
         _add(target, id, StorageError(f"layer {id}: consume any trailer after the EOF marker: {text}"))
     if archive_error is not None:
-        text = _diff_error_text(archive_error, ls, id)
+        text = _diff_error_text(archive_error)
         _add(target, id, StorageError(f"{desc}layer {id}: {text}"))
         return None
     ok = True
@@ -510,7 +515,7 @@ def _check_layer_diff(ls: ROLayerStore, layer: Layer, desc: str,
     return found if ok else None
 
 
-def _diff_with_headers(ls: ROLayerStore, layer: Layer, algorithm: str
+def _diff_with_headers(store: CheckedStore, layer: Layer, algorithm: str
                        ) -> tuple[_Digester, list[Hdr] | None, BaseException | None,
                                   BaseException | None]:
     """The diff produced in a worker thread and parsed as tar here, as Go pipes it to a tar
@@ -528,7 +533,7 @@ def _diff_with_headers(ls: ROLayerStore, layer: Layer, algorithm: str
 
     def produce() -> None:
         try:
-            ls.diff("", layer.id, digester, 0)  # type: ignore[arg-type]
+            store.diff(layer.id, digester, compression=0)  # type: ignore[arg-type]
         except _Cancelled:
             pass
         except BaseException as e:  # handed to the reader, as Go's pipe does
@@ -591,7 +596,7 @@ def _diff_with_headers(ls: ROLayerStore, layer: Layer, algorithm: str
     return digester, found, (outcome[0] if outcome else None), archive_error
 
 
-def _diff_error_text(err: BaseException, ls: ROLayerStore, id: str) -> str:
+def _diff_error_text(err: BaseException) -> str:
     """Go's text for a failed diff stream.
 
     Go's tar-split says ``file integrity checksum failed for "<name>"`` for any content that no
@@ -605,10 +610,10 @@ def _diff_error_text(err: BaseException, ls: ROLayerStore, id: str) -> str:
         if err.problem == "content":
             return f"file integrity checksum failed for {_quote(subject)}"
         cause = err.__cause__
-        if err.problem == "missing" and isinstance(cause, OSError):
+        if err.problem == "missing" and isinstance(cause, OSError) and err.root is not None:
             from .archive.gopath import go_clean
 
-            root = os.fsencode(ls.driver.diff_root(id))
+            root = os.fsencode(err.root)
             path = os.fsdecode(go_clean(root + b"/" + err.file_name))
             message = os.strerror(cause.errno) if cause.errno else str(cause)
             return go_os_text(OSError(cause.errno, message, path), "open")
@@ -617,54 +622,49 @@ def _diff_error_text(err: BaseException, ls: ROLayerStore, id: str) -> str:
     return _text(err)
 
 
-def _check_layer_mount(store: Store, layer: Layer, report: CheckReport,
+def _check_layer_mount(store: CheckedStore, layer: Layer, report: CheckReport,
                        headers: dict[str, list[Hdr]], options: CheckOptions,
                        ignore: Ignore) -> None:
     """Mount the read-write layer read-only; with content checks, compare its tree with what
     the diffs of it and its parents say it should hold."""
+    id = layer.id
+    try:
+        with store.layer_tree(id) as tree:
+            _check_layer_contents(tree, layer, report, headers, options, ignore)
+    except errors.LayerUnknown:
+        pass  # deleted while the check ran
+    except Exception as e:  # mounting or unmounting failed
+        _add(report.layers, id, StorageError(f"layer {id}: {_text(e, 'stat')}"))
+
+
+def _check_layer_contents(tree: LayerTree, layer: Layer, report: CheckReport,
+                          headers: dict[str, list[Hdr]], options: CheckOptions,
+                          ignore: Ignore) -> None:
     from .checktree import apply_headers, compare_trees, new_tree, scan_tree
-    from .drivers.base import MountOpts
 
     id = layer.id
-    driver = store.driver
-    try:
-        mount_point = driver.get(id, MountOpts(mount_label=layer.mount_label, options=["ro"]))
-    except Exception as e:
-        _add(report.layers, id, StorageError(f"layer {id}: {_text(e, 'stat')}"))
+    if not (options.layer_digests and layer.uncompressed_digest and options.layer_contents):
         return
+    chain: list[list[Hdr]] = []
+    for lid in _chain(report.layer_parents, id):
+        found = headers.get(lid)
+        if found is None:  # not every change that built this tree is known
+            return
+        chain.append(found)
+    expected = new_tree()
+    for hdrs in reversed(chain):
+        apply_headers(expected, hdrs)
     try:
-        if not (options.layer_digests and layer.uncompressed_digest and options.layer_contents):
-            return
-        chain: list[list[Hdr]] = []
-        for lid in _chain(report.layer_parents, id):
-            found = headers.get(lid)
-            if found is None:  # not every change that built this tree is known
-                return
-            chain.append(found)
-        expected = new_tree()
-        for hdrs in reversed(chain):
-            apply_headers(expected, hdrs)
-        uid_map = gid_map = None
-        shifting = getattr(driver, "supports_shifting", None)
-        if not (callable(shifting) and shifting()):
-            # The driver had to chown the files to the layer's ID maps: map them back.
-            uid_map, gid_map = layer.uid_map, layer.gid_map
-        try:
-            actual = scan_tree(mount_point)
-        except StorageError as e:
-            _add(report.layers, id, StorageError(f"scanning contents of layer {id}: {e}"))
-            return
-        for diff in compare_trees(expected, actual, uid_map, gid_map, ignore):
-            _add(report.layers, id, LayerContentModified(f"layer {id}: {diff}, {LayerContentModified.text}"))
-    finally:
-        try:
-            driver.put(id)
-        except Exception as e:
-            _add(report.layers, id, StorageError(f"layer {id}: {_text(e, 'stat')}"))
+        actual = scan_tree(tree.path)
+    except StorageError as e:
+        _add(report.layers, id, StorageError(f"scanning contents of layer {id}: {e}"))
+        return
+    for diff in compare_trees(expected, actual, tree.uid_map, tree.gid_map, ignore):
+        _add(report.layers, id, LayerContentModified(f"layer {id}: {diff}, {LayerContentModified.text}"))
 
 
 # -- repair -------------------------------------------------------------------------------------
-def repair(store: Store, report: CheckReport, options: RepairOptions | None = None
+def repair(store: CheckedStore, report: CheckReport, options: RepairOptions | None = None
            ) -> list[StorageError]:
     """Go's Store.Repair: delete damaged containers (when asked), then damaged images with the
     layers only they used, then the remaining damaged layers, children before parents and known
@@ -704,7 +704,7 @@ def repair(store: Store, report: CheckReport, options: RepairOptions | None = No
         for reported in report.layers[id]:  # one attempt per problem, as in Go
             if isinstance(reported, LayerUnaccounted):
                 try:
-                    _remove_storage_layer(store, id)
+                    store.remove_unaccounted_layer(id)
                 except Exception as e:
                     failed.append(StorageError(f"deleting storage layer {id}: {_text(e)}"))
                 continue
@@ -719,11 +719,3 @@ def repair(store: Store, report: CheckReport, options: RepairOptions | None = No
             except Exception as e:
                 failed.append(StorageError(f"deleting layer {id}: {_text(e)}"))
     return failed
-
-
-def _remove_storage_layer(store: Store, id: str) -> None:
-    """Remove a driver directory no record owns, unless a record claims it by now."""
-    with store.layer_store.writing() as rl:
-        if id in rl.by_id:
-            return
-        rl.driver.remove(id)

@@ -27,6 +27,28 @@ if TYPE_CHECKING:
     from .archive.changes import Change
 
 
+class LayerTree:
+    """A layer's files, mounted read-only to be looked at (``Store.layer_tree``).
+
+    Attributes:
+        path: the directory that shows the layer's files.
+        uid_map: with ``gid_map``, the maps that turn the owners seen under ``path`` back into
+            the layer's own IDs; empty when they already are (a layer without maps, or a
+            driver that shifts IDs when it mounts).
+        gid_map: see ``uid_map``.
+    """
+
+    __slots__ = ("gid_map", "path", "uid_map")
+
+    def __init__(self, path: str, uid_map: list[IDMap], gid_map: list[IDMap]) -> None:
+        self.path = path
+        self.uid_map = uid_map
+        self.gid_map = gid_map
+
+    def __repr__(self) -> str:
+        return f"LayerTree({self.path!r})"
+
+
 class ROLayerStore(RecordStore[Layer]):
     """Layers of one store, read-only; the base of the read-write store."""
 

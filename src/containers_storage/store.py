@@ -23,7 +23,7 @@ from .fsutil import atomic_write, rmtree
 from .idmapped import MappingOptions, image_top_layer_for_mapping, layer_maps
 from .idtools import IDMap
 from .images import ImageStore, ROImageStore, new_image_store, new_ro_image_store
-from .layers import LayerStore, ROLayerStore, new_layer_store, new_ro_layer_store
+from .layers import LayerStore, LayerTree, ROLayerStore, new_layer_store, new_ro_layer_store
 from .layout import STORAGE_LOCK, USERNS_LOCK, Layout, additional_image_store_dirs
 from .lockfile import LockFile, get_lock_file
 from .quoting import go_quote as _go_quote
@@ -1840,6 +1840,64 @@ class Store:
         from .check import repair
 
         return repair(self, report, options)
+
+    @contextmanager
+    def layer_tree(self, ref: str) -> Iterator[LayerTree]:
+        """Mount a layer of the read-write store read-only to look at its files; unmounted on
+        exit.  As Go's ``Check`` does, straight through the driver: no mount is recorded, so
+        :meth:`mounted` and :meth:`unmount` do not see it.
+
+        Args:
+            ref: the layer.
+
+        Yields:
+            Where its files are, and the ID maps that turn their owners back into the layer's.
+
+        Raises:
+            LayerUnknown: the read-write layer store has no such layer.
+            DriverError: the driver could not mount it (or, on exit, unmount it).
+        """
+        driver = self.driver  # storage.lock comes before layers.lock
+        with self.layer_store.writing() as rl:
+            layer = rl.get(ref)
+            path = driver.get(layer.id, MountOpts(mount_label=layer.mount_label, options=["ro"]))
+        try:
+            shifted = driver.supports_shifting(layer.uid_map, layer.gid_map)
+            yield LayerTree(path, [] if shifted else layer.uid_map, [] if shifted else layer.gid_map)
+        finally:
+            with self.layer_store.writing():
+                driver.put(layer.id)
+
+    def unaccounted_layers(self) -> list[str]:
+        """The layers the driver holds that no layer record claims (Go's ``Check`` calls them
+        "not accounted for"): left by crashes, or by tools that wrote no record.
+
+        Returns:
+            Their IDs, in the driver's order.
+
+        Raises:
+            NotSupported: the driver cannot list its layers.
+        """
+        driver = self.driver
+        with self.layer_store.reading() as rl:
+            return [id for id in driver.list_layers() if id not in rl.by_id]
+
+    def remove_unaccounted_layer(self, id: str) -> bool:
+        """Remove a layer the driver holds without a record (see :meth:`unaccounted_layers`),
+        unless a record claims it by now: what :meth:`repair` does with those.
+
+        Args:
+            id: the layer's full ID.
+
+        Returns:
+            Whether it was removed (False when a record claims it).
+        """
+        driver = self.driver
+        with self.layer_store.writing() as rl:
+            if id in rl.by_id:
+                return False
+            driver.remove(id)
+            return True
 
     # -- whole store ---------------------------------------------------------------------------
     def dedup(self, hash_method: str = "crc") -> DedupResult:

@@ -10,7 +10,6 @@ import random
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -154,25 +153,10 @@ def test_repair_order_children_first_then_strays_in_listing_order() -> None:
     """Known layers deepest first, driver-only directories last in the order the driver listed."""
     calls: list[tuple[str, str]] = []
 
-    class FakeLayers:
-        by_id: dict[str, object] = {}
-        driver = type("D", (), {"remove": staticmethod(lambda id: calls.append(("remove", id)))})()
-
-        def writing(self) -> Any:
-            return _Held(self)
-
-    class _Held:
-        def __init__(self, value: object) -> None:
-            self.value = value
-
-        def __enter__(self) -> object:
-            return self.value
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
     class FakeStore:
-        layer_store = FakeLayers()
+        def remove_unaccounted_layer(self, id: str) -> bool:
+            calls.append(("remove", id))
+            return True
 
         def delete_container(self, id: str) -> None:
             calls.append(("container", id))
@@ -401,3 +385,42 @@ def test_check_does_not_leave_locks_or_mounts(vstore: Store) -> None:
         pass  # every lock the check took was released
     with pytest.raises(errors.LayerUnknown):
         vstore.layer("nosuch")
+
+
+# -- what the check uses of the store: its public API ----------------------------------------------
+def test_check_module_uses_the_store_api_only() -> None:
+    """check.py imports nothing from store.py (no import cycle) and reaches into no store part."""
+    import ast
+
+    import containers_storage.check as check_module
+
+    tree = ast.parse(Path(check_module.__file__).read_text())
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {"store", "recordstore", "images", "containers"} & {m.split(".")[-1] for m in modules if m}
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not attributes & {"layer_store", "image_store", "container_store", "all_layer_stores",
+                             "all_image_stores", "driver", "writing", "reading", "by_id"}
+
+
+def test_layer_tree_is_a_read_only_mount_nobody_counts(vstore: Store) -> None:
+    layer, _ = _image(vstore)
+    with vstore.layer_tree(layer.id) as tree:
+        assert (Path(tree.path) / "a").read_bytes() == b"hello\n"
+        assert tree.uid_map == [] and tree.gid_map == []
+        assert vstore.mounted(layer.id) == 0
+    with pytest.raises(errors.LayerUnknown), vstore.layer_tree("nosuch"):
+        pass
+
+
+def test_unaccounted_layers_are_the_driver_layers_without_records(vstore: Store) -> None:
+    from containers_storage.drivers.base import CreateOpts
+
+    layer = vstore.create_layer()
+    stray = "d" * 64
+    vstore.driver.create(stray, "", CreateOpts(), False)
+    assert vstore.unaccounted_layers() == [stray]
+    assert vstore.remove_unaccounted_layer(layer.id) is False  # a record claims it: kept
+    assert vstore.layer(layer.id).id == layer.id
+    assert vstore.remove_unaccounted_layer(stray) is True
+    assert vstore.unaccounted_layers() == []
+    assert vstore.driver.list_layers() == [layer.id]

@@ -56,9 +56,11 @@ class ReassemblyError(StorageError):
 
     text = "reassembling layer tarball"
     # The file concerned, and how: "missing" (could not be opened) or "content" (not the
-    # recorded bytes); callers such as ``check`` word these as Go does.
+    # recorded bytes), and the layer directory it was looked for in; callers such as ``check``
+    # word these as Go does.
     file_name: bytes | None = None
     problem = ""
+    root: str | None = None
 
 
 def _file_error(problem: str, name: bytes, message: str, prefixed: bool = True) -> ReassemblyError:
@@ -567,6 +569,10 @@ def reassemble(
         for lower in lowers:
             roots.append(open_root(lower))
         return _reassemble(tar_split, roots, out, verify_crc, readahead)
+    except ReassemblyError as e:
+        if e.root is None:
+            e.root = os.fsdecode(root)
+        raise
     finally:
         for fd in roots:
             os.close(fd)
