@@ -21,7 +21,7 @@ from .fsutil import read_optional
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import Any, Generic, TypeVar
 
     from .ids import PrefixIndex
@@ -83,6 +83,24 @@ def image_digests(raw: Raw) -> list[str]:
     if not fixed and seen:
         raw["digest"] = seen[0]
     return seen
+
+
+def layer_chain(tops: Iterable[str], parent_of: Callable[[str], str]) -> Iterator[str]:
+    """Go's ImageSize walk: an image's top layers and their ancestors, each once, breadth first.
+
+    ``parent_of(id)`` is asked once per layer, after the caller has handled the layer.
+    """
+    queue = [id for id in tops if id]
+    seen: set[str] = set()
+    while queue:
+        id = queue.pop(0)
+        if id in seen:
+            continue
+        seen.add(id)
+        yield id
+        parent = parent_of(id)
+        if parent:
+            queue.append(parent)
 
 
 class RecordIndex(Generic[T]):

@@ -27,6 +27,7 @@ from .layers import LayerStore, LayerTree, ROLayerStore, new_layer_store, new_ro
 from .layout import STORAGE_LOCK, USERNS_LOCK, Layout, additional_image_store_dirs
 from .lockfile import LockFile, get_lock_file
 from .quoting import go_quote as _go_quote
+from .recordindex import layer_chain
 from .records import Container, Image, Layer, dedupe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -1705,21 +1706,10 @@ class Store:
                     break
             if image is None or home is None:
                 raise errors.ImageUnknown.after(f"locating image with ID {_go_quote(ref)}", ref=ref)
-            queue = [lid for lid in [image.top_layer, *image.mapped_top_layers] if lid]
-            visited: set[str] = set()
             size = 0
-            while queue:
-                layer_id = queue.pop(0)
-                if layer_id in visited:
-                    continue
-                visited.add(layer_id)
-                for ls in layer_stores:
-                    layer = ls.lookup(layer_id)
-                    if layer is not None:
-                        break
-                else:
-                    raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(layer_id)}",
-                                                    ref=layer_id)
+            tops = [image.top_layer, *image.mapped_top_layers]
+            for layer_id in layer_chain(tops, lambda id: self._layer_in(layer_stores, id)[1].parent):
+                ls, layer = self._layer_in(layer_stores, layer_id)
                 n = layer.uncompressed_size
                 if not layer.uncompressed_digest or n == -1:  # the size is only valid with a digest
                     try:
@@ -1728,8 +1718,6 @@ class Store:
                         raise type(e)(f"size/digest of layer with ID {_go_quote(layer_id)} could not be "
                                       f"calculated: {e}") from e
                 size += n
-                if layer.parent:
-                    queue.append(layer.parent)
             for name in image.big_data_names:
                 size += home.big_data_size(image.id, name)
             return size
@@ -1752,18 +1740,11 @@ class Store:
             rdir = self.container_run_directory(ref)
             with self.container_store.writing() as cs:
                 c = cs.get(ref)
-                for ls in layer_stores:
-                    layer = ls.lookup(c.layer)
-                    if layer is not None:
-                        try:
-                            size = ls.diff_size("", layer.id)
-                        except errors.StorageError as e:
-                            raise type(e)(f"determining size of layer with ID {_go_quote(layer.id)}: "
-                                          f"{e}") from e
-                        break
-                else:
-                    raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(c.layer)}",
-                                                    ref=c.layer)
+                ls, layer = self._layer_in(layer_stores, c.layer)
+                try:
+                    size = ls.diff_size("", layer.id)
+                except errors.StorageError as e:
+                    raise type(e)(f"determining size of layer with ID {_go_quote(layer.id)}: {e}") from e
                 for name in c.big_data_names:
                     size += cs.big_data_size(c.id, name)
                 return size + directory_size(cdir) + directory_size(rdir)
@@ -1981,6 +1962,14 @@ class Store:
         """``Store(graph_root=..., run_root=..., driver=...)``."""
         return (f"Store(graph_root={self.graph_root!r}, run_root={self.run_root!r}, "
                 f"driver={self.driver_name!r})")
+
+    def _layer_in(self, stores: Sequence[ROLayerStore], id: str) -> tuple[ROLayerStore, Layer]:
+        """The first of ``stores`` (all read-locked) with layer ``id``, and the layer."""
+        for ls in stores:
+            layer = ls.lookup(id)
+            if layer is not None:
+                return ls, layer
+        raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(id)}", ref=id)
 
 
 def _first_big_data(stores: Sequence[_BigDataSource], ref: str, key: str) -> tuple[bool, bytes | None]:

@@ -139,20 +139,15 @@ def image_text(rec: dict[str, Any], digests: list[str]) -> str:
 
 def _image_size(image: dict[str, Any], layers: dict[str, dict[str, Any]]) -> int | None:
     """Go's ImageSize from recorded sizes alone; None when a layer lacks one or data is unsized."""
-    queue = [lid for lid in [image.get("layer"), *(image.get("mapped-layers") or ())] if lid]
-    seen: set[str] = set()
+    from ..recordindex import layer_chain
+
     size = 0
-    while queue:
-        layer_id = queue.pop(0)
-        if layer_id in seen:
-            continue
-        seen.add(layer_id)
+    tops = [image.get("layer") or "", *(image.get("mapped-layers") or ())]
+    for layer_id in layer_chain(tops, lambda id: layers[id].get("parent") or ""):
         layer = layers.get(layer_id)
         if layer is None or not layer.get("diff-digest"):
             return None
         size += int(layer.get("diff-size") or 0)
-        if layer.get("parent"):
-            queue.append(layer["parent"])
     sizes = image.get("big-data-sizes") or {}
     for name in image.get("big-data-names") or ():
         if name not in sizes:
