@@ -75,18 +75,17 @@ class Hdr:
     """The parts of a tar header the tree comparison uses.  Mutable on purpose: resolving a hard
     link overwrites its fields with the target's, and Go keeps that across later uses."""
 
-    __slots__ = ("gid", "linkname", "mode", "mtime", "name", "size", "typeflag", "uid")
+    __slots__ = ("info", "linkname", "name")
 
     def __init__(self, name: bytes, typeflag: int, uid: int, gid: int, size: int, mode: int,
                  mtime: int, linkname: bytes = b"") -> None:
         self.name = name
-        self.typeflag = typeflag
-        self.uid = uid
-        self.gid = gid
-        self.size = size
-        self.mode = mode
-        self.mtime = mtime
         self.linkname = linkname
+        self.info: Info = (typeflag, uid, gid, size, mode, mtime)
+
+    @property
+    def typeflag(self) -> int:
+        return self.info[0]
 
     @classmethod
     def from_tar(cls, h: TarHeader) -> Hdr:
@@ -110,8 +109,8 @@ def new_tree() -> Tree:
     return Tree(0, 0, 0, 0o555, int(time.time()))
 
 
-def _tree_add(root: Tree, path: bytes, typeflag: int, uid: int, gid: int, size: int, mode: int,
-              mtime: int) -> None:
+def _tree_add(root: Tree, path: bytes, info: Info) -> None:
+    typeflag, uid, gid, size, mode, mtime = info
     comps = path.split(b"/")
     if comps[-1] == b"":
         comps.pop()
@@ -174,7 +173,7 @@ def _tree_header(root: Tree, hdr: Hdr) -> None:
         if base == _OPAQUE:
             where = go_clean(parent)
             _tree_remove(root, where)
-            _tree_add(root, where, _DIR, hdr.uid, hdr.gid, hdr.size, hdr.mode, hdr.mtime)
+            _tree_add(root, where, (_DIR, *hdr.info[1:]))
         else:
             _tree_remove(root, _join(parent, base[len(_WHITEOUT):]))
         return
@@ -189,9 +188,9 @@ def _tree_header(root: Tree, hdr: Hdr) -> None:
                 continue
             target = node.files.get(comp)
             if target is not None:
-                hdr.typeflag, hdr.uid, hdr.gid, hdr.size, hdr.mode, hdr.mtime = target
+                hdr.info = target
             break
-    _tree_add(root, name, hdr.typeflag, hdr.uid, hdr.gid, hdr.size, hdr.mode, hdr.mtime)
+    _tree_add(root, name, hdr.info)
 
 
 def _header_less(a: Hdr, b: Hdr) -> bool:

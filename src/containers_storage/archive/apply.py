@@ -855,13 +855,7 @@ def _write_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, meta: t.Tar
             crc = _sparse_content(reader, fd, 0)
         if data_fd >= 0:  # an AUFS hardlink: the content of the stashed .wh..wh.plnk file
             _copy_range(data_fd, fd, data_off, meta.size)
-        if ap.chown:
-            ap.set_owner(hdr, uid, gid, fd=fd)
-        os.fchmod(fd, _mode_bits(ap, meta))
-        if meta.pax:
-            ap.set_xattrs(meta, fd=fd)
-        if ap.force_mask is not None:
-            ap.set_override(meta, fd=fd)
+        _finish_fd(ap, hdr, fd, uid, gid, meta)
         atime, mtime = _times(meta)
         os.utime(fd, ns=(_clamp_time(atime), _clamp_time(mtime)))
     finally:
@@ -889,7 +883,7 @@ def _make_dir(ap: _Applier, hdr: t.TarHeader, rel: bytes, pfd: int, name: bytes,
             os.mkdir(name, 0o700, dir_fd=pfd)
     fd = os.open(name, _O_DIR, dir_fd=pfd)
     try:
-        _finish_dir_fd(ap, hdr, fd, uid, gid)
+        _finish_fd(ap, hdr, fd, uid, gid)
     except BaseException:
         os.close(fd)
         raise
@@ -897,14 +891,19 @@ def _make_dir(ap: _Applier, hdr: t.TarHeader, rel: bytes, pfd: int, name: bytes,
     ap.dir_times.append((rel, *_times(hdr)))
 
 
-def _finish_dir_fd(ap: _Applier, hdr: t.TarHeader, fd: int, uid: int, gid: int) -> None:
+def _finish_fd(ap: _Applier, hdr: t.TarHeader, fd: int, uid: int, gid: int,
+               meta: t.TarHeader | None = None) -> None:
+    """Owner, then mode, xattrs and the force_mask override, through ``fd`` (chown before chmod
+    keeps setuid bits).  ``meta`` gives the mode and xattrs when not ``hdr`` (an AUFS hard link
+    takes them from the stashed file)."""
+    meta = hdr if meta is None else meta
     if ap.chown:
         ap.set_owner(hdr, uid, gid, fd=fd)
-    os.fchmod(fd, _mode_bits(ap, hdr))
-    if hdr.pax:
-        ap.set_xattrs(hdr, fd=fd)
+    os.fchmod(fd, _mode_bits(ap, meta))
+    if meta.pax:
+        ap.set_xattrs(meta, fd=fd)
     if ap.force_mask is not None:
-        ap.set_override(hdr, fd=fd)
+        ap.set_override(meta, fd=fd)
 
 
 def _finish_nofd(ap: _Applier, hdr: t.TarHeader, pfd: int, name: bytes, uid: int, gid: int,
@@ -1040,7 +1039,7 @@ def _root_entry(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, cleaned: by
         return _drain(reader)
     fd = os.open(b".", _O_DIR, dir_fd=ap.root)
     try:
-        _finish_dir_fd(ap, hdr, fd, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid))
+        _finish_fd(ap, hdr, fd, ap._host_uid(hdr.uid), ap._host_gid(hdr.gid))
     finally:
         os.close(fd)
     ap.dir_times.append((b"", *_times(hdr)))

@@ -158,32 +158,26 @@ def _walk_open(root_fd: int, comps: list[bytes], flags: int, mode: int) -> int:
                     os.close(stack.pop())
                 continue
             last = not todo
-            if last:
-                try:
-                    fd = os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=cur)
-                except OSError as e:
+            try:  # (the mode only counts with O_CREAT, which only the last component can have)
+                fd = os.open(name, (flags if last else _DIR_FLAGS) | os.O_NOFOLLOW, mode, dir_fd=cur)
+            except OSError as e:
+                if last:
                     # ELOOP (or ENOTDIR with O_DIRECTORY) may mean a symlink the caller follows.
-                    if e.errno not in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR) or flags & os.O_NOFOLLOW:
-                        raise
-                    try:
-                        target = os.readlink(name, dir_fd=cur)
-                    except OSError:
-                        raise e from None
+                    symlink = (e.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR)
+                               and not flags & os.O_NOFOLLOW)
                 else:
-                    return fd
-            else:
+                    symlink = e.errno == errno.ENOTDIR
+                if not symlink:
+                    raise
                 try:
-                    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur)
-                except OSError as e:
-                    if e.errno != errno.ENOTDIR:
-                        raise
-                    try:
-                        target = os.readlink(name, dir_fd=cur)
-                    except OSError:
-                        raise e from None
-                else:
-                    stack.append(fd)
-                    continue
+                    target = os.readlink(name, dir_fd=cur)
+                except OSError:
+                    raise e from None
+            else:
+                if last:
+                    return fd
+                stack.append(fd)
+                continue
             links += 1
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), b"/".join(comps))

@@ -262,23 +262,23 @@ def _read_ahead(root_fd: int, items: Iterable[_T], stat_of: Callable[[_T], os.st
                     pass
             pending.append((item, fd))
             if len(pending) > window:
-                item, fd = pending.popleft()
-                try:
-                    yield item, fd
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
+                yield from _hand_out(pending)
         while pending:
-            item, fd = pending.popleft()
-            try:
-                yield item, fd
-            finally:
-                if fd >= 0:
-                    os.close(fd)
+            yield from _hand_out(pending)
     finally:
         for _item, fd in pending:
             if fd >= 0:
                 os.close(fd)
+
+
+def _hand_out(pending: deque[tuple[_T, int]]) -> Iterator[tuple[_T, int]]:
+    """The oldest pending ``(item, fd)``; its fd is closed once the consumer is done with it."""
+    item, fd = pending.popleft()
+    try:
+        yield item, fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def export_changes(root: str, changes: Iterable[Change], out: IO[bytes],
