@@ -42,7 +42,6 @@ ROOTLESS_DRIVERS = frozenset({"btrfs", "overlay", "overlay2", "vfs"})
 class StoreOptions:
     """Everything needed to open a store (Go's types.StoreOptions).
 
-    A plain class rather than a dataclass: importing dataclasses costs every CLI call ~10 ms.
     :func:`~containers_storage.store.open_store` fills one in from keyword arguments and
     ``storage.conf``; :func:`~containers_storage.store.get_store` takes one as it is.  Empty
     strings and lists mean "not set".
@@ -62,6 +61,7 @@ class StoreOptions:
         pull_options: storage.conf's ``pull_options`` (for image tools; unused here).
         config_file: the storage.conf these options came from.
 
+    A plain class rather than a dataclass: importing dataclasses costs every CLI call ~10 ms.
     """
 
     def __init__(

@@ -213,7 +213,28 @@ class PutLayerResult:
 
 
 class Store:
-    """A containers/storage store on disk, shared with the Go tools."""
+    """A containers/storage store on disk, shared with podman, buildah, skopeo and CRI-O.
+
+    Open one with :func:`open_store` or :func:`get_store`, not with the constructor.  A store
+    is a context manager: ``with open_store() as store: ...`` closes it on the way out.
+
+    Methods take references (``ref``): a full ID, a unique prefix of one, or a name.  Records
+    (:class:`~containers_storage.records.Layer`, :class:`~containers_storage.records.Image`,
+    :class:`~containers_storage.records.Container`) are snapshots taken under the store's lock;
+    ask again for fresh ones.  Lookups of things that do not exist raise the
+    :class:`~containers_storage.errors.NotKnown` family (also :class:`LookupError`).
+
+    Attributes:
+        options: the options the store was opened with.
+        graph_root: the absolute graph root (layers, images, containers).
+        run_root: the absolute run root (mount records and other state a reboot clears).
+        driver_name: the graph driver's name (``"overlay"``, ``"vfs"``, ...).
+        image_store_dir: the separate image store, or ``""``.
+        transient: whether container records live in the run root.
+        uid_map: the default UID mapping of new layers and containers.
+        gid_map: the default GID mapping of new layers and containers.
+        graph_lock: ``storage.lock``, which Go's tools take around driver set-up and shutdown.
+    """
 
     def __init__(self, options: StoreOptions, graph_root: str, run_root: str) -> None:
         """Open the store at ``graph_root`` and ``run_root`` (absolute); prefer :func:`get_store`,

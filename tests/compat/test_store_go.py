@@ -105,7 +105,7 @@ def test_our_saves_are_byte_identical_to_go(store_dirs: tuple[str, str]) -> None
         with s.container_store.writing() as cs:
             cs.save()
     finally:
-        s.free()
+        s.close()
     after = [_read(p) for p in paths]
     assert after == before
 
