@@ -62,22 +62,23 @@ def maps_from_json(objs: Iterable[dict[str, int]] | None) -> list[IDMap]:
 
 def to_host(container_id: int, maps: Sequence[IDMap] | None) -> int:
     """Map a container ID to the host; identity when there are no maps (Go: ToHost)."""
-    if not maps:
-        return container_id
-    for m in maps:
-        if m.container_id <= container_id < m.container_id + m.size:
-            return m.host_id + (container_id - m.container_id)
-    raise InvalidMappings(f"container ID {container_id} cannot be mapped to a host ID")
+    return _map_id(container_id, maps, True)
 
 
 def to_container(host_id: int, maps: Sequence[IDMap] | None) -> int:
     """Map a host ID back into the container (Go: ToContainer)."""
+    return _map_id(host_id, maps, False)
+
+
+def _map_id(value: int, maps: Sequence[IDMap] | None, to_host: bool) -> int:
     if not maps:
-        return host_id
+        return value
     for m in maps:
-        if m.host_id <= host_id < m.host_id + m.size:
-            return m.container_id + (host_id - m.host_id)
-    raise InvalidMappings(f"host ID {host_id} cannot be mapped to a container ID")
+        start, target = (m.container_id, m.host_id) if to_host else (m.host_id, m.container_id)
+        if start <= value < start + m.size:
+            return target + (value - start)
+    raise InvalidMappings(f"container ID {value} cannot be mapped to a host ID" if to_host
+                          else f"host ID {value} cannot be mapped to a container ID")
 
 
 def root_pair(uid_maps: Sequence[IDMap] | None, gid_maps: Sequence[IDMap] | None) -> tuple[int, int]:

@@ -429,23 +429,18 @@ def _unshare_with_helper(uid_maps: list[IDMap], gid_maps: list[IDMap], use_helpe
         os.write(go_w, b"u")
         os.close(go_w)
         go_w = -1
-        chunks = []
-        while True:
-            chunk = os.read(res_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        replies = _read_to_end(res_r)
     finally:
         if go_w >= 0:
             os.close(go_w)
         os.close(res_r)
         os.waitpid(helper, 0)
     outcome: dict[str, list[str]] = {}
-    for line in b"".join(chunks).decode("utf-8", "replace").split("\0"):
+    for line in replies.decode("utf-8", "replace").split("\0"):
         kind, _, text = line.partition(" ")
         if kind in ("warning", "error"):
             outcome.setdefault(kind + "s" if kind == "warning" else kind, []).append(text)
-    if not chunks:
+    if not replies:
         outcome["error"] = ["setting up the user namespace: the helper process exited early"]
     return outcome
 
@@ -524,20 +519,25 @@ def _spawn_helper(program: str, args: list[str]) -> tuple[int, int] | str:
     return pid, out_r
 
 
+def _read_to_end(fd: int) -> bytes:
+    """Everything a helper writes to its pipe, up to its end."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 def _reap_helper(started: tuple[int, int] | str) -> tuple[bool, str]:
     """Wait for a started helper: (succeeded, what it printed, or why it failed)."""
     if isinstance(started, str):
         return False, started
     pid, out_r = started
-    chunks = []
-    while True:
-        chunk = os.read(out_r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
+    data = _read_to_end(out_r)
     os.close(out_r)
     _, status = os.waitpid(pid, 0)
-    output = b"".join(chunks).decode("utf-8", "replace")
+    output = data.decode("utf-8", "replace")
     if status == 0:
         return True, output
     code = os.waitstatus_to_exitcode(status)

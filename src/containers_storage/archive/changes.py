@@ -108,7 +108,9 @@ class _Node:
         return b"/" + b"/".join(reversed(parts))
 
 
-def _read_xattrs(path: bytes, node: _Node) -> None:
+def xattrs(path: bytes, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes | None]]:
+    """The ``wanted`` extended attributes of ``path`` itself (never a link's target), without
+    those that vanish meanwhile; a value too big to read comes as None (callers word that)."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError as e:
@@ -116,14 +118,21 @@ def _read_xattrs(path: bytes, node: _Node) -> None:
             return
         raise
     for key in names:
-        if key != "security.capability" and not key.startswith("user."):
+        if not wanted(key):
             continue
         try:
-            value = os.getxattr(path, key, follow_symlinks=False)
+            yield key, os.getxattr(path, key, follow_symlinks=False)
         except OSError as e:
-            if e.errno in (errno.ENODATA, errno.E2BIG):
-                continue
-            raise
+            if e.errno == errno.E2BIG:
+                yield key, None
+            elif e.errno not in (errno.ENODATA, errno.ENOTSUP):
+                raise
+
+
+def _read_xattrs(path: bytes, node: _Node) -> None:
+    for key, value in xattrs(path, lambda key: key == "security.capability" or key.startswith("user.")):
+        if value is None:
+            continue
         if key == "security.capability":
             node.capability = value
         else:

@@ -19,7 +19,7 @@ from collections import deque
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
 from ..lazylog import LazyLogger
-from .changes import Change, ChangeKind, lexical_walk, opaque_hides_lower, opaque_xattr
+from .changes import Change, ChangeKind, lexical_walk, opaque_hides_lower, opaque_xattr, xattrs
 from .confine import open_beneath, open_root
 from .sink import BlockSink
 from .tarwrite import (
@@ -71,29 +71,18 @@ def _legacy_minor(dev: int) -> int:
 
 def _xattr_records(path: bytes) -> dict[bytes, bytes]:
     """``security.capability``, ``security.ima`` and ``user.*`` (not ``user.overlay.*``) as PAX."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        if e.errno == errno.ENOTSUP:
-            return {}
-        raise
     records: dict[bytes, bytes] = {}
-    for key in names:
-        user = key.startswith("user.") and not key.startswith("user.overlay.")
-        if not user and key not in _SECURITY_XATTRS:
+    for key, value in xattrs(path, _exported_xattr):
+        if value is None:
+            log.error("archive: Skipping xattr for file %s since value is too big: %s",
+                      os.fsdecode(path), key)
             continue
-        try:
-            value = os.getxattr(path, key, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.ENODATA, errno.ENOTSUP):
-                continue
-            if e.errno == errno.E2BIG:
-                log.error("archive: Skipping xattr for file %s since value is too big: %s",
-                          os.fsdecode(path), key)
-                continue
-            raise
         records[b"SCHILY.xattr." + os.fsencode(key)] = value
     return records
+
+
+def _exported_xattr(key: str) -> bool:
+    return (key.startswith("user.") and not key.startswith("user.overlay.")) or key in _SECURITY_XATTRS
 
 
 class _Writer:

@@ -632,7 +632,10 @@ class TarReader:
         return sparse
 
     def _special_file(self, size: int) -> bytes:
-        """Read a PAX record set or GNU long name whole (bounded) into raw; returns it."""
+        """Read a PAX record set or GNU long name whole (bounded) into raw; returns it, and the
+        padding after it is the next thing to skip."""
+        if size < 0:
+            raise _bad()
         if size > MAX_SPECIAL_FILE:
             raise InvalidArchive(ERR_TOO_LONG)
         data = self._take(size)
@@ -640,6 +643,7 @@ class TarReader:
             raise InvalidArchive(ERR_UNEXPECTED_EOF)
         self._keep(data)
         self._remaining = 0
+        self._pad = -size % BLOCK
         return data
 
     def next(self) -> TarHeader | None:
@@ -674,10 +678,7 @@ class TarReader:
             hdr = parse_header_block(block)
             flag = hdr.typeflag
             if flag in (XHEADER, XGLOBAL):
-                if hdr.size < 0:
-                    raise _bad()
                 records = parse_pax(self._special_file(hdr.size))
-                self._pad = -hdr.size % BLOCK
                 if flag == XGLOBAL:
                     glob = TarHeader()
                     glob.name = hdr.name
@@ -687,10 +688,7 @@ class TarReader:
                 pax = records
                 continue
             if flag in (GNU_LONGNAME, GNU_LONGLINK):
-                if hdr.size < 0:
-                    raise _bad()
                 value = _cstring(self._special_file(hdr.size))
-                self._pad = -hdr.size % BLOCK
                 if flag == GNU_LONGNAME:
                     long_name = value
                 else:
