@@ -469,7 +469,8 @@ def test_reader_errors_and_early_stop(tmp_path: Path) -> None:
     deadline = time.monotonic() + 5
     while _os_threads() > threads and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _os_threads() == threads
+    # At most as many as before: a thread some earlier test left may end meanwhile.
+    assert _os_threads() <= threads
 
 
 def test_aufs_target_writes_whiteouts_and_aufs_metadata_as_files(tmp_path: Path) -> None:
