@@ -12,9 +12,7 @@ reader/writer lock layered on top.
 from __future__ import annotations
 
 import _thread
-import errno
 import fcntl
-import itertools
 import os
 import time
 
@@ -26,13 +24,17 @@ LAST_WRITE_SIZE = 64
 
 _registry: dict[str, LockFile] = {}
 _registry_lock = _thread.allocate_lock()
-_counter = itertools.count(1)
+_counter = 0  # tokens made by this process (under _registry_lock; no itertools at start-up)
 
 
 def new_last_write() -> bytes:
     """A fresh token in Go's layout: time, counter, pid, then random bytes."""
+    global _counter
+    with _registry_lock:
+        _counter += 1
+        count = _counter
     head = ((time.time_ns() & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
-            + (next(_counter) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+            + (count & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
             + (os.getpid() & 0xFFFFFFFF).to_bytes(4, "little"))
     return head + os.urandom(LAST_WRITE_SIZE - len(head))
 
@@ -202,6 +204,8 @@ def _fcntl_lock(fd: int, kind: int) -> None:
         except OSError as e:
             # The kernel's deadlock detector can refuse a wait that would in fact resolve; Go
             # retries every failure after 10ms, so do we.
+            import errno  # only here: the CLI's listings take locks and import little
+
             if e.errno != errno.EDEADLK:
                 raise
             time.sleep(0.01)

@@ -12,12 +12,10 @@ path alike (Go's load() and lookup() of layers.go, images.go and containers.go):
 
 Records are whatever the caller makes of each JSON object (``Record`` wrappers in the stores, the
 objects themselves on the fast path), so the indexes never copy a record.  Imports nothing at
-module level beyond ``os``, for the fast path's start-up.
+module level, for the fast path's start-up.
 """
 
 from __future__ import annotations
-
-from .fsutil import read_optional
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -46,7 +44,11 @@ def read_records(paths: Iterable[str], parse: Callable[[bytes, str], object]) ->
     """
     out: list[list[Raw]] = []
     for path in paths:
-        data = read_optional(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:  # no records yet (Go reads a missing file as an empty one)
+            data = b""
         if not data.strip():
             out.append([])
             continue
@@ -110,7 +112,8 @@ class RecordIndex(Generic[T]):
     claims; ``irregular`` that some ID was not a string (stored under its text).
     """
 
-    __slots__ = ("_by_id", "_by_name", "_ids", "_prefix", "_raws", "damaged", "irregular", "records")
+    __slots__ = ("_by_id", "_by_name", "_ids", "_prefix", "_prefix_scans", "_raws", "damaged", "irregular",
+                 "records")
 
     def __init__(self) -> None:
         self.records: list[T] = []
@@ -122,6 +125,7 @@ class RecordIndex(Generic[T]):
         self._ids: list[str] = []
         self._raws: list[Raw] = []
         self._prefix: PrefixIndex | None = None
+        self._prefix_scans = 0
 
     @classmethod
     def load(cls, files: Sequence[list[Raw]], make: Callable[[Raw, int], T] | None = None,
@@ -210,19 +214,25 @@ class RecordIndex(Generic[T]):
         if rec is None:
             rec = self.by_name.get(ref)
             if rec is None:
-                full = self.prefixes.get(ref)
+                full = self._full_id(ref)
                 if full is not None:
                     rec = self.by_id.get(full)
         return rec
 
-    @property
-    def prefixes(self) -> PrefixIndex:
-        """The ID prefix index, built on first use: most lookups are by full ID or name."""
+    def _full_id(self, prefix: str) -> str | None:
+        """The one ID starting with ``prefix`` (Go's truncindex).  The first lookups scan the IDs;
+        a caller that keeps asking gets a sorted index (a one-shot CLI call never pays for it)."""
+        if self._prefix is None and self._prefix_scans < 2:
+            self._prefix_scans += 1
+            if not prefix or " " in prefix:
+                return None
+            found = [id for id in self.by_id if id.startswith(prefix)]
+            return found[0] if len(found) == 1 else None
         if self._prefix is None:
             from .ids import PrefixIndex
 
             self._prefix = PrefixIndex(self.by_id)
-        return self._prefix
+        return self._prefix.get(prefix)
 
     # -- changes by a writer -------------------------------------------------------------------
     def add(self, item: T, id: str, names: Iterable[str]) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-from ..quoting import go_quote as go_quote  # re-exported: the CLI quotes through flags
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +42,13 @@ def parse_bool(value: str) -> bool:
     if value in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ValueError(f"strconv.ParseBool: parsing {go_quote(value)}: invalid syntax")
+
+
+def go_quote(value: str | bytes) -> str:
+    """Go's strconv.Quote (``%q``): ``quoting.go_quote``, imported when a message needs it."""
+    from ..quoting import go_quote as quote
+
+    return quote(value)
 
 
 def go_list(values: list[str]) -> str:
