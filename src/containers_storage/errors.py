@@ -256,6 +256,13 @@ class InvalidArchive(StorageError):
     text = "invalid layer archive"
 
 
+class DigestMismatch(InvalidArchive):
+    """Content that is not what its digest or size said it is (a layer blob, a manifest, a
+    config); nothing of it is kept."""
+
+    text = "digest mismatch"
+
+
 class DriverError(StorageError):
     """A graph driver could not do what was asked (mount failed, unknown option, ...)."""
 
@@ -265,6 +272,7 @@ class DriverError(StorageError):
 __all__ = [
     "BigDataUnknown",
     "ContainerUnknown",
+    "DigestMismatch",
     "DigestUnknown",
     "DriverError",
     "DuplicateID",

@@ -273,12 +273,16 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
         diff: BinaryIO | None = None,
         template: str = "",
         staged: StagedDiff | None = None,
+        digests: DiffDigests | None = None,
+        big_data: list[tuple[str, bytes]] | None = None,
     ) -> tuple[Layer, int]:
         """Create a layer (and apply ``diff`` into it); returns the layer and the diff size or -1.
 
         With ``template``, the layer starts as a copy of that layer (its contents, digests and
         tar-split), as the ID-mapped copies of an image's top layer do.  Files that come from
         a layer with other ID mappings (the parent, or the template) are re-owned for ours.
+        ``digests`` are what the caller knows of ``diff`` (Go's OriginalDigest, OriginalSize and
+        UncompressedDigest); ``big_data`` items are stored before the diff is applied, as Go does.
         """
         os.makedirs(self.rundir, mode=0o700, exist_ok=True)
         os.makedirs(self.layerdir, mode=0o700, exist_ok=True)
@@ -320,6 +324,10 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
         self._add(layer)
         try:
             self.save_for(layer)
+            for key, value in big_data or ():
+                self._write_big_data(layer, key, value)
+                if layer.add_big_data_name(key):
+                    self.save_for(layer)
             opts = CreateOpts(mount_label=mount_label, storage_opt=dict(options or {}),
                               uid_map=list(uid_map or []), gid_map=list(gid_map or []))
             parent_id = parent.id if parent else ""
@@ -347,9 +355,11 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
                 atomic_write(self.tar_split_path(id), template_ts)
             size = -1
             if diff is not None:
-                size = self._apply_diff(layer, diff)
+                size = self._apply_diff(layer, diff, digests)
             elif staged is not None:  # committed while the layer is still marked incomplete
-                size = self._commit_staged(layer, staged)
+                if digests is not None:
+                    digests.check(staged.result)
+                size = self._commit_staged(layer, staged, digests)
             layer.flags.pop(INCOMPLETE_FLAG, None)
             self.save_for(layer)
         except BaseException:
@@ -360,7 +370,7 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
             raise
         return layer, size
 
-    def _apply_diff(self, layer: Layer, diff: BinaryIO) -> int:
+    def _apply_diff(self, layer: Layer, diff: BinaryIO, digests: DiffDigests | None = None) -> int:
         from .archive.tarsplit import TarSplitWriter
 
         ts_path = self.tar_split_path(layer.id)
@@ -377,9 +387,15 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
                 ts_file.close()
                 os.unlink(tmp_path)
                 raise
+        if digests is not None:
+            try:
+                digests.check(result)
+            except BaseException:
+                os.unlink(tmp_path)
+                raise
         os.chmod(tmp_path, 0o600)
         os.rename(tmp_path, ts_path)
-        return _record_diff(layer, result)
+        return _record_diff(layer, result, digests)
 
     def apply_diff(self, ref: str, diff: BinaryIO) -> int:
         layer = self.get(ref)
@@ -394,7 +410,7 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
         self.save_for(layer)
         return size
 
-    def _commit_staged(self, layer: Layer, staged: StagedDiff) -> int:
+    def _commit_staged(self, layer: Layer, staged: StagedDiff, digests: DiffDigests | None = None) -> int:
         """Move the staged files and tar-split into ``layer`` and record its digests (unsaved)."""
         driver = self.driver
         if not can_stage(driver):
@@ -409,7 +425,7 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
                 shutil.move(staged.tar_split, ts_path)
         finally:
             driver.cleanup_staged(staged)
-        return _record_diff(layer, staged.result)
+        return _record_diff(layer, staged.result, digests)
 
     # -- big data ------------------------------------------------------------------------------
     def set_big_data(self, ref: str, key: str, data: bytes) -> None:
@@ -575,12 +591,65 @@ def _os_error_text(e: OSError) -> str:
     return f"stat {e.filename}: {text[:1].lower()}{text[1:]}" if e.filename else text
 
 
-def _record_diff(layer: Layer, result: ApplyResult) -> int:
-    """Record what applying a diff found (digests, sizes, owners); returns its size."""
+class DiffDigests:
+    """What a caller of ``put_layer`` knows about the diff it hands over (Go's LayerOptions
+    OriginalDigest, OriginalSize and UncompressedDigest), and whether it must be checked.
+
+    Go records given sha256 values instead of computing them; they may describe another
+    representation of the same diff (a compressed blob's digest for its uncompressed stream).
+    With ``verify`` they must be the stream's own: the layer is refused otherwise.
+    """
+
+    __slots__ = ("original_digest", "original_size", "uncompressed_digest", "verify")
+
+    def __init__(self, original_digest: str = "", original_size: int | None = None,
+                 uncompressed_digest: str = "", verify: bool = False) -> None:
+        self.original_digest = original_digest
+        self.original_size = original_size
+        self.uncompressed_digest = uncompressed_digest
+        self.verify = verify
+
+    def check(self, result: ApplyResult) -> None:
+        """Raise DigestMismatch when ``verify`` is set and the stream is not what was said."""
+        if not self.verify:
+            return
+        wrong = []
+        if self.original_digest and self.original_digest != result.compressed_digest:
+            wrong.append(f"blob digest {result.compressed_digest}, expected {self.original_digest}")
+        if self.original_size is not None and self.original_size != result.compressed_size:
+            wrong.append(f"blob size {result.compressed_size}, expected {self.original_size}")
+        if self.uncompressed_digest and self.uncompressed_digest != result.uncompressed_digest:
+            wrong.append(f"uncompressed digest {result.uncompressed_digest}, "
+                         f"expected {self.uncompressed_digest}")
+        if wrong:
+            raise errors.DigestMismatch("layer content does not match: " + "; ".join(wrong))
+
+
+def _canonical(digest: str) -> bool:
+    return digest.startswith("sha256:")
+
+
+def _record_diff(layer: Layer, result: ApplyResult, digests: DiffDigests | None = None) -> int:
+    """Record what applying a diff found (digests, sizes, owners); returns its size.
+
+    Digests the caller gave are recorded instead of the computed ones, as Go records them
+    (only sha256 ones; the size only with the digest it belongs to).
+    """
     d = layer.raw
-    d["compressed-diff-digest"] = result.compressed_digest
-    d["compressed-size"] = result.compressed_size
-    d["diff-digest"] = result.uncompressed_digest
+    compressed, uncompressed = result.compressed_digest, result.uncompressed_digest
+    compressed_size = result.compressed_size
+    if digests is not None:
+        if _canonical(digests.original_digest):
+            compressed = digests.original_digest
+            if digests.original_size is not None:
+                compressed_size = digests.original_size
+        if _canonical(digests.uncompressed_digest):
+            uncompressed = digests.uncompressed_digest
+        elif int(result.compression) == 0:
+            uncompressed = compressed  # Go: an uncompressed stream's digest is the "original" one
+    d["compressed-diff-digest"] = compressed
+    d["compressed-size"] = compressed_size
+    d["diff-digest"] = uncompressed
     d["diff-size"] = result.uncompressed_size
     d["compression"] = int(result.compression)
     d["uidset"] = sorted(result.uids)

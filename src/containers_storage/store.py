@@ -564,6 +564,12 @@ class Store:
         flags: Mapping[str, Any] | None = None,
         volatile: bool = False,
         staged: StagedDiff | None = None,
+        original_digest: str | None = None,
+        original_size: int | None = None,
+        uncompressed_digest: str | None = None,
+        verify_digests: bool = False,
+        big_data: Sequence[tuple[str, bytes]] | None = None,
+        template: str | None = None,
     ) -> PutLayerResult:
         """Create a layer over ``parent`` and apply a layer tarball into it (Go's ``PutLayer``).
 
@@ -588,15 +594,30 @@ class Store:
                 crash), as containers' layers in transient stores are.
             staged: a diff already applied by :meth:`prepare_staged_layer`, moved in instead of
                 applying ``diff``.
+            original_digest: the digest of ``diff`` as the caller knows it (Go's
+                ``OriginalDigest``): recorded as the layer's compressed digest instead of the
+                computed one, e.g. a compressed blob's digest when ``diff`` is its
+                decompressed stream.
+            original_size: the size belonging to ``original_digest`` (Go's ``OriginalSize``).
+            uncompressed_digest: the diff ID as the caller knows it (Go's
+                ``UncompressedDigest``), recorded instead of the computed one.
+            verify_digests: the three values above must be ``diff``'s own, checked while it
+                streams: otherwise the layer is refused
+                (:class:`~containers_storage.errors.DigestMismatch`) and nothing
+                of it is kept.  Go trusts them; its callers verify blobs first.
+            big_data: items to store with the layer before its diff, as ``(key, data)``.
+            template: a layer whose contents, digests and tar-split the new layer starts from
+                (Go's ``TemplateLayer``; it should be a child of ``parent``).
 
         Returns:
             The new layer, and the size of the uncompressed diff applied (None without one).
 
         Raises:
-            LayerUnknown: ``parent`` names no layer.
+            LayerUnknown: ``parent`` (or ``template``) names no layer.
             ParentIsContainer: ``parent`` is a container's layer.
             DuplicateID: the ID is taken.
             InvalidArchive: the tarball is malformed or tries to write outside the layer.
+            DigestMismatch: with ``verify_digests``, the diff is not what the digests say.
         """
         rl = self.layer_store
         with rl.writing():
@@ -622,10 +643,18 @@ class Store:
                 umap = [] if host_uid_mapping else (uid_map or default_uid)
                 gmap = [] if host_gid_mapping else (gid_map or default_gid)
                 umap, gmap = layer_maps(self.driver, list(umap), list(gmap))
+                digests = None
+                if original_digest or uncompressed_digest or verify_digests:
+                    from .layers import DiffDigests
+
+                    digests = DiffDigests(original_digest or "", original_size,
+                                          uncompressed_digest or "", verify_digests)
                 layer, size = rl.create(id or "", parent_layer, list(names or []), mount_label or "",
                                         None, writeable, uid_map=umap, gid_map=gmap,
                                         flags=dict(flags) if flags is not None else None,
-                                        volatile=volatile, diff=diff, staged=staged)
+                                        volatile=volatile, diff=diff, staged=staged,
+                                        template=template or "", digests=digests,
+                                        big_data=list(big_data) if big_data is not None else None)
                 return PutLayerResult(layer, None if size < 0 else size)
 
     def create_layer(
@@ -1703,6 +1732,26 @@ class Store:
         if can_stage(driver):
             with self.layer_store.writing():
                 driver.cleanup_staged(staged)
+
+    # -- per-digest locks ----------------------------------------------------------------------
+    def digest_lock(self, digest: str) -> LockFile:
+        """The lock of one digest, shared with Go's tools (Go's ``GetDigestLock``).
+
+        ``<run root>/<driver>-locks/<digest>``, a POSIX record lock like the store's own: take
+        it with ``with store.digest_lock(d).writing(): ...`` to keep other processes (ours or
+        Go's) from doing the same work on the same content at the same time.  Image loads
+        (:mod:`containers_storage.transport`) hold the lock of each layer they make.
+
+        Args:
+            digest: ``"sha256:<hex>"``.
+
+        Raises:
+            ~containers_storage.digest.DigestError: not a valid digest.
+        """
+        from .digest import validate
+
+        validate(digest)
+        return get_lock_file(os.path.join(self.run_root, f"{self.driver_name}-locks", digest))
 
     # -- sizes ---------------------------------------------------------------------------------
     def image_size(self, ref: str) -> int:
