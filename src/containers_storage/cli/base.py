@@ -14,8 +14,13 @@ from .output import Output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
     from ..idtools import IDMap
     from ..store import Store
+
+    T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -45,6 +50,20 @@ class Context:
     @property
     def json(self) -> bool:
         return self.flag("json")
+
+
+def found(args: list[str], lookup: Callable[[str], T]) -> list[T]:
+    """What ``lookup`` finds for each argument, skipping the unknown ones (Go's commands list
+    what they can and exit 1 when something was missing: compare the lengths)."""
+    from ..errors import StorageError
+
+    out: list[T] = []
+    for arg in args:
+        try:
+            out.append(lookup(arg))
+        except StorageError:
+            pass
+    return out
 
 
 def go_error_text(err: BaseException) -> str:
@@ -182,5 +201,5 @@ def _subid_map(path: str, name: str) -> list[IDMap]:
         raise CommandError(str(e)) from None
 
 
-__all__ = ["CommandError", "Context", "debug_line", "go_error_text", "go_list", "go_os_error",
-           "go_quote", "id_mappings", "read_file"]
+__all__ = ["CommandError", "Context", "debug_line", "found", "go_error_text", "go_list",
+           "go_os_error", "go_quote", "id_mappings", "read_file"]

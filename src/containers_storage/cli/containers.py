@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from .base import CommandError, Context, go_error_text, id_mappings, read_file
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    from ..records import Container
+from .base import CommandError, Context, found, go_error_text, id_mappings, read_file
 
 
 def containers(ctx: Context, args: list[str]) -> int:
@@ -21,15 +17,8 @@ def containers(ctx: Context, args: list[str]) -> int:
 
 
 def container(ctx: Context, args: list[str]) -> int:
-    from ..errors import StorageError
-
     all_images = ctx.store.images()
-    matches: list[Container] = []
-    for arg in args:
-        try:
-            matches.append(ctx.store.container(arg))
-        except StorageError:
-            pass
+    matches = found(args, ctx.store.container)
     if ctx.json:
         from .gojson import containers_view
 
@@ -74,12 +63,7 @@ def container_parent_owners(ctx: Context, args: list[str]) -> int:
     from ..errors import StorageError
     from .layers import print_owners
 
-    matched: list[Container] = []
-    for arg in args:
-        try:
-            matched.append(ctx.store.container(arg))
-        except StorageError:
-            pass
+    matched = found(args, ctx.store.container)
     for m in matched:
         try:
             uids, gids = ctx.store.container_parent_owners(m.id)

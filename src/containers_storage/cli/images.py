@@ -2,49 +2,47 @@
 
 from __future__ import annotations
 
-from .base import CommandError, Context, read_file
+from .base import CommandError, Context, found, read_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from ..records import Image
 
 
 def images(ctx: Context, args: list[str]) -> int:
-    from .listing import images_json, render_images
+    from .listing import images_json
 
-    found = ctx.store.images()
-    if ctx.json:
-        ctx.out.json(images_json([i.raw for i in found]))
-        return 0
-    ctx.out.out(render_images([i.raw for i in found], [i.digests for i in found], ctx.flag("quiet")))
-    return 0
+    return _list_images(ctx, ctx.store.images(), images_json)
 
 
 def images_by_digest(ctx: Context, args: list[str]) -> int:
     from ..digest import validate
     from .gojson import images_view
-    from .listing import render_images
 
-    found: list[Image] = []
+    matched: list[Image] = []
     for arg in args:
         validate(arg)
-        found.extend(ctx.store.images_by_digest(arg))
+        matched.extend(ctx.store.images_by_digest(arg))
+    return _list_images(ctx, matched, images_view)
+
+
+def _list_images(ctx: Context, matched: list[Image],
+                 view: Callable[[list[dict[str, Any]]], object]) -> int:
+    """``images``' and ``images-by-digest``' output: Go's JSON view, or the listing."""
+    from .listing import render_images
+
     if ctx.json:
-        ctx.out.json(images_view([i.raw for i in found]))
+        ctx.out.json(view([i.raw for i in matched]))
         return 0
-    ctx.out.out(render_images([i.raw for i in found], [i.digests for i in found], ctx.flag("quiet")))
+    ctx.out.out(render_images([i.raw for i in matched], [i.digests for i in matched], ctx.flag("quiet")))
     return 0
 
 
 def image(ctx: Context, args: list[str]) -> int:
-    from ..errors import StorageError
-
-    matched: list[Image] = []
-    for arg in args:
-        try:
-            matched.append(ctx.store.image(arg))
-        except StorageError:
-            pass
+    matched = found(args, ctx.store.image)
     if ctx.json:
         from .gojson import images_view
 

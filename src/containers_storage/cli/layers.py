@@ -7,7 +7,7 @@ objects directly and builds its output as one string.
 
 from __future__ import annotations
 
-from .base import CommandError, Context, id_mappings
+from .base import CommandError, Context, found, id_mappings
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -126,14 +126,7 @@ def _print_subtree(lines: list[str], root: str, nodes: list[tuple[str, str, list
 
 # -- one layer ----------------------------------------------------------------------------------
 def layer(ctx: Context, args: list[str]) -> int:
-    from ..errors import StorageError
-
-    matched: list[Layer] = []
-    for arg in args:
-        try:
-            matched.append(ctx.store.layer(arg))
-        except StorageError:
-            pass
+    matched = found(args, ctx.store.layer)
     if ctx.json:
         from .gojson import layers_view
 
@@ -181,12 +174,7 @@ def print_owners(ctx: Context, id: str, uids: list[int] | None, gids: list[int] 
 def layer_parent_owners(ctx: Context, args: list[str]) -> int:
     from ..errors import StorageError
 
-    matched: list[Layer] = []
-    for arg in args:
-        try:
-            matched.append(ctx.store.layer(arg))
-        except StorageError:
-            pass
+    matched = found(args, ctx.store.layer)
     for m in matched:
         try:
             uids, gids = ctx.store.layer_parent_owners(m.id)
