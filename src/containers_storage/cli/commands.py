@@ -232,6 +232,16 @@ COMMANDS: tuple[Command, ...] = (
     ), "layers:layers"),
     Command(("storage-layers",), "[options [...]]", "List storage layers", 0, 0, (JSON,),
             "layers:storage_layers"),
+    # load.go (ours: podman's load; Go's CLI has none)
+    Command(("load",), "[options [...]] -i INPUT",
+            "Load images from an OCI layout, an OCI archive or a docker archive", 0, 0, (
+                FlagSpec("string", "input", ("-input", "i"), "",
+                         "Read from this OCI layout directory or archive"),
+                FlagSpec("string", "platform", ("-platform",), "",
+                         "Choose this OS/ARCH[/VARIANT] from an image index (default: this machine's)"),
+                FlagSpec("bool", "quiet", ("-quiet", "q"), False, "Suppress the progress output"),
+                JSON,
+            ), "transfer:load"),
     # metadata.go
     Command(("metadata",), "[LayerOrImageOrContainerNameOrID [...]]",
             "Retrieve layer, image, or container metadata", 1, -1, (
@@ -262,6 +272,16 @@ COMMANDS: tuple[Command, ...] = (
             (_names("Name to remove"), JSON), "names:remove_names"),
     Command(("set-names", "setnames"), _NAMES_ARGS, "Set layer, image, or container name or names", 1, -1,
             (_names("New name"), JSON), "names:set_names"),
+    # save.go (ours: podman's save; Go's CLI has none)
+    Command(("save",), "[options [...]] -o OUTPUT imageNameOrID [...]",
+            "Save images to an OCI layout, an OCI archive or a docker archive", 1, -1, (
+                FlagSpec("string", "output", ("-output", "o"), "", "Write to this file or directory"),
+                FlagSpec("string", "format", ("-format",), "docker-archive",
+                         "oci-dir, oci-archive or docker-archive"),
+                FlagSpec("string", "compression", ("-compression",), "gzip",
+                         "Layer compression in OCI formats: gzip, zstd or none"),
+                FlagSpec("bool", "quiet", ("-quiet", "q"), False, "Suppress the progress output"),
+            ), "transfer:save"),
     # shutdown.go
     Command(("shutdown",), "", "Shut down layer storage", 0, 0, (
         JSON, FlagSpec("bool", "force", ("-force", "f"), False, "Unmount mounted layers first"),
