@@ -425,7 +425,14 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
                 shutil.move(staged.tar_split, ts_path)
         finally:
             driver.cleanup_staged(staged)
-        return _record_diff(layer, staged.result, digests)
+        size = _record_diff(layer, staged.result, digests)
+        # A partial pull (Go's applyDiffFromStagingDirectory): its TOC digest and its big data.
+        if staged.toc_digest or layer.raw.get("toc-digest"):
+            layer.raw["toc-digest"] = staged.toc_digest
+        for key, data in staged.big_data.items():
+            self._write_big_data(layer, key, data)
+            layer.add_big_data_name(key)
+        return size
 
     # -- big data ------------------------------------------------------------------------------
     def set_big_data(self, ref: str, key: str, data: bytes) -> None:

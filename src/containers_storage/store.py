@@ -18,7 +18,15 @@ from .config import StoreOptions
 from .containers import VOLATILE_FLAG, ContainerStore, new_container_store
 from .ctx import ExitStack, contextmanager
 from .drivers import new_driver
-from .drivers.base import ApplyDiffOpts, Driver, DriverOptions, MountOpts, StagedDiff, can_stage
+from .drivers.base import (
+    ApplyDiffOpts,
+    Driver,
+    DriverOptions,
+    MountOpts,
+    StagedDiff,
+    can_stage,
+    can_stage_differ,
+)
 from .fsutil import atomic_write, rmtree
 from .idmapped import MappingOptions, image_top_layer_for_mapping, layer_maps
 from .idtools import IDMap
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO, Protocol, TypeVar
 
     from .archive.changes import Change
+    from .archive.chunked.differ import ChunkedDiffer
     from .autouserns import AutoUserNsOptions
     from .check import CheckOptions, CheckReport, RepairOptions
     from .dedup import DedupResult
@@ -521,6 +530,11 @@ class Store:
     def layers_by_uncompressed_digest(self, digest: str) -> list[Layer]:
         """The layers whose uncompressed tar stream had this digest (a diff ID)."""
         return self._all_layers(lambda s: s.by_uncompressed_digest(digest))
+
+    def layers_by_toc_digest(self, digest: str) -> list[Layer]:
+        """The layers pulled partially from a zstd:chunked or eStargz blob whose table of
+        contents has this digest (Go's ``LayersByTOCDigest``)."""
+        return self._all_layers(lambda s: s.by_toc_digest(digest))
 
     def layer_size(self, ref: str) -> int:
         """The recorded size of the layer's diff, or -1 when none is recorded (Go's ``LayerSize``).
@@ -1669,33 +1683,48 @@ class Store:
             return rl.apply_diff(ref, diff)
 
     # -- staged layers (Go's PrepareStagedLayer / ApplyStagedLayer / CleanupStagedLayer) ----------
-    def prepare_staged_layer(self, diff: BinaryIO, *, uid_map: Sequence[IDMap] | None = None,
+    def prepare_staged_layer(self, diff: BinaryIO | None = None, *, differ: ChunkedDiffer | None = None,
+                             uid_map: Sequence[IDMap] | None = None,
                              gid_map: Sequence[IDMap] | None = None) -> StagedDiff:
-        """Apply a layer tarball into a staging directory, outside any lock (Go's
-        ``PrepareStagedLayer``).
+        """Apply a layer into a staging directory, outside any lock (Go's ``PrepareStagedLayer``).
 
-        Follow with :meth:`apply_staged_layer`, or :meth:`cleanup_staged_layer` to give up.
+        Either a tarball (``diff``), or a partial pull: a ``differ`` from
+        :func:`containers_storage.archive.chunked.new_differ`, which writes the files of a
+        zstd:chunked or eStargz layer, reusing what other layers of the store hold and fetching
+        the rest from its blob source.  Follow with :meth:`apply_staged_layer`, or
+        :meth:`cleanup_staged_layer` to give up.
 
         Args:
             diff: the tarball, a readable binary stream.
+            differ: a partial pull to apply instead of ``diff``.
             uid_map: the ID mapping the files are written for.
             gid_map: as ``uid_map``, for groups.
 
         Returns:
-            The staged diff: its directory, digests and sizes.
+            The staged diff: its directory, digests and sizes (and for a partial pull its TOC
+            digest and big data).
 
         Raises:
-            NotSupported: the driver cannot stage layers (vfs).
+            NotSupported: the driver cannot stage layers, or cannot take partial pulls (vfs).
+            ~containers_storage.archive.chunked.ChunkedError: a partial pull whose content does
+                not match its TOC; nothing is left behind.
         """
         driver = self.driver
+        opts = ApplyDiffOpts(uid_map=list(uid_map or []), gid_map=list(gid_map or []))
+        if differ is not None:
+            if not can_stage_differ(driver):
+                raise errors.NotSupported.after(f"driver {driver.name} cannot apply partial layers")
+            return driver.prepare_staged_differ(differ, opts)
+        if diff is None:
+            raise ValueError("prepare_staged_layer needs a diff or a differ")
         if not can_stage(driver):
             raise errors.NotSupported.after(f"driver {driver.name} cannot stage layers")
-        return driver.prepare_staged(diff, ApplyDiffOpts(uid_map=list(uid_map or []),
-                                                          gid_map=list(gid_map or [])))
+        return driver.prepare_staged(diff, opts)
 
     def apply_staged_layer(self, staged: StagedDiff, *, id: str | None = None,
                            parent: str | None = None, names: Sequence[str] | None = None,
-                           mount_label: str | None = None, writeable: bool = False) -> Layer:
+                           mount_label: str | None = None, writeable: bool = False,
+                           flags: Mapping[str, Any] | None = None) -> Layer:
         """Move a staged diff into a layer (Go's ``ApplyStagedLayer``).
 
         Into layer ``id`` when it exists; otherwise a new layer is made as :meth:`put_layer`
@@ -1708,6 +1737,7 @@ class Store:
             names: the new layer's names.
             mount_label: the new layer's SELinux label.
             writeable: ignored, as in Go.
+            flags: flags to record with the layer (Go's ``ApplyDiffWithDifferOpts.Flags``).
 
         Returns:
             The layer.
@@ -1719,12 +1749,14 @@ class Store:
         with rl.writing():
             existing = rl.lookup(id) if id else None
             if existing is not None:
+                if flags:
+                    existing.flags.update(flags)
                 rl.apply_staged(existing.id, staged)
                 return existing
         # One locked create, still flagged incomplete while the staged files move in: a crash
         # leaves a layer the next writer removes, never an empty one that looks complete.
         return self.put_layer(id=id, parent=parent, names=names, mount_label=mount_label,
-                              writeable=writeable, staged=staged).layer
+                              writeable=writeable, staged=staged, flags=flags).layer
 
     def cleanup_staged_layer(self, staged: StagedDiff) -> None:
         """Remove what :meth:`prepare_staged_layer` staged, when it will not be applied."""

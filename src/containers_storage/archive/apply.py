@@ -108,7 +108,9 @@ class ApplyOptions:
                  uid_map: list[IDMap] | None = None, gid_map: list[IDMap] | None = None,
                  ignore_chown_errors: bool = False, force_mask: int | None = None,
                  tar_split: TarSplitSink | None = None,
-                 overlay_xattr_prefix: str = "trusted.overlay.") -> None:
+                 overlay_xattr_prefix: str = "trusted.overlay.",
+                 reuse: dict[bytes, tuple[int, bool]] | None = None,
+                 detect_compression: bool = True) -> None:
         self.whiteouts = whiteouts
         self.uid_map = uid_map
         self.gid_map = gid_map
@@ -117,6 +119,14 @@ class ApplyOptions:
         self.tar_split = tar_split
         # Go uses "user.overlay." when rootless; the overlay driver knows which one it mounts with.
         self.overlay_xattr_prefix = overlay_xattr_prefix
+        # Partial pulls (archive/chunked): regular files whose content a file of another layer
+        # already has, by tar name -> (an fd of that file, hard link it rather than clone it).
+        # The stream still carries the content (it is hashed); it is just not written.  The
+        # puller fills it while the stream is read; each fd is closed here once used.
+        self.reuse = reuse
+        # False when the input is known to be an uncompressed tar (a partial pull rebuilds one,
+        # whose first header may happen to start like a compressed stream's magic).
+        self.detect_compression = detect_compression
 
 
 class ApplyResult:
@@ -155,8 +165,9 @@ class _Source:
     imports (functools, collections, heapq...) cost a cold CLI call several milliseconds.
     """
 
-    def __init__(self, src: BinaryIO) -> None:
+    def __init__(self, src: BinaryIO, detect_compression: bool = True) -> None:
         self._src = src
+        self._detect = detect_compression
         self._q: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
         # One token per chunk that may be in flight: the reader takes one before it hands a chunk
         # over and the consumer returns it on taking the chunk, which bounds memory.
@@ -207,12 +218,12 @@ class _Source:
     def _run(self) -> None:
         try:
             head = self._read()
-            while head and len(head) < MAGIC_LEN:
+            while self._detect and head and len(head) < MAGIC_LEN:
                 more = self._read()
                 if not more:
                     break
                 head += more
-            self.compression = detect(head)
+            self.compression = detect(head) if self._detect else Compression.UNCOMPRESSED
             if self.compression is Compression.UNCOMPRESSED:
                 chunk = head
                 while chunk:
@@ -557,7 +568,7 @@ def apply_layer(src: BinaryIO, dest: str, options: ApplyOptions | None = None) -
     Raises ``InvalidArchive`` for bad input; the caller removes ``dest`` on failure.
     """
     options = options or ApplyOptions()
-    source = _Source(src)
+    source = _Source(src, options.detect_compression)
     try:
         applier = _Applier(dest, options)
     except BaseException:
@@ -599,7 +610,7 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
         ts.add_file if ts is not None else _ignore3)
     # The C loop does what _entry does for plain entries when nothing masks them.
     fast = _fastapply
-    if ap.force_mask is not None or ap.opts.ignore_chown_errors:
+    if ap.force_mask is not None or ap.opts.ignore_chown_errors or ap.opts.reuse is not None:
         fast = None
     writer = ts if isinstance(ts, TarSplitWriter) else None
     if ts is not None and writer is None:
@@ -837,6 +848,10 @@ def _times(hdr: t.TarHeader) -> tuple[int, int]:
 
 def _write_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, meta: t.TarHeader, pfd: int,
                 name: bytes, uid: int, gid: int, data_fd: int, data_off: int) -> int:
+    if ap.opts.reuse and data_fd < 0 and reader.sparse is None:
+        found = ap.opts.reuse.pop(hdr.name, None)
+        if found is not None:
+            return _reuse_file(ap, reader, hdr, pfd, name, uid, gid, *found)
     try:
         fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
     except FileExistsError:
@@ -861,6 +876,60 @@ def _write_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, meta: t.Tar
     finally:
         os.close(fd)
     return crc
+
+
+def _reuse_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, pfd: int, name: bytes,
+                uid: int, gid: int, src_fd: int, link: bool) -> int:
+    """A file whose content another layer's file ``src_fd`` has (a partial pull): a hard link to
+    it when ``link`` and its owner and mode are already the ones to set (Go's use_hard_links,
+    which then leaves the attributes alone), else a reflink clone or an in-kernel copy.  The
+    content in the stream is only checksummed."""
+    try:
+        st = os.fstat(src_fd)
+        if link and ap.force_mask is None and (st.st_uid, st.st_gid) == (uid, gid) and (
+                stat.S_IMODE(st.st_mode) == hdr.mode & 0o7777):
+            def make_link() -> None:
+                os.link(f"/proc/self/fd/{src_fd}", name, dst_dir_fd=pfd, follow_symlinks=True)
+
+            try:
+                _replace(ap, pfd, name, make_link)
+            except OSError:
+                link = False  # another file system, too many links: copy instead
+        else:
+            link = False
+        if not link:
+            try:
+                fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+            except FileExistsError:
+                ap.remove_all(pfd, name)
+                fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
+            try:
+                _clone(src_fd, fd, hdr.size)
+                _finish_fd(ap, hdr, fd, uid, gid)
+                atime, mtime = _times(hdr)
+                os.utime(fd, ns=(_clamp_time(atime), _clamp_time(mtime)))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(src_fd)
+    return _drain(reader)
+
+
+_FICLONE = 0x40049409
+
+
+def _clone(src_fd: int, dst_fd: int, size: int) -> None:
+    """``dst_fd`` gets ``src_fd``'s first ``size`` bytes: shared extents where the file system
+    has reflinks (FICLONE), else copy_file_range (which some file systems also share)."""
+    import fcntl
+
+    if os.fstat(src_fd).st_size == size:
+        try:
+            fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+            return
+        except OSError:
+            pass
+    _copy_range(src_fd, dst_fd, 0, size)
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, size: int) -> None:

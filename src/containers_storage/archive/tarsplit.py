@@ -29,7 +29,9 @@ from .sink import BlockSink
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
-    from typing import IO
+    from typing import IO, Protocol
+else:
+    Protocol = object  # the compressor interface below only matters to the type checker
 
 __all__ = [
     "FILE_TYPE",
@@ -165,6 +167,11 @@ def _name_field(name: bytes) -> bytes:
 _FLUSH_AT = 256 * 1024  # bytes of lines handed to the compressor at once
 
 
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
 class TarSplitWriter:
     """Writes a tar-split stream exactly as Go's ``storage.NewJSONPacker`` over gzip would.
 
@@ -173,13 +180,17 @@ class TarSplitWriter:
     gzip member but leaves ``out`` open for the caller to fsync and rename.
     """
 
-    def __init__(self, out: IO[bytes], compresslevel: int = 1) -> None:
-        # A raw ISA-L compressor with a gzip wrapper (wbits 31: zero mtime, no name) rather than
-        # igzip.IGzipFile, whose module imports gzip and typing: ~10 ms of a cold CLI start.
-        from isal import isal_zlib
-
+    def __init__(self, out: IO[bytes], compresslevel: int = 1, compressor: _Compressor | None = None
+                 ) -> None:
         self._out = out
-        self._gz = isal_zlib.compressobj(compresslevel, isal_zlib.DEFLATED, 31)
+        if compressor is not None:  # zstd:chunked blobs keep their tar-split zstd-compressed
+            self._gz: _Compressor = compressor
+        else:
+            # A raw ISA-L compressor with a gzip wrapper (wbits 31: zero mtime, no name) rather
+            # than igzip.IGzipFile, whose module imports gzip and typing: ~10 ms of a cold CLI start.
+            from isal import isal_zlib
+
+            self._gz = isal_zlib.compressobj(compresslevel, isal_zlib.DEFLATED, 31)
         self._pos = 0
         self._seen: set[bytes] = set()
         self._lines: list[bytes] = []

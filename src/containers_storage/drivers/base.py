@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import BinaryIO, Protocol, TypeGuard
 
-    from ..archive.apply import ApplyResult, InsufficientIDs
+    from ..archive.apply import ApplyOptions, ApplyResult, InsufficientIDs
     from ..archive.changes import Change
     from ..archive.tarsplit import TarSplitWriter
 
@@ -174,12 +174,38 @@ class StagedDiff:
         self.result = result
         self.tar_split = tar_split  # tar-split recorded while applying, moved on commit
         self.lock_fd = lock_fd  # keeps other processes' cleanup away while the diff waits
+        # From a partial pull (archive/chunked): the TOC digest and the big data to record, and
+        # the root directory's mode when the layer sets it (else the parent's is kept).
+        self.toc_digest = ""
+        self.big_data: dict[str, bytes] = {}
+        self.root_dir_mode: int | None = None
+
+
+class StagingDiffer(Protocol):
+    """A partial-pull differ (archive/chunked's ChunkedDiffer), as a driver sees it."""
+
+    def apply(self, dest: str, options: ApplyOptions) -> DifferResult: ...
+
+
+class DifferResult(Protocol):
+    """What a differ's ``apply`` reports (archive/chunked's DifferOutput)."""
+
+    toc_digest: str
+    uncompressed_digest: str
+    compressed_digest: str
+    size: int
+    uids: list[int]
+    gids: list[int]
+    big_data: dict[str, bytes]
+    tar_split: str
+    root_dir_mode: int | None
 
 
 class StagingDriver(Protocol):
     """Drivers that can stage a diff and commit it later (Go's DriverWithDiffer)."""
 
     def prepare_staged(self, src: BinaryIO, opts: ApplyDiffOpts) -> StagedDiff: ...
+    def prepare_staged_differ(self, differ: StagingDiffer, opts: ApplyDiffOpts) -> StagedDiff: ...
     def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None: ...
     def cleanup_staged(self, staged: StagedDiff) -> None: ...
 
@@ -199,6 +225,11 @@ def naive_apply_failure(err: InsufficientIDs) -> InsufficientIDs:
 
 def can_stage(driver: Driver) -> TypeGuard[StagingDriver]:
     return callable(getattr(driver, "prepare_staged", None))
+
+
+def can_stage_differ(driver: Driver) -> TypeGuard[StagingDriver]:
+    """Whether the driver takes partial pulls (Go's DriverWithDiffer: overlay)."""
+    return callable(getattr(driver, "prepare_staged_differ", None))
 
 
 class NaiveDiff:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ..archive.apply import ApplyOptions, ApplyResult
     from ..archive.changes import Change
     from ..dedup import DedupResult
-    from .base import Mappings
+    from .base import Mappings, StagingDiffer
     from .quota import Control, Quota
 
 DEFAULT_PERMS = 0o555
@@ -993,20 +993,8 @@ class OverlayDriver(NaiveDiff):
         from ..archive.apply import apply_layer
         from ..archive.tarsplit import TarSplitWriter
 
-        base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
-        os.makedirs(base_dir, mode=0o700, exist_ok=True)
-        import tempfile
-
-        layer_dir = tempfile.mkdtemp(dir=base_dir)
-        lock_fd = os.open(os.path.join(layer_dir, STAGING_LOCK_FILE),
-                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.lockf(lock_fd, fcntl.LOCK_EX)
-        with self._staging_mutex:
-            self._staging_locks[layer_dir] = lock_fd
+        layer_dir, apply_dir, lock_fd = self._new_staging_dir()
         try:
-            perms = DEFAULT_PERMS if self.options.force_mask is None else self.options.force_mask
-            apply_dir = os.path.join(layer_dir, "dir")
-            os.mkdir(apply_dir, perms)
             ts_path = os.path.join(layer_dir, "tar-split.gz")
             with open(ts_path, "wb") as ts_file:
                 writer = TarSplitWriter(ts_file)
@@ -1021,13 +1009,59 @@ class OverlayDriver(NaiveDiff):
             raise
         return StagedDiff(directory=apply_dir, result=result, tar_split=ts_path, lock_fd=lock_fd)
 
+    def prepare_staged_differ(self, differ: StagingDiffer, opts: ApplyDiffOpts) -> StagedDiff:
+        """Let a partial-pull differ write a layer into a fresh staging dir (Go's
+        ApplyDiffWithDiffer with a chunked differ); no store lock is needed."""
+        from ..archive.apply import ApplyResult
+        from ..archive.compression import Compression
+
+        layer_dir, apply_dir, lock_fd = self._new_staging_dir()
+        try:
+            options = self._apply_options(ApplyDiffOpts(
+                uid_map=opts.uid_map, gid_map=opts.gid_map, ignore_chown_errors=opts.ignore_chown_errors),
+                self._whiteouts())
+            out = differ.apply(apply_dir, options)
+        except BaseException:
+            self._release_staging(layer_dir)
+            rmtree(layer_dir, ignore_errors=True)
+            raise
+        result = ApplyResult(Compression.UNCOMPRESSED, out.compressed_digest, 0, out.uncompressed_digest,
+                             out.size, out.uids, out.gids)
+        staged = StagedDiff(directory=apply_dir, result=result, tar_split=out.tar_split, lock_fd=lock_fd)
+        staged.toc_digest = out.toc_digest
+        staged.big_data = dict(out.big_data)
+        staged.root_dir_mode = out.root_dir_mode
+        return staged
+
+    def _new_staging_dir(self) -> tuple[str, str, int]:
+        """A locked staging dir and the empty ``dir`` in it that becomes the layer's diff."""
+        base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
+        os.makedirs(base_dir, mode=0o700, exist_ok=True)
+        import tempfile
+
+        layer_dir = tempfile.mkdtemp(dir=base_dir)
+        lock_fd = os.open(os.path.join(layer_dir, STAGING_LOCK_FILE),
+                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.lockf(lock_fd, fcntl.LOCK_EX)
+        with self._staging_mutex:
+            self._staging_locks[layer_dir] = lock_fd
+        try:
+            perms = DEFAULT_PERMS if self.options.force_mask is None else self.options.force_mask
+            apply_dir = os.path.join(layer_dir, "dir")
+            os.mkdir(apply_dir, perms)
+        except BaseException:
+            self._release_staging(layer_dir)
+            rmtree(layer_dir, ignore_errors=True)
+            raise
+        return layer_dir, apply_dir, lock_fd
+
     def commit_staged(self, id: str, parent: str, staged: StagedDiff) -> None:
         """Make a staged dir the layer's diff/ by rename (Go's ApplyDiffFromStagingDirectory).
 
         The caller takes the tar-split and then calls ``cleanup_staged``.
         """
         diff_path = self._diff_path(id)
-        if self.options.force_mask is None and parent:
+        if self.options.force_mask is None and parent and staged.root_dir_mode is None:
             parent_mode = stat.S_IMODE(os.stat(self._diff_path(parent)).st_mode)
             os.chmod(staged.directory, parent_mode)
         _remove_all(diff_path)

@@ -1,0 +1,704 @@
+"""Applying a zstd:chunked or eStargz layer file by file (Go's chunkedDiffer).
+
+:func:`new_differ` reads and checks the layer's TOC (Go's ``NewDiffer``: no store lock is held,
+a few ranges are fetched); :meth:`Store.prepare_staged_layer
+<containers_storage.store.Store.prepare_staged_layer>` then has the driver make a staging
+directory and calls :meth:`ChunkedDiffer.apply` into it, and :meth:`Store.apply_staged_layer
+<containers_storage.store.Store.apply_staged_layer>` makes it a layer.
+
+How the files get written: the layer's tarball is rebuilt, in order, from its tar-split (the
+headers) and the file contents — each file from a verified copy in another layer when the store
+has one, else chunk by chunk from local copies, holes and the ranges fetched in one request —
+and that stream goes through the ordinary layer apply (``archive.apply``), with its confinement,
+whiteouts, ownership and ID mapping.  Files found locally are not written from the stream but
+cloned (reflinks where the file system has them) or, with ``use_hard_links``, hard linked.  The
+stream's digest is the layer's diff ID, which Go computes the same way, by reading the staged
+files back through the tar-split.  Every file's content is checked against its TOC digest and its
+tar-split checksum on the way: a wrong one fails the whole layer, and the staging directory goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ...errors import InvalidArchive, StorageError
+from ..crc64 import crc64
+from . import toc as _toc
+from .manifest import ESTARGZ, UNCOMPRESSED, ZSTD_CHUNKED, LayerTOC, iter_tar_split
+from .plan import MAX_MISSING_CHUNKS, Op, Part, merge_missing_chunks, network_ranges
+from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from ...store import Store
+    from ..apply import ApplyOptions
+    from .reuse import LayerIndex
+    from .source import BlobSource, RangeReader
+
+__all__ = ["ChunkedDiffer", "DifferOutput", "PullOptions", "new_differ"]
+
+MANIFEST_KEY = "zstd-chunked-manifest"
+LAYER_DATA_KEY = "zstd-chunked-layer-data"
+LAYER_DATA = b'{"format":0}'  # Go's chunkedLayerData for DifferOutputFormatDir
+
+_PIECE = 1 << 20  # stream pieces handed to the apply thread (it applies a piece at a time)
+_ZEROS = bytes(_PIECE)
+
+
+class PullOptions:
+    """storage.conf's ``pull_options`` as Go parses them (a value counts when it is "true").
+
+    Attributes:
+        enable_partial_images: pull zstd:chunked/eStargz layers partially at all.
+        use_hard_links: share identical files with other layers by hard link.
+        convert_images: turn layers without a TOC into partial ones (fetching them whole).
+        insecure_allow_unpredictable_image_contents: accept layers whose diff ID cannot be
+            computed (eStargz, zstd:chunked without tar-split), as Go does with this option.
+        ignored: options given that this implementation does not act on (``ostree_repos``).
+    """
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        """Parse ``options`` (storage.conf's table, values as strings)."""
+        options = dict(options or {})
+
+        def flag(name: str) -> bool:
+            return str(options.get(name, "")).lower() == "true"
+
+        self.enable_partial_images = flag("enable_partial_images")
+        self.use_hard_links = flag("use_hard_links")
+        self.convert_images = flag("convert_images")
+        self.insecure_allow_unpredictable_image_contents = flag("insecure_allow_unpredictable_image_contents")
+        known = {"enable_partial_images", "use_hard_links", "convert_images",
+                 "insecure_allow_unpredictable_image_contents"}
+        self.ignored = sorted(k for k in options if k not in known and options[k])
+
+
+class DifferOutput:
+    """What a partial apply leaves for the layer record (Go's ``DriverWithDifferOutput``).
+
+    Attributes:
+        toc_digest: the TOC digest (the layer's ``toc-digest``), "" for converted layers.
+        uncompressed_digest: the diff ID, "" when it cannot be known (no tar-split).
+        compressed_digest: the blob's digest when the whole blob was read (convert_images).
+        size: the tarball's size, -1 when unknown.
+        uids: the owners in the TOC.
+        gids: the groups in the TOC.
+        big_data: the layer's big data items (``zstd-chunked-manifest``,
+            ``zstd-chunked-layer-data``).
+        tar_split: path of the gzipped tar-split to keep with the layer, or "".
+        root_dir_mode: the mode the layer gives its root directory, or None.
+        fetched_bytes: bytes asked of the blob source for file contents.
+    """
+
+    def __init__(self) -> None:
+        self.toc_digest = ""
+        self.uncompressed_digest = ""
+        self.compressed_digest = ""
+        self.size = -1
+        self.uids: list[int] = []
+        self.gids: list[int] = []
+        self.big_data: dict[str, bytes] = {}
+        self.tar_split = ""
+        self.root_dir_mode: int | None = None
+        self.fetched_bytes = 0
+
+
+def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: Mapping[str, str],
+               source: BlobSource) -> ChunkedDiffer:
+    """Check that the layer can be applied partially and read its TOC (Go's ``NewDiffer``).
+
+    Call it without holding store locks; pass the result to
+    :meth:`~containers_storage.store.Store.prepare_staged_layer`, and close it afterwards.
+
+    Args:
+        store: the store the layer goes into (its pull options and its other layers count).
+        blob_digest: the blob's digest (checked when convert_images reads the whole blob).
+        blob_size: the blob's size.
+        annotations: the layer descriptor's annotations in the image manifest.
+        source: where the blob's ranges come from.
+
+    Raises:
+        FallbackToFullPull: a partial pull is not possible (disabled, no TOC, a driver without
+            staging, a registry without ranges, ...): pull the whole blob instead.
+        ChunkedError: the layer announces a TOC that is malformed or does not match its digest.
+        StorageError: ``convert_images`` demands a partial pull that cannot be done.
+    """
+    from ...drivers.base import can_stage_differ
+
+    opts = PullOptions(store.options.pull_options)
+    if not opts.enable_partial_images:
+        raise FallbackToFullPull("partial images are disabled")
+    driver = store.driver
+    if not can_stage_differ(driver):
+        if opts.convert_images:
+            raise StorageError(f"graph driver {driver.name} does not support partial pull but "
+                               "convert_images requires that")
+        raise FallbackToFullPull(f"graph driver {driver.name} does not support partial pull")
+    try:
+        layer_toc = _read_toc(store, blob_size, annotations, source, opts)
+    except FallbackToFullPull as e:
+        if not opts.convert_images:
+            raise
+        if not e.can_convert:
+            raise StorageError(f"neither a partial pull nor convert_images is possible: {e}") from None
+        return ChunkedDiffer(store, opts, source, blob_digest, blob_size, None)
+    return ChunkedDiffer(store, opts, source, blob_digest, blob_size, layer_toc)
+
+
+def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], source: BlobSource,
+              opts: PullOptions) -> LayerTOC:
+    from .manifest import read_estargz_toc, read_zstd_chunked_toc
+
+    digest = _toc.toc_digest(annotations)
+    if digest is None:
+        message = "no TOC found"
+        if not opts.convert_images:
+            message += " and convert_images is not configured"
+        raise FallbackToFullPull(message, can_convert=True)
+    if _toc.ESTARGZ_TOC_DIGEST in annotations:
+        if not opts.insecure_allow_unpredictable_image_contents:
+            raise FallbackToFullPull("estargz layers don't support partial pulls with guaranteed consistency "
+                                     "with non-partial pulls", can_convert=True)
+        try:
+            return read_estargz_toc(source, blob_size, digest)
+        except (ChunkedError, FallbackToFullPull) as e:
+            raise type(e)(f"read zstd:chunked manifest: {e}") from e
+    try:
+        layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root)
+    except ChunkedError as e:
+        raise ChunkedError(f"read zstd:chunked manifest: {e}") from e
+    except FallbackToFullPull as e:
+        raise FallbackToFullPull(f"read zstd:chunked manifest: {e}", can_convert=e.can_convert) from e
+    if layer_toc.tar_split is None and not opts.insecure_allow_unpredictable_image_contents:
+        layer_toc.close()
+        raise FallbackToFullPull("zstd:chunked layers without tar-split data don't support partial pulls "
+                                 "with guaranteed consistency with non-partial pulls", can_convert=True)
+    return layer_toc
+
+
+def layer_index(store: Store) -> LayerIndex:
+    """The store's partially pulled layers, indexed by file and chunk digest."""
+    from ...errors import BigDataUnknown
+    from .reuse import LayerIndex
+
+    index = LayerIndex()
+    rl = store.layer_store
+    with rl.reading():
+        candidates = [(layer.id, rl.driver) for layer in rl.records
+                      if MANIFEST_KEY in layer.big_data_names and not layer.incomplete]
+    for layer_id, driver in candidates:
+        try:
+            manifest = store.layer_big_data(layer_id, MANIFEST_KEY)
+            root = driver.diff_root(layer_id)
+        except (BigDataUnknown, StorageError, OSError):
+            continue
+        index.add_layer(root, manifest)
+    return index
+
+
+class _Stream:
+    """The file-like object the apply thread reads the rebuilt tarball from."""
+
+    def __init__(self, gen: Iterator[bytes]) -> None:
+        self._gen = gen
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            return next(self._gen, b"")
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+class ChunkedDiffer:
+    """A layer to apply partially, its TOC read and checked (Go's ``chunkedDiffer``).
+
+    Made by :func:`new_differ`; used once by
+    :meth:`~containers_storage.store.Store.prepare_staged_layer`; :meth:`close` it afterwards.
+
+    Attributes:
+        kind: ``"zstd:chunked"``, ``"estargz"``, or ``"convert"`` (a layer without a TOC that
+            ``convert_images`` fetches whole).
+        toc_digest: the TOC's digest, "" when converting.
+        options: the store's pull options.
+    """
+
+    def __init__(self, store: Store, options: PullOptions, source: BlobSource, blob_digest: str,
+                 blob_size: int, layer_toc: LayerTOC | None) -> None:
+        """Use :func:`new_differ`."""
+        self.options = options
+        self.kind = layer_toc.kind if layer_toc is not None else "convert"
+        self.toc_digest = layer_toc.toc_digest if layer_toc is not None else ""
+        self._store = store
+        self._source = source
+        self._blob_digest = blob_digest
+        self._blob_size = blob_size
+        self._toc = layer_toc
+        self._used = False
+        self.fetched_bytes = 0  # bytes of file data asked of the source by apply()
+        # Go builds its layers cache in NewDiffer, where no lock is held; so do we.
+        self._index = layer_index(store)
+
+    def close(self) -> None:
+        """Drop the temporary files (the tar-split)."""
+        if self._toc is not None:
+            self._toc.close()
+
+    def __enter__(self) -> ChunkedDiffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply(self, dest: str, options: ApplyOptions) -> DifferOutput:
+        """Write the layer's files into the empty directory ``dest`` (Go's ``ApplyDiff``).
+
+        ``options`` are the driver's (whiteout form, ID maps, force_mask); the caller removes
+        ``dest`` when this raises.
+
+        Raises:
+            ChunkedError: content that does not match the TOC, a source that sends wrong data.
+            InvalidArchive: what a tar apply refuses (names escaping the layer, ...).
+            BadRangeRequest: the source refuses even a single range.
+        """
+        if self._used:
+            raise StorageError("internal error: chunked differ already used")
+        self._used = True
+        out = DifferOutput()
+        tmp_dir = os.path.dirname(dest.rstrip("/")) or "."
+        source = self._source
+        kind = self.kind
+        layer_toc = self._toc
+        if layer_toc is None:
+            layer_toc, source, out.uncompressed_digest = self._convert(tmp_dir)
+            self._toc = layer_toc
+            out.compressed_digest = self._blob_digest
+            kind = UNCOMPRESSED
+        else:
+            out.toc_digest = layer_toc.toc_digest
+        toc = layer_toc.toc
+        out.big_data = {MANIFEST_KEY: layer_toc.manifest, LAYER_DATA_KEY: LAYER_DATA}
+        out.uids = sorted({e.uid for e in toc.entries})
+        out.gids = sorted({e.gid for e in toc.entries})
+        for e in toc.entries:
+            if e.type == _toc.TYPE_DIR and e.name.strip("/") in ("", "."):
+                out.root_dir_mode = e.mode & 0o7777
+        plan = _Plan(toc, self._index, self.options.use_hard_links)
+        parts, readers = self._request(plan, source)
+        out.fetched_bytes = self.fetched_bytes = sum(length for _, length in network_ranges(parts))
+        stream = _Producer(layer_toc, plan, parts, readers, kind)
+        from ..apply import apply_layer
+
+        apply_opts = _with_reuse(options, plan.reused_any)
+        stream.reuse = apply_opts.reuse
+        reader = _Stream(stream.run())
+        try:
+            result = apply_layer(reader, dest, apply_opts)  # type: ignore[arg-type]
+        except InvalidArchive:
+            if reader.error is not None:
+                raise reader.error from None
+            raise
+        finally:
+            stream.close()
+            if apply_opts.reuse:
+                for fd, _ in apply_opts.reuse.values():
+                    os.close(fd)
+                apply_opts.reuse.clear()
+        if layer_toc.tar_split is not None:
+            out.size = layer_toc.tar_split.tar_size
+            if not out.uncompressed_digest:
+                out.uncompressed_digest = result.uncompressed_digest
+            elif out.uncompressed_digest != result.uncompressed_digest:
+                raise ChunkedError(f"rebuilt tarball digest {result.uncompressed_digest} is not the "
+                                   f"converted layer's {out.uncompressed_digest}")
+            out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
+        elif self.kind != ESTARGZ and kind != ZSTD_CHUNKED:  # pragma: no cover - converted layers have one
+            raise ChunkedError("internal error: converted layer without tar-split")
+        return out
+
+    def _request(self, plan: _Plan, source: BlobSource) -> tuple[list[Part], Iterator[RangeReader]]:
+        """The missing chunks in one request, merged as Go merges them; fewer if refused."""
+        parts = merge_missing_chunks(plan.parts, MAX_MISSING_CHUNKS)
+        while True:
+            ranges = network_ranges(parts)
+            if not ranges:
+                return parts, iter(())
+            try:
+                return parts, source.get_blob_at(ranges)
+            except BadRangeRequest:
+                if len(ranges) == 1:
+                    raise
+                parts = merge_missing_chunks(parts, len(ranges) // 2)
+
+    def _convert(self, tmp_dir: str) -> tuple[LayerTOC, BlobSource, str]:
+        """convert_images: the whole blob, checked against its digest, rewritten as an
+        uncompressed zstd:chunked file to apply from (Go's convertTarToZstdChunked)."""
+        import tempfile
+
+        from ..compression import open_decompressed
+        from .compressor import compress
+        from .manifest import read_zstd_chunked_toc
+        from .source import FileBlobSource
+
+        blob = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - closed below
+        converted = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - kept open, with the differ
+        try:
+            h = hashlib.sha256()
+            for reader in self._source.get_blob_at([(0, self._blob_size)]):
+                while True:
+                    data = reader.read(_PIECE)
+                    if not data:
+                        break
+                    h.update(data)
+                    blob.write(data)
+            got = "sha256:" + h.hexdigest()
+            if got != self._blob_digest:
+                raise ChunkedError(f"invalid digest to convert: expected {self._blob_digest!r}, got {got!r}")
+            blob.seek(0)
+            _, tar = open_decompressed(blob)
+            result = compress(tar, converted, level=None)
+            blob.close()
+            converted.flush()
+            source = FileBlobSource(converted)
+            layer_toc = read_zstd_chunked_toc(source, result.size, result.toc_digest, result.annotations,
+                                              tmp_dir, compressed=False)
+        except BaseException:
+            blob.close()
+            converted.close()
+            raise
+        self._converted = converted  # kept open (unnamed) until the differ is dropped
+        return layer_toc, source, result.diff_id
+
+
+def _with_reuse(options: ApplyOptions, reused: bool) -> ApplyOptions:
+    from ..apply import ApplyOptions
+
+    return ApplyOptions(whiteouts=options.whiteouts, uid_map=options.uid_map, gid_map=options.gid_map,
+                        ignore_chown_errors=options.ignore_chown_errors, force_mask=options.force_mask,
+                        tar_split=None, overlay_xattr_prefix=options.overlay_xattr_prefix,
+                        reuse={} if reused else None, detect_compression=False)
+
+
+def _gzip_tar_split(layer_toc: LayerTOC, tmp_dir: str) -> str:
+    """The layer's tar-split as the layer store keeps it (gzip), in the staging area."""
+    import tempfile
+
+    from isal import isal_zlib
+
+    assert layer_toc.tar_split is not None
+    f = layer_toc.tar_split.file
+    fd, path = tempfile.mkstemp(prefix="tar-split-", suffix=".gz", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            gz = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+            f.seek(0)
+            while True:
+                data = f.read(_PIECE)
+                if not data:
+                    break
+                out.write(gz.compress(data))
+            out.write(gz.flush())
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+# -- planning --------------------------------------------------------------------------------
+
+class _Plan:
+    """Where each file's content comes from: a local file, or chunk by chunk (local chunk,
+    zeros, or the network)."""
+
+    def __init__(self, toc: _toc.TOC, index: LayerIndex, use_hard_links: bool) -> None:
+        self.reused: dict[int, tuple[str, str, bool]] = {}
+        self.local_chunks: dict[tuple[int, int], tuple[str, str, int]] = {}
+        self.parts: list[Part] = []
+        for i, f in enumerate(toc.files):
+            found = index.find_file(f.entry, use_hard_links) if index.files else None
+            if found is not None:
+                self.reused[i] = found
+                continue
+            for j, (start, end, usize, cdigest, ctype) in enumerate(f.chunks):
+                op = Op(file=i, first=j, last=j, csize=end - start, usize=usize)
+                if ctype == _toc.CHUNK_ZEROS:
+                    op.hole = True
+                    self.parts.append(Part(start, end - start, [op], hole=True))
+                    continue
+                origin = index.find_chunk(cdigest, usize) if cdigest and index.chunks else None
+                self.parts.append(Part(start, end - start, [op], origin=origin))
+
+    @property
+    def reused_any(self) -> bool:
+        return bool(self.reused)
+
+
+# -- the rebuilt tarball ---------------------------------------------------------------------
+
+class _Producer:
+    """Yields the layer's tarball: tar-split segments (or headers made from the TOC), each
+    file's content from where the plan says, checked against its digests."""
+
+    def __init__(self, layer_toc: LayerTOC, plan: _Plan, parts: list[Part], readers: Iterator[RangeReader],
+                 kind: str) -> None:
+        self.layer_toc = layer_toc
+        self.toc = layer_toc.toc
+        self.plan = plan
+        self.kind = kind
+        self.readers = readers
+        self.reuse: dict[bytes, tuple[int, bool]] | None = None
+        # Where each chunk comes from once merging decided: local and zeros parts stay so.
+        self.local: dict[tuple[int, int], tuple[str, str, int]] = {}
+        self.zeros: set[tuple[int, int]] = set()
+        for p in parts:
+            if p.network:
+                continue
+            for op in p.ops:
+                for j in range(op.first, op.last + 1):
+                    if p.hole:
+                        self.zeros.add((op.file, j))
+                    elif p.origin is not None:
+                        self.local[(op.file, j)] = p.origin
+        self._net = self._network_ops(parts)
+
+    def close(self) -> None:
+        close = getattr(self.readers, "close", None)
+        if close is not None:
+            close()
+
+    def _network_ops(self, parts: list[Part]) -> Iterator[tuple[Op, RangeReader]]:
+        network = [p for p in parts if p.network]
+        readers = iter(self.readers)
+        for p in network:
+            reader = next(readers, None)
+            if reader is None:
+                raise ChunkedError("not enough data returned from the server")
+            for op in p.ops:
+                if op.gap:
+                    _skip(reader, op.gap)
+                    continue
+                yield op, reader
+
+    # -- the stream --------------------------------------------------------------------------
+    def run(self) -> Iterator[bytes]:
+        buf = bytearray()
+        if self.layer_toc.tar_split is not None:
+            pieces = self._from_tar_split()
+        else:
+            pieces = self._from_toc()
+        for piece in pieces:
+            if len(piece) >= _PIECE // 4:
+                if buf:
+                    yield bytes(buf)
+                    buf.clear()
+                yield bytes(piece)
+                continue
+            buf += piece
+            if len(buf) >= _PIECE:
+                yield bytes(buf)
+                buf.clear()
+        if buf:
+            yield bytes(buf)
+        if next(self._net, None) is not None:
+            raise ChunkedError("the server sent more data than the TOC accounts for")
+
+    def _register(self, i: int, name: bytes) -> int:
+        """Before file ``i``'s header reaches the applier: hand it an fd of the local copy."""
+        root, rel, link = self.plan.reused[i]
+        from .reuse import open_local
+
+        fd = open_local(root, rel)
+        if fd is None:
+            raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
+        if self.reuse is not None:
+            self.reuse[name] = (os.dup(fd), link)
+        return fd
+
+    def _from_tar_split(self) -> Iterator[bytes | memoryview]:
+        ts = self.layer_toc.tar_split
+        assert ts is not None
+        files = self.toc.files
+        k = 0  # the next file with content
+        local_fd = -1
+        for typ, _name, size, payload in iter_tar_split(ts):
+            if typ == 2:
+                if k < len(files) and k in self.plan.reused and local_fd < 0:
+                    local_fd = self._register(k, _next_name(ts, k))
+                if payload:
+                    yield payload
+                continue
+            if not size:
+                continue
+            if k >= len(files):
+                raise ChunkedError("tar-split and TOC data is inconsistent")
+            f = files[k]
+            try:
+                yield from self._content(k, f, local_fd, payload)
+            finally:
+                if local_fd >= 0:
+                    os.close(local_fd)
+                    local_fd = -1
+            k += 1
+        if k != len(files):
+            raise ChunkedError("tar-split and TOC data is inconsistent")
+
+    def _from_toc(self) -> Iterator[bytes | memoryview]:
+        """Without a tar-split (eStargz, Go 1.43's zstd:chunked): headers made from the TOC."""
+        import base64
+
+        from ..tarwrite import END_OF_ARCHIVE, TarHeader, encode_header, padding
+
+        flags = {_toc.TYPE_REG: b"0", _toc.TYPE_LINK: b"1", _toc.TYPE_SYMLINK: b"2", _toc.TYPE_CHAR: b"3",
+                 _toc.TYPE_BLOCK: b"4", _toc.TYPE_DIR: b"5", _toc.TYPE_FIFO: b"6"}
+        contents = {id(f.entry): k for k, f in enumerate(self.toc.files)}
+        for e in self.toc.entries:
+            from .manifest import _time_ns
+
+            name = e.name.encode()
+            pax = {b"SCHILY.xattr." + k.encode(): base64.b64decode(v) for k, v in e.xattrs.items()}
+            hdr = TarHeader(name=name, linkname=e.linkname.encode(), typeflag=flags[e.type], size=e.size,
+                            mode=e.mode, uid=e.uid, gid=e.gid, mtime_ns=_time_ns(e.modtime) or 0,
+                            devmajor=e.devmajor, devminor=e.devminor, pax_records=pax)
+            k = contents.get(id(e), -1)
+            local_fd = self._register(k, name) if k >= 0 and k in self.plan.reused else -1
+            try:
+                yield encode_header(hdr)
+                if k >= 0:
+                    yield from self._content(k, self.toc.files[k], local_fd, None)
+                    yield padding(e.size)
+            finally:
+                if local_fd >= 0:
+                    os.close(local_fd)
+        yield END_OF_ARCHIVE
+
+    def _content(self, k: int, f: _toc.File, local_fd: int, crc_want: bytes | None
+                 ) -> Iterator[bytes | memoryview]:
+        """File ``k``'s content, checked against its digest and (when known) its CRC-64."""
+        h = hashlib.sha256()
+        crc = 0
+        size = 0
+        for piece in self._pieces(k, f, local_fd):
+            h.update(piece)
+            crc = crc64(piece, crc)
+            size += len(piece)
+            yield piece
+        name = f.entry.name
+        if size != f.entry.size:
+            raise ChunkedError(f"content of {name!r} is {size} bytes, not the {f.entry.size} its TOC says")
+        got = "sha256:" + h.hexdigest()
+        if got != f.entry.digest:
+            raise ChunkedError(f"checksum mismatch for {name!r} (got {got!r} instead of {f.entry.digest!r})")
+        if crc_want is not None and crc.to_bytes(8, "big") != crc_want:
+            raise ChunkedError(f"content of {name!r} does not match its tar-split checksum")
+
+    def _pieces(self, k: int, f: _toc.File, local_fd: int) -> Iterator[bytes | memoryview]:
+        if local_fd >= 0:
+            yield from _read_fd(local_fd, 0, f.entry.size)
+            return
+        j = 0
+        while j < len(f.chunks):
+            _start, _end, usize, _digest, _type = f.chunks[j]
+            if (k, j) in self.zeros:
+                yield from _zeros(usize)
+                j += 1
+                continue
+            origin = self.local.get((k, j))
+            if origin is not None:
+                from .reuse import open_local
+
+                root, rel, off = origin
+                fd = open_local(root, rel)
+                if fd is None:
+                    raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
+                try:
+                    yield from _read_fd(fd, off, usize)
+                finally:
+                    os.close(fd)
+                j += 1
+                continue
+            op, reader = next(self._net, (None, None))
+            if op is None or reader is None or op.file != k or op.first != j:
+                raise ChunkedError("internal error: chunks fetched out of order")
+            yield from self._fetched(op, reader)
+            j = op.last + 1
+
+    def _fetched(self, op: Op, reader: RangeReader) -> Iterator[bytes | memoryview]:
+        """One fetched range: decompressed (or, for a hole, thrown away) into ``op.usize`` bytes."""
+        if op.hole:
+            _skip(reader, op.csize)
+            yield from _zeros(op.usize)
+            return
+        if self.kind == UNCOMPRESSED:
+            yield from _read_exact(reader, op.csize)
+            if op.usize != op.csize:
+                raise ChunkedError("content size of an uncompressed chunk differs from its range")
+            return
+        from ..compression import Compression, Decompressor
+
+        dec = Decompressor(Compression.ZSTD if self.kind == ZSTD_CHUNKED else Compression.GZIP)
+        need = op.usize
+        left = op.csize
+        try:
+            while left > 0:
+                raw = reader.read(min(left, _PIECE))
+                if not raw:
+                    raise ChunkedError("not enough data returned from the server")
+                left -= len(raw)
+                if need <= 0:
+                    continue  # the rest of the range (following headers' frames): not needed
+                for out in dec.feed(raw):
+                    if len(out) > need:
+                        out = out[:need]
+                    need -= len(out)
+                    yield out
+                    if need <= 0:
+                        break
+        except InvalidArchive as e:
+            if isinstance(e, ChunkedError):
+                raise
+            raise ChunkedError(f"decompressing a chunk: {e}") from None
+        if need > 0:
+            raise ChunkedError("a chunk decompresses to less data than its TOC says")
+
+
+def _next_name(ts: object, k: int) -> bytes:
+    """The tar name of file ``k`` as the tar-split records it."""
+    names = getattr(ts, "files", None)
+    assert names is not None
+    return names[k][0]  # type: ignore[no-any-return]
+
+
+def _read_exact(reader: RangeReader, n: int) -> Iterator[bytes]:
+    while n > 0:
+        data = reader.read(min(n, _PIECE))
+        if not data:
+            raise ChunkedError("not enough data returned from the server")
+        n -= len(data)
+        yield data
+
+
+def _skip(reader: RangeReader, n: int) -> None:
+    for _ in _read_exact(reader, n):
+        pass
+
+
+def _zeros(n: int) -> Iterator[bytes]:
+    while n > 0:
+        take = min(n, _PIECE)
+        yield _ZEROS[:take] if take < _PIECE else _ZEROS
+        n -= take
+
+
+def _read_fd(fd: int, offset: int, size: int) -> Iterator[bytes]:
+    while size > 0:
+        data = os.pread(fd, min(size, _PIECE), offset)
+        if not data:
+            raise ChunkedError("a local copy of a file is shorter than expected")
+        offset += len(data)
+        size -= len(data)
+        yield data

@@ -1,0 +1,490 @@
+"""Reading a layer's table of contents: zstd:chunked (annotations or footer) and eStargz (footer).
+
+Every byte read here is checked before it is used: the TOC against the digest in the layer's
+annotations (which the image manifest, itself checked by digest, carries), the tar-split against
+the digest the TOC gives it, and the two against each other, entry by entry, as Go does, so that
+what is applied from the TOC is what ``diff`` later gives back from the tar-split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from . import toc as _toc
+from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import IO
+
+    from ..tarread import TarHeader
+    from .source import BlobSource, RangeReader
+
+__all__ = ["LayerTOC", "TarSplitFile", "read_estargz_toc", "read_zstd_chunked_toc"]
+
+ZSTD_CHUNKED = "zstd:chunked"
+ESTARGZ = "estargz"
+UNCOMPRESSED = "uncompressed"  # convert_images: a local zstd:chunked-shaped copy, not compressed
+
+_FOOTER_MAGIC = b"GNUlInUx"
+_LEGACY_FOOTER_MAGIC = b"GnUlInUx"  # Go 1.43's 40-byte footer
+_ESTARGZ_FOOTER = 51
+# A tar-split larger than this (uncompressed) is refused rather than written to disk.
+MAX_TAR_SPLIT_SIZE = 1 << 33
+
+
+class TarSplitFile:
+    """The layer's tar-split, uncompressed JSON lines in an unnamed temporary file.
+
+    Attributes:
+        file: the temporary file.
+        tar_size: the size of the tarball it describes (segments plus file sizes).
+        files: ``(name, size, crc)`` of its file entries with content, in order.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.tar_size = 0
+        self.files: list[tuple[bytes, int, bytes | None]] = []
+
+    def close(self) -> None:
+        self.file.close()
+
+    def lines(self) -> Iterator[bytes]:
+        """Its JSON lines, read in bounded pieces."""
+        self.file.seek(0)
+        rest = b""
+        while True:
+            block = self.file.read(1 << 20)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1 :]
+            yield from data[:cut].split(b"\n")
+        if rest.strip():
+            yield rest
+
+
+class LayerTOC:
+    """A layer's checked table of contents and what came with it.
+
+    Attributes:
+        kind: ``"zstd:chunked"``, ``"estargz"`` or ``"uncompressed"`` (a converted copy).
+        toc_digest: the TOC digest the annotations gave.
+        manifest: the TOC as stored in the layer's ``zstd-chunked-manifest`` big data.
+        toc: the parsed entries.
+        tar_split: the tar-split, when the layer has one.
+        data_end: where file data ends in the blob (the TOC's own offset).
+    """
+
+    def __init__(self, kind: str, toc_digest: str, manifest: bytes, toc: _toc.TOC,
+                 tar_split: TarSplitFile | None, data_end: int) -> None:
+        self.kind = kind
+        self.toc_digest = toc_digest
+        self.manifest = manifest
+        self.toc = toc
+        self.tar_split = tar_split
+        self.data_end = data_end
+
+    def close(self) -> None:
+        """Drop the temporary tar-split file."""
+        if self.tar_split is not None:
+            self.tar_split.close()
+            self.tar_split = None
+
+
+def _read_exact(reader: RangeReader, n: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        data = reader.read(n - got)
+        if not data:
+            raise ChunkedError("not enough data returned from the blob source")
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _fetch(source: BlobSource, chunks: list[tuple[int, int]]) -> list[bytes]:
+    """Small ranges (a TOC, a footer) read whole into memory (each at most MAX_TOC_SIZE)."""
+    from .toc import BadRangeRequest
+
+    try:
+        readers = source.get_blob_at(chunks)
+    except BadRangeRequest as e:
+        raise FallbackToFullPull(str(e), can_convert=True) from e
+    out: list[bytes] = []
+    try:
+        for (_, length), reader in zip(chunks, readers, strict=False):
+            out.append(_read_exact(reader, length))
+    finally:
+        close = getattr(readers, "close", None)
+        if close is not None:
+            close()
+    if len(out) != len(chunks):
+        raise ChunkedError("not enough data returned from the blob source")
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _zstd_decompress(data: bytes, limit: int, what: str) -> bytes:
+    """``data``'s zstd frames, refused beyond ``limit`` bytes (a decompression bomb)."""
+    from ...errors import InvalidArchive
+    from ..compression import Compression, Decompressor
+
+    dec = Decompressor(Compression.ZSTD)
+    out: list[bytes] = []
+    size = 0
+    try:
+        for piece in dec.feed(data):
+            size += len(piece)
+            if size > limit:
+                raise ChunkedError(f"{what} is larger than announced")
+            out.append(piece)
+        dec.finish()
+    except ChunkedError:
+        raise
+    except InvalidArchive as e:
+        raise ChunkedError(f"decompressing {what}: {e}") from None
+    return b"".join(out)
+
+
+def _parse_position(value: str, fields: int, what: str) -> tuple[int, ...]:
+    parts = value.split(":")
+    if len(parts) != fields or not all(p.isdigit() for p in parts):
+        raise ChunkedError(f"invalid {what} annotation {value!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _footer_position(source: BlobSource, blob_size: int) -> tuple[int, int, int, int]:
+    """Where the TOC is, from the footer at the end of the blob (Go 1.43 without annotations)."""
+    if blob_size <= 64:
+        raise ChunkedError("blob too small")
+    (footer,) = _fetch(source, [(blob_size - 64, 64)])
+    if footer[-8:] == _FOOTER_MAGIC:
+        offset, length, length_raw, kind = struct.unpack("<4Q", footer[:32])
+    elif footer[-8:] == _LEGACY_FOOTER_MAGIC:
+        offset, length, length_raw, kind = struct.unpack("<4Q", footer[24:56])
+    else:
+        raise ChunkedError("invalid magic number")
+    return offset, length, length_raw, kind
+
+
+def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
+                          annotations: Mapping[str, str], tmp_dir: str, *,
+                          compressed: bool = True) -> LayerTOC:
+    """Fetch and check a zstd:chunked TOC and tar-split: one request for both, as Go makes.
+
+    Raises:
+        FallbackToFullPull: the TOC is too large to read into memory, or the source has no ranges.
+        ChunkedError: anything does not match its digest or the other.
+    """
+    position = annotations.get(_toc.MANIFEST_POSITION)
+    ts_position = annotations.get(_toc.TARSPLIT_POSITION) if position else None
+    if position is None:
+        position = annotations.get(_toc.LEGACY_MANIFEST_POSITION)
+    if position:
+        offset, length, length_raw, kind = _parse_position(position, 4, "manifest position")
+    else:
+        offset, length, length_raw, kind = _footer_position(source, blob_size)
+    if kind != 1:
+        raise ChunkedError("invalid manifest type")
+    if length > MAX_TOC_SIZE or length_raw > MAX_TOC_SIZE:
+        raise FallbackToFullPull("zstd:chunked manifest too big to process in memory "
+                                 f"({max(length, length_raw)} bytes)")
+    chunks = [(offset, length)]
+    ts_chunk: tuple[int, int, int] | None = None
+    if ts_position:
+        ts_off, ts_len, ts_raw = _parse_position(ts_position, 3, "tar-split position")
+        ts_chunk = (ts_off, ts_len, ts_raw)
+        if ts_len > MAX_TOC_SIZE:
+            raise FallbackToFullPull(f"zstd:chunked tar-split too big to process in memory ({ts_len} bytes)")
+        chunks.append((ts_chunk[0], ts_chunk[1]))
+    for off, n in chunks:
+        if off + n > blob_size or n <= 0:
+            raise ChunkedError(f"TOC range {off}+{n} is outside the blob ({blob_size} bytes)")
+    blobs = _fetch(source, chunks)
+    manifest_z = blobs[0]
+    got = _sha256(manifest_z)
+    if got != toc_digest:
+        raise ChunkedError(f"validating and decompressing TOC: invalid blob checksum, expected checksum "
+                           f"{toc_digest}, got {got}")
+    manifest = _zstd_decompress(manifest_z, length_raw, "the TOC") if compressed else manifest_z
+    toc = _toc.parse_toc(manifest, offset - 8 if offset >= 8 else 0)
+    tar_split: TarSplitFile | None = None
+    if toc.tar_split_digest:
+        if ts_chunk is None:
+            raise ChunkedError(f"TOC requires a tar-split, but the {_toc.TARSPLIT_POSITION} annotation does "
+                               "not describe a position")
+        ts_z = blobs[1]
+        got = _sha256(ts_z)
+        if got != toc.tar_split_digest:
+            raise ChunkedError(f"validating and decompressing tar-split: invalid blob checksum, expected "
+                               f"checksum {toc.tar_split_digest}, got {got}")
+        tar_split = _write_tar_split(ts_z, ts_chunk[2], tmp_dir, compressed)
+        try:
+            check_toc_matches_tar_split(toc, tar_split)
+        except BaseException:
+            tar_split.close()
+            raise
+    # (A tar-split the TOC does not name a digest for cannot be trusted: ignored, as in Go.)
+    return LayerTOC(ZSTD_CHUNKED if compressed else UNCOMPRESSED, toc_digest, manifest, toc, tar_split,
+                    offset - 8 if offset >= 8 else 0)
+
+
+def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool) -> TarSplitFile:
+    import tempfile
+
+    from ...errors import InvalidArchive
+    from ..compression import Compression, Decompressor
+
+    limit = min(announced, MAX_TAR_SPLIT_SIZE) if announced else MAX_TAR_SPLIT_SIZE
+    f = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - the TarSplitFile owns it
+    try:
+        if not compressed:
+            f.write(data)
+        else:
+            dec = Decompressor(Compression.ZSTD)
+            size = 0
+            try:
+                for piece in dec.feed(data):
+                    size += len(piece)
+                    if size > limit:
+                        raise ChunkedError("the tar-split is larger than announced")
+                    f.write(piece)
+                dec.finish()
+            except InvalidArchive as e:
+                if isinstance(e, ChunkedError):
+                    raise
+                raise ChunkedError(f"decompressing the tar-split: {e}") from None
+    except BaseException:
+        f.close()
+        raise
+    return TarSplitFile(f)
+
+
+# -- TOC against tar-split -------------------------------------------------------------------
+
+def _b64(value: object) -> bytes | None:
+    import binascii
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ChunkedError("corrupt tar-split: payload is not a string")
+    try:
+        return binascii.a2b_base64(value)
+    except binascii.Error:
+        raise ChunkedError("corrupt tar-split: bad base64 payload") from None
+
+
+def iter_tar_split(ts: TarSplitFile) -> Iterator[tuple[int, bytes, int, bytes | None]]:
+    """(type, name, size, payload) of each entry; type 1 files, 2 raw segments."""
+    import orjson
+
+    for line in ts.lines():
+        if not line.strip():
+            continue
+        try:
+            e = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise ChunkedError(f"corrupt tar-split entry: {err}") from None
+        if not isinstance(e, dict):
+            raise ChunkedError("corrupt tar-split: an entry is not a JSON object")
+        typ = e.get("type")
+        size = e.get("size") or 0
+        if type(size) is not int or size < 0:
+            raise ChunkedError("corrupt tar-split: bad size in entry")
+        raw = _b64(e.get("name_raw"))
+        if raw:
+            name = raw
+        else:
+            text = e.get("name") or ""
+            if not isinstance(text, str):
+                raise ChunkedError("corrupt tar-split: name is not a string")
+            name = text.encode("utf-8", "surrogatepass")
+        payload = _b64(e.get("payload"))
+        if typ == 1:
+            if payload is not None and len(payload) != 8:
+                raise ChunkedError("corrupt tar-split: bad checksum in file entry")
+        elif typ != 2:
+            raise ChunkedError(f"unexpected tar-split entry type {typ!r}")
+        yield typ, name, size, payload
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def tar_headers(ts: TarSplitFile) -> Iterator[tuple[TarHeader, bytes]]:
+    """The tar headers the tar-split holds, as a tar reader sees them, with each one's raw
+    header block; file contents are stood in for by zeros, never materialised in full."""
+    from ...errors import InvalidArchive
+    from ..tarread import TarReader
+
+    entries = iter_tar_split(ts)
+    pending: list[bytes] = []
+    size_total = 0
+    files: list[tuple[bytes, int, bytes | None]] = []
+
+    def read_chunk() -> bytes:
+        nonlocal size_total
+        while True:
+            if pending:
+                return pending.pop()
+            try:
+                typ, name, size, payload = next(entries)
+            except StopIteration:
+                return b""
+            if typ == 2:
+                if payload:
+                    size_total += len(payload)
+                    return payload
+                continue
+            size_total += size
+            if size:
+                files.append((name, size, payload))
+                full, rest = divmod(size, len(_ZEROS))
+                pieces = [_ZEROS] * full + ([_ZEROS[:rest]] if rest else [])
+                pending.extend(reversed(pieces))
+
+    reader = TarReader(read_chunk)
+    try:
+        while True:
+            hdr = reader.next()
+            flushed = b"".join(reader.flushed_raw)
+            reader.flushed_raw.clear()
+            if hdr is None:
+                break
+            raw = flushed + reader.take_raw()
+            yield hdr, raw[-512:]
+            reader.skip_content()
+        for _ in reader.trailing():
+            pass
+    except InvalidArchive as e:
+        raise ChunkedError(f"tar-split: {e}") from None
+    ts.tar_size = size_total
+    ts.files = files
+
+
+def _time_ns(value: str | None) -> int | None:
+    """An RFC 3339 time of the TOC as nanoseconds since the epoch; the zero time and the epoch
+    itself count as absent, as Go's ensureTimePointersMatch treats them."""
+    import datetime
+    import re
+
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value)
+    if not m:
+        raise ChunkedError(f"invalid time {value!r} in TOC")
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        t = datetime.datetime.fromisoformat(m.group(1) + zone)
+    except ValueError:
+        raise ChunkedError(f"invalid time {value!r} in TOC") from None
+    ns = int(t.timestamp()) * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))
+    if ns == 0 or t.year == 1:
+        return None
+    return ns
+
+
+def check_toc_matches_tar_split(toc: _toc.TOC, ts: TarSplitFile) -> None:
+    """Go's ensureTOCMatchesTarSplit: exactly the same entries, with the same attributes."""
+    from .compressor import _entry_for
+
+    pending = {e.name: e for e in toc.entries}
+    for hdr, block in tar_headers(ts):
+        name = hdr.name.decode("utf-8", "replace")
+        e = pending.pop(name, None)
+        if e is None:
+            raise ChunkedError(f"tar-split and TOC data is inconsistent: tar-split contains an entry for "
+                               f"{name!r} missing in TOC")
+        try:
+            want = _entry_for(hdr, block)
+        except ChunkedError as err:
+            raise ChunkedError(f"tar-split and TOC data is inconsistent: {err}") from None
+        for attr in ("type", "name", "linkname", "mode", "size", "uid", "gid", "devmajor", "devminor",
+                     "xattrs"):
+            if getattr(e, attr) != getattr(want, attr):
+                raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
+                                   f"doesn't match: mismatch of {attr} for {name!r}")
+        for attr in ("modtime", "accesstime", "changetime"):
+            if _time_ns(getattr(e, attr)) != _time_ns(getattr(want, attr)):
+                raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
+                                   f"doesn't match: mismatch of {attr} for {name!r}")
+    if pending:
+        some = sorted(pending)[:5]
+        raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC contains entries not present in "
+                           f"tar-split, incl. {some!r}")
+    # Files with content, in the same order in both (the puller streams them in that order).
+    toc_files = [(f.entry.name, f.entry.size) for f in toc.files]
+    ts_files = [(n.decode("utf-8", "replace"), s) for n, s, _ in ts.files]
+    if toc_files != ts_files:
+        raise ChunkedError("tar-split and TOC data is inconsistent: files are in another order")
+
+
+# -- eStargz ---------------------------------------------------------------------------------
+
+def read_estargz_toc(source: BlobSource, blob_size: int, toc_digest: str) -> LayerTOC:
+    """Fetch and check an eStargz TOC: the footer, then the TOC's gzip member (two requests, as
+    Go makes).
+
+    Raises:
+        FallbackToFullPull: the TOC is too large, or the source has no ranges.
+        ChunkedError: the footer or TOC is malformed, or the TOC does not match its digest.
+    """
+    from ...errors import InvalidArchive
+    from ..compression import Compression, Decompressor
+    from ..tarread import TarReader
+
+    if blob_size <= _ESTARGZ_FOOTER:
+        raise ChunkedError("blob too small")
+    (footer,) = _fetch(source, [(blob_size - _ESTARGZ_FOOTER, _ESTARGZ_FOOTER)])
+    try:
+        toc_offset = int(footer[16:32].decode("ascii"), 16)
+    except (UnicodeDecodeError, ValueError):
+        raise ChunkedError("parse ToC offset: invalid footer") from None
+    if footer[32:38] != b"STARGZ" or not 0 < toc_offset < blob_size - _ESTARGZ_FOOTER:
+        raise ChunkedError("parse ToC offset: invalid footer")
+    size = blob_size - _ESTARGZ_FOOTER - toc_offset
+    if size > MAX_TOC_SIZE:
+        raise FallbackToFullPull(f"estargz manifest too big to process in memory ({size} bytes)")
+    (member,) = _fetch(source, [(toc_offset, size)])
+    dec = Decompressor(Compression.GZIP)
+    out: list[bytes] = []
+    total = 0
+    try:
+        for piece in dec.feed(member):
+            total += len(piece)
+            if total > MAX_TOC_SIZE + (1 << 20):
+                raise ChunkedError("manifest too big")
+            out.append(piece)
+        dec.finish()
+    except InvalidArchive as e:
+        if isinstance(e, ChunkedError):
+            raise
+        raise ChunkedError(f"estargz TOC: {e}") from None
+    data = iter(out)
+    reader = TarReader(lambda: next(data, b""))
+    try:
+        hdr = reader.next()
+        if hdr is None or hdr.size > MAX_TOC_SIZE:
+            raise ChunkedError("manifest not found" if hdr is None else "manifest too big")
+        manifest = b"".join(bytes(p) for p in reader.content())
+    except InvalidArchive as e:
+        if isinstance(e, ChunkedError):
+            raise
+        raise ChunkedError(f"estargz TOC: {e}") from None
+    if _sha256(manifest) != toc_digest:
+        raise ChunkedError("invalid manifest checksum")
+    toc = _toc.parse_toc(manifest, toc_offset, estargz=True)
+    return LayerTOC(ESTARGZ, toc_digest, manifest, toc, None, toc_offset)

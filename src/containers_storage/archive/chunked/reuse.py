@@ -1,0 +1,158 @@
+"""Files and chunks the store already has: the other layers' TOCs, indexed by content digest.
+
+Go keeps a lookaside cache per layer (the ``chunked-manifest-cache`` big data, a bloom filter
+and sorted digests) built from each layer's ``zstd-chunked-manifest``; we read the same TOCs and
+keep the index in memory for one pull, so only layers pulled partially (by Go or by us) are
+searched, as in Go.  A candidate is opened confined to its layer's directory and its content is
+hashed before it is used: a local file that changed since its layer was pulled is skipped (Go
+would copy it blindly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+from ..confine import open_beneath, open_root
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .toc import TOCEntry
+
+__all__ = ["LayerIndex", "hard_link_fingerprint"]
+
+MANIFEST_KEY = "zstd-chunked-manifest"
+_READ = 1 << 20
+
+
+def hard_link_fingerprint(digest: str, uid: int, gid: int, mode: int, xattrs: dict[str, str]) -> str:
+    """Go's calculateHardLinkFingerprint: content digest, owner, mode and xattrs in one digest,
+    the key under which a file can be shared by hard link."""
+    h = hashlib.sha256()
+    h.update(digest.encode())
+    h.update(f"{uid}:{gid}:{mode:o}".encode())
+    for k in sorted(xattrs):
+        h.update(k.encode())
+        h.update(xattrs[k].encode())
+    return "sha256:" + h.hexdigest()
+
+
+class LayerIndex:
+    """Where the store's partially pulled layers hold each file and chunk digest."""
+
+    def __init__(self) -> None:
+        """An empty index; :meth:`add_layer` fills it."""
+        self.files: dict[str, list[tuple[str, str, int]]] = {}  # digest -> (root, name, size)
+        self.links: dict[str, list[tuple[str, str, int]]] = {}  # fingerprint -> same
+        self.chunks: dict[str, list[tuple[str, str, int, int]]] = {}  # -> (root, name, off, size)
+        self.layers = 0
+
+    def add_layer(self, root: str, manifest: bytes) -> None:
+        """Index a layer whose files are under ``root``, from its TOC (skipped when unreadable)."""
+        import orjson
+
+        try:
+            doc = orjson.loads(manifest)
+            entries = doc.get("entries") if isinstance(doc, dict) else None
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(entries, list):
+            return
+        self.layers += 1
+        for e in entries:
+            if not isinstance(e, dict):
+                continue
+            name, typ = e.get("name"), e.get("type")
+            if not isinstance(name, str):
+                continue
+            digest, size = e.get("digest"), e.get("size")
+            if typ == "reg" and isinstance(digest, str) and type(size) is int and size > 0:
+                self.files.setdefault(digest, []).append((root, name, size))
+                uid, gid, mode, xattrs = e.get("uid", 0), e.get("gid", 0), e.get("mode", 0), e.get("xattrs")
+                if all(type(v) is int for v in (uid, gid, mode)):
+                    fp = hard_link_fingerprint(digest, uid, gid, mode,
+                                               xattrs if isinstance(xattrs, dict) else {})
+                    self.links.setdefault(fp, []).append((root, name, size))
+            chunk_digest, csize, coff = e.get("chunkDigest"), e.get("chunkSize"), e.get("chunkOffset", 0)
+            if isinstance(chunk_digest, str) and type(csize) is int and csize > 0 and type(coff) is int:
+                self.chunks.setdefault(chunk_digest, []).append((root, name, coff, csize))
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def find_file(self, entry: TOCEntry, use_hard_links: bool) -> tuple[str, str, bool] | None:
+        """(root, name, hard link allowed) of a verified local copy of ``entry``'s content, or
+        None.  A hard link is allowed when the copy's TOC has the same owner, mode and xattrs."""
+        if use_hard_links:
+            fp = hard_link_fingerprint(entry.digest, entry.uid, entry.gid, entry.mode, entry.xattrs)
+            found = self._verified(self.links.get(fp, ()), entry.digest, entry.size)
+            if found is not None:
+                return (*found, True)
+        found = self._verified(self.files.get(entry.digest, ()), entry.digest, entry.size)
+        return (*found, False) if found is not None else None
+
+    def find_chunk(self, digest: str, size: int) -> tuple[str, str, int] | None:
+        """(root, name, offset) of a verified local copy of a chunk, or None."""
+        for root, name, off, csize in self.chunks.get(digest, ()):
+            if csize != size:
+                continue
+            fd = _open(root, name)
+            if fd is None:
+                continue
+            try:
+                if _hash_range(fd, off, size) == digest:
+                    return root, name, off
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return None
+
+    def _verified(self, candidates: Iterable[tuple[str, str, int]], digest: str, size: int
+                  ) -> tuple[str, str] | None:
+        for root, name, csize in candidates:
+            if csize != size:
+                continue
+            fd = _open(root, name)
+            if fd is None:
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISREG(st.st_mode) and st.st_size == size and _hash_range(fd, 0, size) == digest:
+                    return root, name
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return None
+
+
+def open_local(root: str, name: str) -> int | None:
+    """``name`` opened read-only beneath ``root`` (symlinks cannot lead out), or None."""
+    return _open(root, name)
+
+
+def _open(root: str, name: str) -> int | None:
+    try:
+        rfd = open_root(root)
+    except OSError:
+        return None
+    try:
+        return open_beneath(rfd, name, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    finally:
+        os.close(rfd)
+
+
+def _hash_range(fd: int, offset: int, size: int) -> str:
+    h = hashlib.sha256()
+    while size > 0:
+        data = os.pread(fd, min(size, _READ), offset)
+        if not data:
+            break
+        h.update(data)
+        offset += len(data)
+        size -= len(data)
+    return "sha256:" + h.hexdigest() if size == 0 else ""
