@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # user with a venv made from Debian's python3 (the user cannot execute an interpreter under /root).
 # btrfs-progs, xfsprogs: loop-mounted btrfs and XFS for the btrfs driver, dedup and quota tests;
 # libbtrfs-dev: its version.h holds the libbtrfs versions btrfs' status prints, as Go's does.
+# docker-registry (distribution 2.8): a registry on 127.0.0.1 that serves blob ranges, for partial
+# (zstd:chunked) pulls beside skopeo; the tests start it with their own config and stop it.
 debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc uidmap python3-venv
-      btrfs-progs xfsprogs libbtrfs-dev)
+      btrfs-progs xfsprogs libbtrfs-dev docker-registry)
 if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   debs+=(python3-dev)
 fi
@@ -39,8 +41,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[test,docs]'
 # The C loop of layer apply is an optional extension (the package works without it), but the
 # tests and benchmarks are meant to run it: a failed build must not pass unnoticed here.
-if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns' 2>/dev/null; then
-  echo "setup: the C extensions (_fastapply, _userns) did not build (gcc and the Python headers?)" >&2
+if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns, containers_storage.archive.chunked._rollsum' 2>/dev/null; then
+  echo "setup: the C extensions (_fastapply, _userns, _rollsum) did not build (gcc and the Python headers?)" >&2
   exit 1
 fi
 # Every CLI call starts an interpreter: setuptools' distutils-precedence.pth (Python 3.11's venv
