@@ -87,13 +87,16 @@ def applydiff(ctx: Context, args: list[str]) -> int:
 
 
 def applydiff_staging(ctx: Context, args: list[str]) -> int:
-    """Go tars the directory, stages it (PrepareStagedLayer) and commits it into the layer
-    (ApplyStagedLayer); drivers that cannot stage (vfs) report "not supported", as Go's do."""
+    """Go's: the directory's tarball goes through the zstd:chunked writer into a temporary file,
+    which is then applied as a partial pull from that file (NewDiffer, PrepareStagedLayer) and
+    committed into the layer (ApplyStagedLayer).  So, as in Go, it needs ``pull_options =
+    {enable_partial_images = "true"}`` in storage.conf ("partial images are disabled" otherwise)
+    and a driver that takes partial pulls ("graph driver vfs does not support partial pull")."""
     import os
     import tempfile
 
+    from ..archive.chunked import FileBlobSource, compress, new_differ
     from ..archive.export import export_tree
-    from ..errors import NotSupported
 
     store = ctx.store
     layer_id, source = args[0], args[1]
@@ -101,13 +104,19 @@ def applydiff_staging(ctx: Context, args: list[str]) -> int:
         os.lstat(source)
     except OSError as e:
         raise CommandError(go_os_error(e, "lstat")) from None
-    with tempfile.TemporaryFile(prefix="layer-diff-tar-") as tar:
+    with tempfile.TemporaryFile(prefix="layer-diff-tar-") as tar, \
+            tempfile.TemporaryFile(prefix="layer-diff-tar-") as blob:
         export_tree(source, tar)
         tar.seek(0)
-        try:
-            staged = store.prepare_staged_layer(tar)
-        except NotSupported:
-            raise NotSupported() from None
+        written = compress(tar, blob)
+        tar.close()
+        blob.flush()
+        # Go hands NewDiffer the digest of the uncompressed tarball as the blob's (it only
+        # matters to convert_images, which reads the blob whole).
+        with FileBlobSource(blob) as blob_source, new_differ(
+                store, blob_digest=written.diff_id, blob_size=written.size,
+                annotations=written.annotations, source=blob_source) as differ:
+            staged = store.prepare_staged_layer(differ=differ)
     try:
         store.apply_staged_layer(staged, id=layer_id)
     except BaseException:
