@@ -12,7 +12,7 @@ from .base import CommandError, Context
 
 
 def load(ctx: Context, args: list[str]) -> int:
-    from ..transport import TransportError
+    from ..errors import StorageError
     from ..transport import load as load_images
     from ..transport.common import Platform
     from ..transport.progress import terminal_progress
@@ -31,7 +31,7 @@ def load(ctx: Context, args: list[str]) -> int:
         loaded = load_images(ctx.store, path, platform=platform, progress=progress)
     except FileNotFoundError as e:
         raise CommandError(f"load: {path}: {e.strerror or e}") from None
-    except TransportError as e:
+    except StorageError as e:  # TransportError, DigestMismatch, InvalidArchive, ...
         raise CommandError(f"load: {e}") from None
     if ctx.json:
         ctx.out.json([{"id": l.id, "names": l.names} for l in loaded])
@@ -45,7 +45,8 @@ def load(ctx: Context, args: list[str]) -> int:
 
 
 def save(ctx: Context, args: list[str]) -> int:
-    from ..transport import FORMATS, TransportError
+    from ..errors import StorageError
+    from ..transport import FORMATS
     from ..transport import save as save_images
     from ..transport.progress import terminal_progress
 
@@ -61,6 +62,6 @@ def save(ctx: Context, args: list[str]) -> int:
     progress = terminal_progress(quiet=ctx.flag("quiet"))
     try:
         save_images(ctx.store, args, output, format=fmt, compression=compression, progress=progress)
-    except TransportError as e:
+    except StorageError as e:
         raise CommandError(f"save: {e}") from None
     return 0
