@@ -160,7 +160,7 @@ def huge_manifest(tmp: Path) -> tuple[Path, str]:
 
 
 def huge_config(tmp: Path) -> tuple[Path, str]:
-    layout, image = _layout(tmp)
+    layout, _ = _layout(tmp)
     big = b'{"pad": "' + b"x" * (5 << 20) + b'"}'
     _blob(layout, sha(big)).write_bytes(big)
     _rewrite_manifest(layout, lambda m: m["config"].update(digest=sha(big), size=len(big)))  # type: ignore[attr-defined]
@@ -236,8 +236,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
-def test_hostile_input_is_refused_and_the_store_is_unchanged(store: Store, tmp_path: Path,
-                                                             case: Callable[[Path], tuple[Path, str]]) -> None:
+def test_hostile_input_is_refused_and_the_store_is_unchanged(
+        store: Store, tmp_path: Path, case: Callable[[Path], tuple[Path, str]]) -> None:
     work = tmp_path / "case"
     work.mkdir()
     path, message = case(work)

@@ -130,7 +130,7 @@ def test_put_layer_refuses_a_diff_that_is_not_what_its_digests_say(vfs_store: St
     for kwargs in ({"original_digest": "sha256:" + "0" * 64}, {"uncompressed_digest": "sha256:" + "0" * 64},
                    {"original_digest": sha(blob), "original_size": len(blob) + 1}):
         with pytest.raises(errors.DigestMismatch, match="does not match"):
-            vfs_store.put_layer(io.BytesIO(blob), verify_digests=True, **kwargs)  # type: ignore[arg-type]
+            vfs_store.put_layer(io.BytesIO(blob), verify_digests=True, **kwargs)
     assert vfs_store.layers() == []
     assert store_state(str(tmp_path / "vroot")) == before
 
@@ -198,7 +198,7 @@ def test_load_a_five_layer_oci_layout(store: Store, tmp_path: Path) -> None:
     ctr = store.create_container(image.id)
     root = store.mount(ctr.id)
     try:
-        assert open(os.path.join(root, "etc/greeting"), "rb").read() == b"hello from layer three\n"
+        assert Path(root, "etc/greeting").read_bytes() == b"hello from layer three\n"
         assert os.path.exists(os.path.join(root, "usr/share/doc/a.txt"))
         assert not os.path.exists(os.path.join(root, "usr/share/doc/b.txt"))  # whited out
         assert os.path.exists(os.path.join(root, "bin/busybox"))
@@ -217,7 +217,7 @@ def test_loading_again_reuses_every_layer(store: Store, tmp_path: Path) -> None:
     assert store.image(again.id).names == ["quay.io/x/five:2", "quay.io/x/five:1"]
 
 
-def test_a_diff_already_stored_under_another_parent_is_copied_not_applied(store: Store, tmp_path: Path) -> None:
+def test_a_diff_stored_under_another_parent_is_copied_not_applied(store: Store, tmp_path: Path) -> None:
     tars = five_layer_tars()
     first = make_layered_image(tars[:2])
     write_layout(tmp_path / "a", [(first, "a")])
