@@ -20,6 +20,8 @@ from containers_storage.archive.chunked.pull import PullResult
 from containers_storage.store import Store
 
 MTIME = 1_700_000_000
+MANIFEST_POSITION = "io.github.containers.zstd-chunked.manifest-position"
+TARSPLIT_POSITION = "io.github.containers.zstd-chunked.tarsplit-position"
 
 
 def _info(name: str, **kw: object) -> tarfile.TarInfo:
@@ -102,6 +104,129 @@ def pull_image_layers(store: Store, registry_url: str, name: str, tag: str, *,
     return results
 
 
+# -- blobs, whole and taken apart --------------------------------------------------------------
+
+class Blob:
+    """A zstd:chunked blob taken apart: the frames of the tarball, the TOC (JSON), the tar-split
+    (uncompressed JSON lines), so tests can change one and :meth:`assemble` it again."""
+
+    def __init__(self, tar: bytes) -> None:
+        from backports import zstd
+
+        from containers_storage.archive.chunked import compress
+
+        out = io.BytesIO()
+        self.written = compress(io.BytesIO(tar), out)
+        blob = out.getvalue()
+        ann = self.written.annotations
+        m_off, m_len, _, _ = (int(x) for x in ann[MANIFEST_POSITION].split(":"))
+        t_off, t_len, _ = (int(x) for x in ann[TARSPLIT_POSITION].split(":"))
+        self.original = blob
+        self.data = blob[: m_off - 8]
+        self.toc: dict[str, object] = json.loads(zstd.decompress(blob[m_off : m_off + m_len]))
+        self.tar_split = zstd.decompress(blob[t_off : t_off + t_len])
+
+    @property
+    def entries(self) -> list[dict[str, object]]:
+        return self.toc["entries"]  # type: ignore[return-value]
+
+    def entry(self, name: str) -> dict[str, object]:
+        return next(e for e in self.entries if e["name"] == name)
+
+    def assemble(self, *, tar_split: bool = True, legacy: bool = False, manifest: bytes | None = None
+                 ) -> tuple[bytes, dict[str, str]]:
+        """The blob and its annotations; ``legacy``: as Go 1.43 wrote it (old annotation names,
+        no tar-split, the 40-byte footer)."""
+        import hashlib
+        import struct
+
+        from backports import zstd
+
+        toc = dict(self.toc)
+        ts_z = zstd.compress(self.tar_split)
+        if tar_split and not legacy:
+            toc["tarSplitDigest"] = "sha256:" + hashlib.sha256(ts_z).hexdigest()
+        else:
+            toc.pop("tarSplitDigest", None)
+        raw = manifest if manifest is not None else json.dumps(toc, separators=(",", ":")).encode()
+        manifest_z = zstd.compress(raw)
+        digest = "sha256:" + hashlib.sha256(manifest_z).hexdigest()
+        out = bytearray(self.data)
+
+        def skippable(data: bytes) -> None:
+            out.extend(b"\x50\x2a\x4d\x18" + struct.pack("<I", len(data)) + data)
+
+        m_off = len(out) + 8
+        skippable(manifest_z)
+        position = f"{m_off}:{len(manifest_z)}:{len(raw)}:1"
+        if legacy:
+            skippable(struct.pack("<4Q", m_off, len(manifest_z), len(raw), 1) + b"GnUlInUx")
+            return bytes(out), {"io.containers.zstd-chunked.manifest-checksum": digest,
+                                "io.containers.zstd-chunked.manifest-position": position}
+        t_off = len(out) + 8
+        ann = {"io.github.containers.zstd-chunked.manifest-checksum": digest,
+               "io.github.containers.zstd-chunked.manifest-position": position}
+        if tar_split:
+            skippable(ts_z)
+            ann[TARSPLIT_POSITION] = f"{t_off}:{len(ts_z)}:{len(self.tar_split)}"
+        skippable(struct.pack("<7Q", m_off, len(manifest_z), len(raw), 1, t_off if tar_split else 0,
+                              len(ts_z) if tar_split else 0, len(self.tar_split) if tar_split else 0)
+                  + b"GNUlInUx")
+        return bytes(out), ann
+
+
+def estargz_blob(tar: bytes) -> tuple[bytes, dict[str, str]]:
+    """``tar`` as an eStargz blob (gzip members: headers, then each file's content in its own;
+    the TOC as ``stargz.index.json`` in the last member; the 51-byte footer) and its annotation."""
+    import gzip
+    import hashlib
+    import struct
+    import zlib
+
+    out = bytearray()
+    entries: list[dict[str, object]] = []
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        pending = bytearray()  # header bytes not yet in a member
+        for info in tf.getmembers():
+            buf = io.BytesIO()
+            hdr = info.tobuf(tarfile.PAX_FORMAT)
+            buf.write(hdr)
+            pending += buf.getvalue()
+            e: dict[str, object] = {"name": info.name, "type": {
+                tarfile.REGTYPE: "reg", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
+                tarfile.LNKTYPE: "hardlink"}[info.type], "mode": info.mode, "uid": info.uid, "gid": info.gid,
+                "modtime": "2023-11-14T22:13:20Z"}
+            if info.linkname:
+                e["linkName"] = info.linkname
+            if info.isreg():
+                e["size"] = info.size
+            if info.isreg() and info.size:
+                data = tf.extractfile(info).read()  # type: ignore[union-attr]
+                out += gzip.compress(bytes(pending), mtime=0)
+                pending.clear()
+                e["offset"] = len(out)
+                e["digest"] = "sha256:" + hashlib.sha256(data).hexdigest()
+                out += gzip.compress(data + bytes(-len(data) % 512), mtime=0)
+            entries.append(e)
+        if pending:
+            out += gzip.compress(bytes(pending), mtime=0)
+    toc = json.dumps({"version": 1, "entries": entries}).encode()
+    toc_offset = len(out)
+    toc_tar = io.BytesIO()
+    with tarfile.open(fileobj=toc_tar, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        ti = tarfile.TarInfo("stargz.index.json")
+        ti.size = len(toc)
+        tf.addfile(ti, io.BytesIO(toc))
+    out += gzip.compress(toc_tar.getvalue(), mtime=0)
+    extra = b"SG" + struct.pack("<H", 22) + f"{toc_offset:016x}STARGZ".encode()
+    footer = (b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", len(extra)) + extra
+              + b"\x01\x00\x00\xff\xff" + struct.pack("<II", zlib.crc32(b""), 0))
+    assert len(footer) == 51
+    out += footer
+    digest = "sha256:" + hashlib.sha256(toc).hexdigest()
+    return bytes(out), {"containerd.io/snapshot/stargz/toc.digest": digest}
+
+
 def tree(root: Path, *, mtimes: bool = True, owners: bool = True) -> dict[str, tuple[object, ...]]:
     """Every entry under ``root``: type and mode, owner, size, mtime, content or link target.
 
@@ -132,4 +257,5 @@ def tree(root: Path, *, mtimes: bool = True, owners: bool = True) -> dict[str, t
     return out
 
 
-__all__ = ["MTIME", "changed_files", "file_contents", "pull_image_layers", "rootfs_tar", "tree"]
+__all__ = ["MTIME", "Blob", "changed_files", "estargz_blob", "file_contents", "pull_image_layers",
+           "rootfs_tar", "tree"]

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO, Protocol, TypeVar
 
     from .archive.changes import Change
+    from .archive.chunked.compressor import ChunkedBlob
     from .archive.chunked.differ import ChunkedDiffer
     from .autouserns import AutoUserNsOptions
     from .check import CheckOptions, CheckReport, RepairOptions
@@ -1662,6 +1663,58 @@ class Store:
                     store.diff(from_ref, ref, out, compression)
                     return
         raise errors.LayerUnknown(ref=ref)
+
+    def diff_zstd_chunked(self, ref: str, out: BinaryIO, *, from_ref: str | None = None,
+                          level: int | None = None, legacy_annotations: bool = True) -> ChunkedBlob:
+        """Write a layer's diff as a zstd:chunked blob, pullable in part (what ``podman push
+        --compression-format zstd:chunked`` publishes).
+
+        The same tar stream as :meth:`diff` without compression, through
+        :func:`containers_storage.archive.chunked.compress`; put the returned annotations on the
+        layer's descriptor in the image manifest.
+
+        Args:
+            ref: the layer.
+            out: a writable binary stream (written sequentially).
+            from_ref: the layer to compare with instead of the parent.
+            level: the zstd level (default :data:`~containers_storage.archive.chunked.DEFAULT_LEVEL`).
+            legacy_annotations: also give the annotation names Go 1.43 reads.
+
+        Returns:
+            The blob's digest and size, the diff ID, the TOC digest and the annotations.
+
+        Raises:
+            LayerUnknown: no layer store has it (or ``from_ref``).
+        """
+        import threading
+
+        from .archive.chunked.compressor import DEFAULT_LEVEL, compress
+
+        rfd, wfd = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with open(wfd, "wb") as w:
+                    self.diff(ref, w, from_ref=from_ref, compression=0)
+            except BaseException as e:
+                failure.append(e)
+
+        producer = threading.Thread(target=produce, name="diff-zstd-chunked", daemon=True)
+        producer.start()
+        try:
+            with open(rfd, "rb") as r:
+                try:
+                    result = compress(r, out, level=DEFAULT_LEVEL if level is None else level,
+                                      legacy_annotations=legacy_annotations)
+                finally:
+                    while r.read(1 << 20):  # let the producer finish whatever happened here
+                        pass
+        finally:
+            producer.join()
+        if failure:
+            raise failure[0]
+        return result
 
     def apply_diff(self, ref: str, diff: BinaryIO) -> int:
         """Apply a layer tarball over what the layer already holds (Go's ``ApplyDiff``).

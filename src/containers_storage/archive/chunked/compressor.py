@@ -65,6 +65,7 @@ class ChunkedBlob:
         self.annotations = annotations
 
     def __repr__(self) -> str:
+        """A short description for debugging."""
         return f"ChunkedBlob(digest={self.digest!r}, size={self.size}, toc_digest={self.toc_digest!r})"
 
 

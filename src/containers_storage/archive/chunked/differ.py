@@ -249,9 +249,11 @@ class ChunkedDiffer:
             self._toc.close()
 
     def __enter__(self) -> ChunkedDiffer:
+        """Itself; :meth:`close` on the way out."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close it."""
         self.close()
 
     # -- apply -----------------------------------------------------------------------------------

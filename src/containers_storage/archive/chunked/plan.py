@@ -33,6 +33,7 @@ class Op:
         self.hole = hole
 
     def __repr__(self) -> str:
+        """A short description for debugging."""
         if self.gap:
             return f"Op(gap={self.gap})"
         return f"Op(file={self.file}, chunks={self.first}..{self.last}, {self.csize}->{self.usize})"
@@ -57,6 +58,7 @@ class Part:
         return self.origin is None and not self.hole
 
     def __repr__(self) -> str:
+        """A short description for debugging."""
         kind = "network" if self.network else "hole" if self.hole else "local"
         return f"Part({self.offset}+{self.length}, {kind}, {self.ops!r})"
 

@@ -46,6 +46,7 @@ class PullResult:
         self.fetched_bytes = fetched_bytes
 
     def __repr__(self) -> str:
+        """A short description for debugging."""
         how = "partial" if self.partial else f"full ({self.fallback_reason})"
         return f"PullResult({self.layer!r}, {how})"
 

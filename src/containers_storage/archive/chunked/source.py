@@ -109,9 +109,11 @@ class FileBlobSource:
             self._fd = -1
 
     def __enter__(self) -> FileBlobSource:
+        """Itself; :meth:`close` on the way out."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close it."""
         self.close()
 
 

@@ -157,6 +157,7 @@ class TOCEntry:
         self.chunk_type = ""  # "chunkType"
 
     def __repr__(self) -> str:
+        """A short description for debugging."""
         return f"TOCEntry({self.type!r}, {self.name!r}, size={self.size}, offset={self.offset})"
 
     def to_json(self) -> dict[str, Any]:
