@@ -21,7 +21,7 @@ the store as it was.
 from __future__ import annotations
 
 from .common import Platform, TransportError
-from .load import LoadedImage, chain_ids
+from .loading import LoadedImage, chain_ids
 from .names import normalize_name
 from .progress import Progress, terminal_progress
 
@@ -72,7 +72,7 @@ def load(store: Store, source: str | os.PathLike[str], *, image: str | None = No
     """
     import os
 
-    from .load import load_plan
+    from .loading import load_plan
     from .source import open_input
 
     if isinstance(platform, str):
@@ -173,7 +173,7 @@ def save(store: Store, images: Sequence[str], output: str | os.PathLike[str], *,
     """
     import os
 
-    from .save import save_images
+    from .saving import save_images
 
     chosen: list[tuple[Image, list[str]]] = []
     for i, ref in enumerate(images):
