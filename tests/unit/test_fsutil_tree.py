@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -106,12 +108,109 @@ def test_remove_tree_error_closes_fds(tmp_path: Path, monkeypatch: pytest.Monkey
         real_unlink(path, dir_fd=dir_fd)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "unlink", failing_unlink)
+    monkeypatch.setattr(fsutil, "_unlink_entries", None)  # the Python loop (the C one is below)
+    monkeypatch.setattr(fsutil, "_unlink_entries_looked_up", True)
     before = _open_fds()
     with pytest.raises(OSError, match="Input/output error"):
         fsutil.remove_tree(str(top))
     assert _open_fds() == before
     monkeypatch.undo()
     fsutil.remove_tree(str(top))  # what is left can still be removed
+    assert not top.exists()
+
+
+def _unlink_entries() -> Callable[[int], tuple[list[str], int] | None]:
+    fast = fsutil._c_unlink_entries()
+    if fast is None:
+        pytest.skip("the _removetree extension is not built (or CONTAINERS_STORAGE_PURE_PYTHON=1)")
+    return fast
+
+
+def test_c_unlink_entries_unlinks_all_but_directories(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "keep").write_text("precious")
+    top = tmp_path / "dir"
+    for name in ("a", "b", ".hidden-dir"):
+        (top / name / "x").mkdir(parents=True)
+    (top / "file").write_text("x")
+    (top / "..dots").write_text("x")
+    os.symlink(outside, top / "dirlink")
+    os.symlink(outside / "keep", top / "filelink")
+    os.symlink("nowhere", top / "dangling")
+    os.mkfifo(top / "fifo")
+    os.link(top / "file", top / "hardlink")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        got = _unlink_entries()(fd)
+    finally:
+        os.close(fd)
+    assert got is not None
+    names, count = got
+    assert sorted(names) == [".hidden-dir", "a", "b"]
+    assert count == 10
+    assert sorted(p.name for p in top.iterdir()) == [".hidden-dir", "a", "b"]
+    assert (outside / "keep").read_text() == "precious" and (outside / "inner").is_dir()
+
+
+def test_c_unlink_entries_declines_an_error_and_rewinds(tmp_path: Path) -> None:
+    """An entry it cannot unlink (immutable) makes it return None with the directory read again
+    from its start, so that the Python loop sees what is left and reports the error."""
+    top = tmp_path / "dir"
+    top.mkdir()
+    for i in range(5):
+        (top / f"f{i}").write_text("x")
+    if subprocess.run(["chattr", "+i", str(top / "f3")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here")
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert _unlink_entries()(fd) is None
+            with os.scandir(fd) as it:
+                assert "f3" in {e.name for e in it}
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run(["chattr", "-i", str(top / "f3")], check=True)
+
+
+@pytest.mark.parametrize("c_loop", [True, False])
+def test_remove_tree_big_tree_with_and_without_the_c_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          c_loop: bool) -> None:
+    """Past the threshold the helpers start and (when built) use the C loop: same result."""
+    if c_loop:
+        _unlink_entries()
+    else:
+        monkeypatch.setattr(fsutil, "_unlink_entries", None)
+        monkeypatch.setattr(fsutil, "_unlink_entries_looked_up", True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("precious")
+    top = tmp_path / "layer"
+    _make_tree(top, dirs=60, files=20)
+    os.symlink(outside, top / "d1" / "out")
+    before = _open_fds()
+    fsutil.remove_tree(str(top))
+    assert not top.exists()
+    assert _open_fds() == before
+    assert (outside / "keep").read_text() == "precious"
+
+
+def test_remove_tree_c_loop_error_is_reported(tmp_path: Path) -> None:
+    _unlink_entries()
+    top = tmp_path / "layer"
+    _make_tree(top, dirs=40, files=10)
+    stuck = top / "d4" / "sub39" / "f3"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here")
+    before = _open_fds()
+    try:
+        with pytest.raises(PermissionError):
+            fsutil.remove_tree(str(top))
+        assert _open_fds() == before
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    fsutil.remove_tree(str(top))
     assert not top.exists()
 
 
