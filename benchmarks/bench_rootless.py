@@ -79,7 +79,7 @@ class Rootless:
         subprocess.run([VENV_PYTHON, "-m", "compileall", "-q", str(base / "pkg")], check=True)
         script = base / "bin" / "containers-storage"
         script.write_text(f"#!{VENV_PYTHON}\nimport sys\nsys.path.insert(0, {str(base / 'pkg')!r})\n"
-                          "from containers_storage.cli.main import main\nsys.exit(main())\n")
+                          "from containers_storage.cli.console import main\nsys.exit(main())\n")
         subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
         script.chmod(0o755)
         return script

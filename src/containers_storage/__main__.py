@@ -1,5 +1,5 @@
 """``python -m containers_storage``: the same CLI as the ``containers-storage`` script."""
 
-from containers_storage.cli.main import main
+from containers_storage.cli.console import main
 
 raise SystemExit(main())

@@ -136,18 +136,13 @@ def snapshot_for(values: dict[str, object], layers: bool, images: bool, containe
         return None
     if not _options_known_valid(driver, [str(o) for o in opts]):
         return None  # let the driver judge (and report) them
-    import gc
-
     from ..snapshot import take
 
-    gc.disable()  # a short read-only run: collecting the parsed records' cycles would only cost
+    # (main keeps the garbage collector off for these short read-only runs.)
     image_store = values.get("image_store")
-    snap = take(graph, run, driver, image_store=image_store if isinstance(image_store, str) else "",
+    return take(graph, run, driver, image_store=image_store if isinstance(image_store, str) else "",
                 transient=bool(values.get("transient_store")), driver_options=[str(o) for o in opts],
                 layers=layers, images=images, containers=containers)
-    if snap is None:
-        gc.enable()
-    return snap
 
 
 def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:

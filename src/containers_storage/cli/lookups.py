@@ -23,9 +23,6 @@ def _snapshot(name: str, values: dict[str, object]) -> Snapshot | None:
     kinds = {"layer": (True, False, False), "image": (True, True, False)}.get(name, (True, True, True))
     snap = snapshot_for(values, *kinds)
     if snap is not None and snap.additional_stores:
-        import gc
-
-        gc.enable()
         return None
     return snap
 

@@ -7,6 +7,7 @@ the command runs.  Only the chosen command's module is imported.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -35,6 +36,7 @@ _LAZY_DRIVER = frozenset({
 _KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
 _FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
 _FAST_LOOKUPS = frozenset({"exists", "layer", "image", "get-names", "getnames", "metadata"})  # lookups.FAST
+_gc_resume = (True, False)  # main(): whether to turn the collector back on, whether a console run
 
 
 def program_name(argv0: str) -> str:
@@ -95,9 +97,16 @@ def _command_usage(fs: FlagSet, name: str, command: Command, out: Output) -> Non
     fs.print_defaults()
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None, *, _start_up_gc_off: bool = False) -> int:
     """Run one command line (``argv`` without the program name); returns the exit status."""
+    global _gc_resume
     console = argv is None
+    # The garbage collector stays off through start-up and the read-only fast paths (no garbage
+    # worth a collection, thousands of objects it would scan again and again), and is back on
+    # for a command's own code (console.py turned it off before our imports).
+    gc_was_on = _start_up_gc_off or gc.isenabled()
+    gc.disable()
+    _gc_resume = (gc_was_on, console)
     if argv is None:
         argv = sys.argv[1:]
         if prog is None:
@@ -113,6 +122,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     finally:
         lazylog.sink = saved
         out.flush()
+        if gc_was_on and not console:
+            gc.enable()
     if console:
         _fast_exit(code)
     return code
@@ -256,6 +267,13 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
     module = __import__(f"{__package__}.{module_name}", fromlist=[func_name])
     action = getattr(module, func_name)
     ctx = Context(name, values, store, out)
+    gc_was_on, console = _gc_resume
+    if gc_was_on:
+        # Start-up is over; a long command (an import, a diff) collects its own garbage as usual.
+        # In a CLI process what start-up allocated is kept for good: frozen, never scanned again.
+        if console:
+            gc.freeze()
+        gc.enable()
     try:
         return int(action(ctx, args))
     except (OSError, Exception) as e:  # every failure is reported as Go reports it: text, exit 1

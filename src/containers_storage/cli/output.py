@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 
-from .. import gojson
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TextIO
@@ -23,6 +21,8 @@ def go_json(value: Any) -> bytes:
     maps through ``go_json_sorted``.  orjson is used when it is loaded already or the value is
     big enough to pay for importing it; otherwise gojson's import-free encoder (same bytes).
     """
+    from .. import gojson  # here: text output never needs it
+
     large = isinstance(value, list) and len(value) > _ORJSON_MIN_ITEMS
     try:
         return gojson.dumps(value, large=large) + b"\n"
