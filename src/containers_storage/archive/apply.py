@@ -205,7 +205,8 @@ class _Source:
     def _read(self) -> bytes:
         data = self._src.read(READ_SIZE)
         if data:
-            self.raw_hash.update(data)
+            if self._detect:
+                self.raw_hash.update(data)
             self.raw_size += len(data)
         return data
 
@@ -225,6 +226,11 @@ class _Source:
                 head += more
             self.compression = detect(head) if self._detect else Compression.UNCOMPRESSED
             if self.compression is Compression.UNCOMPRESSED:
+                if not self._detect:
+                    # A rebuilt tarball (a partial pull): this thread builds it, which is work
+                    # enough; the applying thread hashes it, as for compressed input.
+                    self.tar_hash = hashlib.sha256()
+                    self._hash_taken = self.tar_hash.update
                 chunk = head
                 while chunk:
                     self.tar_size += len(chunk)

@@ -33,6 +33,11 @@ __all__ = [
 
 # Largest piece of output one decompress call may return; keeps memory bounded for any input.
 CHUNK_OUT = 4 << 20
+# Input given to a member at first, doubled up to the last while it wants more (see feed()).
+_FIRST_SLICE = 8 << 10
+_MAX_SLICE = 1 << 20
+# Outputs smaller than this are joined before they are handed on.
+_JOIN = 1 << 20
 
 
 class _CompressionType(type):
@@ -139,11 +144,7 @@ def _new_member(compression: Compression) -> _Member:
 
         return cast("_Member", igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP))
     if compression is Compression.ZSTD:
-        try:
-            from compression import zstd  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            from backports import zstd
-        return cast("_Member", zstd.ZstdDecompressor())
+        return cast("_Member", _zstd().ZstdDecompressor())
     if compression is Compression.BZIP2:
         import bz2
 
@@ -153,6 +154,22 @@ def _new_member(compression: Compression) -> _Member:
 
         return cast("_Member", lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
     raise ValueError(f"no decompressor for {compression!r}")
+
+
+_zstd_module: Any = None
+
+
+def _zstd() -> Any:
+    """The zstd module, found once: a stream of many frames (zstd:chunked blobs have one per file)
+    starts a decompressor per frame, and a failed ``import compression`` is not cached."""
+    global _zstd_module
+    if _zstd_module is None:
+        try:
+            from compression import zstd  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            from backports import zstd
+        _zstd_module = zstd
+    return _zstd_module
 
 
 def _codec_errors(compression: Compression) -> tuple[type[BaseException], ...]:
@@ -168,11 +185,7 @@ def _codec_errors(compression: Compression) -> tuple[type[BaseException], ...]:
 
         errs.append(lzma.LZMAError)
     elif compression is Compression.ZSTD:
-        try:
-            from compression import zstd  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            from backports import zstd
-        errs.append(zstd.ZstdError)
+        errs.append(_zstd().ZstdError)
     return tuple(errs)
 
 
@@ -191,28 +204,64 @@ class Decompressor:
         self._member: _Member | None = _new_member(compression)
         self._between = b""  # bytes seen after a member ended, before the next one is known
         self._errors = _codec_errors(compression)
+        self._slice = _FIRST_SLICE  # input handed to the current member at a time
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        pending = data
+        """Decompress ``data`` (the next bytes of the stream); yields what it decodes to.
+
+        A member is given its input in slices that start small and double while it asks for
+        more: what it leaves unused when it ends (and the codec copies) stays small, so a stream
+        of many tiny members (a zstd:chunked blob has a frame per file) costs no more than one
+        member.  Small outputs are joined into pieces of about ``_JOIN`` bytes.
+        """
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        held: bytes = b""  # what an ended member left unused, to go before view[pos:]
+        drain = False  # the member hit the output limit and holds input: call it with b""
+        pieces: list[bytes] = []
+        size = 0
         try:
             while True:
+                if drain:
+                    chunk: bytes | memoryview = b""
+                elif held:
+                    chunk, held = held, b""
+                    if len(chunk) < 16 and pos < end:  # enough to see the next member's magic
+                        more = view[pos : pos + self._slice]
+                        pos += len(more)
+                        chunk = chunk + more.tobytes()
+                elif pos < end:
+                    chunk = view[pos : pos + self._slice]
+                    pos += len(chunk)
+                else:
+                    break
                 member = self._member
                 if member is None:
-                    if not pending:
-                        return
-                    pending = self._start_next_member(pending)
+                    chunk = self._start_next_member(bytes(chunk))
                     member = self._member
+                    self._slice = _FIRST_SLICE
                     if member is None:
-                        return
-                out = member.decompress(pending, CHUNK_OUT)
-                pending = b""
+                        continue  # kept until the next member's magic is whole, or padding
+                out = member.decompress(chunk, CHUNK_OUT)
+                drain = False
                 if out:
-                    yield out
+                    if size + len(out) > CHUNK_OUT and pieces:
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, size = [], 0
+                    pieces.append(out)
+                    size += len(out)
+                    if size >= _JOIN:
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, size = [], 0
                 if member.eof:
-                    pending = member.unused_data
+                    held = member.unused_data
                     self._member = None
                 elif member.needs_input:
-                    return
+                    self._slice = min(self._slice * 2, _MAX_SLICE)
+                else:
+                    drain = True
+            if pieces:
+                yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
         except self._errors as e:
             raise InvalidArchive(f"{self._label}: {_describe(e)}") from e
 
