@@ -84,7 +84,8 @@ def test_applydiff_using_staging_dir_needs_partial_images(cli: CLI, tmp_path: ob
     # Go (1.60, 1.63) goes through a partial pull, which storage.conf must enable (the CLI's
     # explicit roots leave pull_options out, as Go's do); tests/unit/test_chunked_cli.py has more.
     layer = cli.new_layer()
-    assert cli.fails("applydiff-using-staging-dir", layer, str(tmp_path)).err == "partial images are disabled\n"
+    failed = cli.fails("applydiff-using-staging-dir", layer, str(tmp_path))
+    assert failed.err == "partial images are disabled\n"
 
 
 # -- store-wide -----------------------------------------------------------------------------------

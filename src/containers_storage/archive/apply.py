@@ -110,7 +110,8 @@ class ApplyOptions:
                  tar_split: TarSplitSink | None = None,
                  overlay_xattr_prefix: str = "trusted.overlay.",
                  reuse: dict[bytes, tuple[int, bool]] | None = None,
-                 detect_compression: bool = True) -> None:
+                 detect_compression: bool = True,
+                 tap: Callable[[bytes], None] | None = None) -> None:
         self.whiteouts = whiteouts
         self.uid_map = uid_map
         self.gid_map = gid_map
@@ -127,6 +128,10 @@ class ApplyOptions:
         # False when the input is known to be an uncompressed tar (a partial pull rebuilds one,
         # whose first header may happen to start like a compressed stream's magic).
         self.detect_compression = detect_compression
+        # Called with each piece of the uncompressed tar, in order, in the reading thread (a
+        # partial pull checks a whole zstd:chunked blob against its TOC and tar-split there);
+        # what it raises fails the apply.
+        self.tap = tap
 
 
 class ApplyResult:
@@ -165,9 +170,11 @@ class _Source:
     imports (functools, collections, heapq...) cost a cold CLI call several milliseconds.
     """
 
-    def __init__(self, src: BinaryIO, detect_compression: bool = True) -> None:
+    def __init__(self, src: BinaryIO, detect_compression: bool = True,
+                 tap: Callable[[bytes], None] | None = None) -> None:
         self._src = src
         self._detect = detect_compression
+        self._tap = tap
         self._q: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
         # One token per chunk that may be in flight: the reader takes one before it hands a chunk
         # over and the consumer returns it on taking the chunk, which bounds memory.
@@ -234,6 +241,8 @@ class _Source:
                 chunk = head
                 while chunk:
                     self.tar_size += len(chunk)
+                    if self._tap is not None:
+                        self._tap(chunk)
                     self._put(chunk)
                     chunk = self._read()
             else:
@@ -249,6 +258,8 @@ class _Source:
                 while chunk:
                     for out in dec.feed(chunk):
                         self.tar_size += len(out)
+                        if self._tap is not None:
+                            self._tap(out)
                         self._put(out)
                     chunk = self._read()
                 dec.finish()
@@ -574,7 +585,7 @@ def apply_layer(src: BinaryIO, dest: str, options: ApplyOptions | None = None) -
     Raises ``InvalidArchive`` for bad input; the caller removes ``dest`` on failure.
     """
     options = options or ApplyOptions()
-    source = _Source(src, options.detect_compression)
+    source = _Source(src, options.detect_compression, options.tap)
     try:
         applier = _Applier(dest, options)
     except BaseException:

@@ -135,7 +135,7 @@ class _Member(Protocol):
     def needs_input(self) -> bool: ...
     @property
     def unused_data(self) -> bytes: ...
-    def decompress(self, data: bytes, max_length: int = ...) -> bytes: ...
+    def decompress(self, data: bytes | memoryview, max_length: int = ...) -> bytes: ...
 
 
 def _new_member(compression: Compression) -> _Member:
@@ -205,6 +205,7 @@ class Decompressor:
         self._between = b""  # bytes seen after a member ended, before the next one is known
         self._errors = _codec_errors(compression)
         self._slice = _FIRST_SLICE  # input handed to the current member at a time
+        self._zstd = compression is Compression.ZSTD
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Decompress ``data`` (the next bytes of the stream); yields what it decodes to.
@@ -214,6 +215,9 @@ class Decompressor:
         of many tiny members (a zstd:chunked blob has a frame per file) costs no more than one
         member.  Small outputs are joined into pieces of about ``_JOIN`` bytes.
         """
+        if self._zstd and not self._between:
+            yield from self._feed_zstd(data)
+            return
         view = memoryview(data)
         pos, end = 0, len(view)
         held: bytes = b""  # what an ended member left unused, to go before view[pos:]
@@ -237,8 +241,12 @@ class Decompressor:
                     break
                 member = self._member
                 if member is None:
-                    chunk = self._start_next_member(bytes(chunk))
-                    member = self._member
+                    if self._zstd and not self._between and len(chunk) >= 4:
+                        # zstd frames need no magic check here (skippable frames are frames too)
+                        member = self._member = _zstd().ZstdDecompressor()
+                    else:
+                        chunk = self._start_next_member(bytes(chunk))
+                        member = self._member
                     self._slice = _FIRST_SLICE
                     if member is None:
                         continue  # kept until the next member's magic is whole, or padding
@@ -264,6 +272,60 @@ class Decompressor:
                 yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
         except self._errors as e:
             raise InvalidArchive(f"{self._label}: {_describe(e)}") from e
+
+    def _feed_zstd(self, data: bytes) -> Iterator[bytes]:
+        """``feed`` for zstd, where a frame needs no magic check (a skippable frame is a frame
+        too): the same slices and joins, with everything in locals, since a zstd:chunked blob
+        runs this loop once per frame of the layer (one per file and one between files)."""
+        new_member = _zstd().ZstdDecompressor
+        member = self._member
+        sl = self._slice
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        held: bytes = b""
+        drain = False
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if drain:
+                    chunk: bytes | memoryview = b""
+                elif held:
+                    chunk, held = held, b""
+                elif pos < end:
+                    chunk = view[pos : pos + sl]
+                    pos += len(chunk)
+                else:
+                    break
+                if member is None:
+                    member = new_member()
+                    sl = _FIRST_SLICE
+                out = member.decompress(chunk, CHUNK_OUT)
+                drain = False
+                if out:
+                    if size + len(out) > CHUNK_OUT and pieces:
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, size = [], 0
+                    pieces.append(out)
+                    size += len(out)
+                    if size >= _JOIN:
+                        yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+                        pieces, size = [], 0
+                if member.eof:
+                    held = member.unused_data
+                    member = None
+                elif member.needs_input:
+                    if sl < _MAX_SLICE:
+                        sl += sl
+                else:
+                    drain = True
+            if pieces:
+                yield b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        except self._errors as e:
+            raise InvalidArchive(f"{self._label}: {_describe(e)}") from e
+        finally:
+            self._member = member
+            self._slice = sl
 
     def _start_next_member(self, data: bytes) -> bytes:
         """Check the start of a following member (Go errors on trailing junk) and open it."""

@@ -25,7 +25,16 @@ import os
 from ...errors import InvalidArchive, StorageError
 from ..crc64 import crc64
 from . import toc as _toc
-from .manifest import ESTARGZ, UNCOMPRESSED, ZSTD_CHUNKED, LayerTOC, iter_tar_split
+from .manifest import (
+    ESTARGZ,
+    UNCOMPRESSED,
+    ZSTD_CHUNKED,
+    LayerTOC,
+    _header,
+    check_entry,
+    check_none_pending,
+    iter_tar_split,
+)
 from .plan import MAX_MISSING_CHUNKS, Op, Part, merge_missing_chunks, network_ranges
 from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 
@@ -34,7 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from ...store import Store
-    from ..apply import ApplyOptions
+    from ..apply import ApplyOptions, ApplyResult
+    from ..compression import _Member
     from .reuse import LayerIndex
     from .source import BlobSource, RangeReader
 
@@ -167,7 +177,7 @@ def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], sour
         except (ChunkedError, FallbackToFullPull) as e:
             raise type(e)(f"read zstd:chunked manifest: {e}") from e
     try:
-        layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root)
+        layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root, check=False)
     except ChunkedError as e:
         raise ChunkedError(f"read zstd:chunked manifest: {e}") from e
     except FallbackToFullPull as e:
@@ -283,14 +293,31 @@ class ChunkedDiffer:
             kind = UNCOMPRESSED
         else:
             out.toc_digest = layer_toc.toc_digest
-        toc = layer_toc.toc
         out.big_data = {MANIFEST_KEY: layer_toc.manifest, LAYER_DATA_KEY: LAYER_DATA}
-        out.uids = sorted({e.uid for e in toc.entries})
-        out.gids = sorted({e.gid for e in toc.entries})
-        for e in toc.entries:
-            if e.type == _toc.TYPE_DIR and e.name.strip("/") in ("", "."):
-                out.root_dir_mode = e.mode & 0o7777
-        plan = _Plan(toc, self._index, self.options.use_hard_links)
+        whole = kind == ZSTD_CHUNKED and layer_toc.tar_split is not None
+        plan: _Plan | None = None
+        if whole and (self._index.files or self._index.chunks):
+            plan = _Plan(layer_toc.toc, self._index, self.options.use_hard_links)
+            whole = plan.all_fetched
+        if whole:
+            # Nothing in the store to reuse: the blob's frames, applied as a .tar.zst is (the TOC
+            # is parsed and checked on the way, in the reading thread).
+            result = self._apply_whole(layer_toc, source, dest, options)
+            assert layer_toc.tar_split is not None
+            out.uncompressed_digest = result.uncompressed_digest
+            out.size = layer_toc.tar_split.tar_size
+            out.fetched_bytes = self.fetched_bytes = layer_toc.data_end
+            out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
+            _owners(out, layer_toc.toc)
+            return out
+        toc = layer_toc.toc
+        _owners(out, toc)
+        if plan is None:
+            plan = _Plan(toc, self._index, self.options.use_hard_links)
+        if layer_toc.tar_split is not None and not layer_toc.tar_split.files:
+            from .manifest import check_toc_matches_tar_split
+
+            check_toc_matches_tar_split(toc, layer_toc.tar_split)
         parts, readers = self._request(plan, source)
         out.fetched_bytes = self.fetched_bytes = sum(length for _, length in network_ranges(parts))
         stream = _Producer(layer_toc, plan, parts, readers, kind)
@@ -322,6 +349,39 @@ class ChunkedDiffer:
         elif self.kind != ESTARGZ and kind != ZSTD_CHUNKED:  # pragma: no cover - converted layers have one
             raise ChunkedError("internal error: converted layer without tar-split")
         return out
+
+    def _apply_whole(self, layer_toc: LayerTOC, source: BlobSource, dest: str, options: ApplyOptions
+                     ) -> ApplyResult:
+        """A layer the store has nothing of: its frames are the layer's tarball compressed, so
+        they are fetched in one range and applied as a .tar.zst is, while a check in the
+        reading thread holds every byte to the tar-split and every file to its TOC digest (the
+        same checks as file by file, at the cost of a plain import)."""
+        from ..apply import ApplyOptions, apply_layer
+
+        verifier = _Verifier(layer_toc)
+        readers = source.get_blob_at([(0, layer_toc.data_end)])
+        try:
+            reader = next(iter(readers), None)
+            if reader is None:
+                raise ChunkedError("not enough data returned from the server")
+            stream = _Frames(reader)
+            opts = ApplyOptions(whiteouts=options.whiteouts, uid_map=options.uid_map, gid_map=options.gid_map,
+                                ignore_chown_errors=options.ignore_chown_errors,
+                                force_mask=options.force_mask,
+                                overlay_xattr_prefix=options.overlay_xattr_prefix, tap=verifier)
+            try:
+                result = apply_layer(stream, dest, opts)  # type: ignore[arg-type]
+            except InvalidArchive:
+                for failure in (stream.error, verifier.error):
+                    if failure is not None:
+                        raise failure from None
+                raise
+            verifier.finish()
+        finally:
+            close = getattr(readers, "close", None)
+            if close is not None:
+                close()
+        return result
 
     def _request(self, plan: _Plan, source: BlobSource) -> tuple[list[Part], Iterator[RangeReader]]:
         """The missing chunks in one request, merged as Go merges them; fewer if refused."""
@@ -375,6 +435,15 @@ class ChunkedDiffer:
             raise
         self._converted = converted  # kept open (unnamed) until the differ is dropped
         return layer_toc, source, result.diff_id
+
+
+def _owners(out: DifferOutput, toc: _toc.TOC) -> None:
+    """The owners the TOC names (Go's collectIDs) and the root directory's mode, if it sets one."""
+    out.uids = sorted({e.uid for e in toc.entries})
+    out.gids = sorted({e.gid for e in toc.entries})
+    for e in toc.entries:
+        if e.type == _toc.TYPE_DIR and e.name.strip("/") in ("", "."):
+            out.root_dir_mode = e.mode & 0o7777
 
 
 def _with_reuse(options: ApplyOptions, reused: bool) -> ApplyOptions:
@@ -439,6 +508,149 @@ class _Plan:
     def reused_any(self) -> bool:
         return bool(self.reused)
 
+    @property
+    def all_fetched(self) -> bool:
+        """Nothing of the layer is in the store: every file comes from the blob."""
+        return not self.reused and not any(p.origin is not None for p in self.parts)
+
+
+# -- a whole blob, checked as it streams ----------------------------------------------------
+
+class _Frames:
+    """The blob's data (its zstd frames), read for the apply thread; zstd or nothing."""
+
+    def __init__(self, reader: RangeReader) -> None:
+        self._reader = reader
+        self._first = True
+        self.error: BaseException | None = None
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            data = self._reader.read(_PIECE)
+            if self._first:
+                self._first = False
+                if not data.startswith(b"\x28\xb5\x2f\xfd"):
+                    raise ChunkedError("the layer's data does not start with a zstd frame")
+            return data
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+class _Verifier:
+    """Called with the uncompressed tarball in order: every byte that is not file content must
+    be the tar-split's, every header must say what the TOC says, every file's content must have
+    its TOC digest and its tar-split checksum."""
+
+    def __init__(self, layer_toc: LayerTOC) -> None:
+        assert layer_toc.tar_split is not None
+        self.layer_toc = layer_toc
+        self.ts = layer_toc.tar_split
+        self.lines = iter_tar_split(self.ts)
+        self.files: list[_toc.File] = []
+        self.pending: dict[str, _toc.TOCEntry] | None = None
+        self.k = 0
+        self.left = 0  # bytes of the current segment or file still to come
+        self.segment: bytes = b""
+        self.seg_pos = 0
+        self.in_file = False
+        self.hash = hashlib.sha256()
+        self.crc = 0
+        self.crc_want: bytes | None = None
+        self.region = bytearray()  # the raw bytes since the last header (for the next one)
+        self.pad = 0
+        self.total = 0
+        self.error: BaseException | None = None
+
+    def __call__(self, piece: bytes) -> None:
+        try:
+            self._take(piece)
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def _take(self, piece: bytes) -> None:
+        view = memoryview(piece)
+        i, n = 0, len(view)
+        while i < n:
+            if not self.left:
+                self._next()
+            take = min(n - i, self.left)
+            part = view[i : i + take]
+            if self.in_file:
+                self.hash.update(part)
+                self.crc = crc64(part, self.crc)
+            else:
+                if part != self.segment[self.seg_pos : self.seg_pos + take]:
+                    raise ChunkedError("the layer's tar headers are not the ones its tar-split records")
+                self.seg_pos += take
+            self.left -= take
+            i += take
+            if not self.left and self.in_file:
+                self._file_done()
+
+    def _next(self) -> None:
+        """On to the next tar-split entry with bytes, checking the headers passed on the way."""
+        if self.pending is None:  # the TOC, parsed here, in the reading thread (see _apply_whole)
+            self._next_checked_toc()
+        assert self.pending is not None
+        for typ, name, size, payload in self.lines:
+            if typ == 2:
+                if payload:
+                    self.region += payload
+                    self.total += len(payload)
+                    self.segment, self.seg_pos, self.left, self.in_file = payload, 0, len(payload), False
+                    return
+                continue
+            hdr, block = _header(bytes(self.region), self.pad, name)
+            self.region.clear()
+            if hdr.data_size() != size:
+                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
+            check_entry(self.pending, hdr, block)
+            self.pad = -size % 512
+            self.total += size
+            if size:
+                if self.k >= len(self.files) or self.files[self.k].entry.size != size or (
+                        self.files[self.k].entry.name != name.decode("utf-8", "replace")):
+                    raise ChunkedError("tar-split and TOC data is inconsistent: files are in another order")
+                self.hash = hashlib.sha256()
+                self.crc = 0
+                self.crc_want = payload
+                self.left, self.in_file = size, True
+                return
+        raise ChunkedError("the layer holds more than its tar-split records")
+
+    def _next_checked_toc(self) -> None:
+        toc = self.layer_toc.toc
+        self.files = toc.files
+        self.pending = {e.name: e for e in toc.entries}
+
+    def _file_done(self) -> None:
+        f = self.files[self.k]
+        got = "sha256:" + self.hash.hexdigest()
+        if got != f.entry.digest:
+            raise ChunkedError(f"checksum mismatch for {f.entry.name!r} (got {got!r} instead of "
+                               f"{f.entry.digest!r})")
+        if self.crc_want is not None and self.crc.to_bytes(8, "big") != self.crc_want:
+            raise ChunkedError(f"content of {f.entry.name!r} does not match its tar-split checksum")
+        self.k += 1
+        self.in_file = False
+
+    def finish(self) -> None:
+        """The tarball ended: so must the tar-split (but for empty segments) and the TOC."""
+        if self.pending is None:
+            self._next_checked_toc()
+        assert self.pending is not None
+        if self.left:
+            raise ChunkedError("the layer ends before its tar-split does")
+        for typ, _name, _size, payload in self.lines:
+            if typ != 2 or payload:
+                raise ChunkedError("the layer ends before its tar-split does")
+        check_none_pending(self.pending)
+        if self.k != len(self.files):
+            raise ChunkedError("tar-split and TOC data is inconsistent: files are missing")
+        self.ts.tar_size = self.total
+
 
 # -- the rebuilt tarball ---------------------------------------------------------------------
 
@@ -498,7 +710,7 @@ class _Producer:
                 if buf:
                     yield bytes(buf)
                     buf.clear()
-                yield bytes(piece)
+                yield piece if type(piece) is bytes else bytes(piece)
                 continue
             buf += piece
             if len(buf) >= _PIECE:
@@ -580,15 +792,42 @@ class _Producer:
 
     def _content(self, k: int, f: _toc.File, local_fd: int, crc_want: bytes | None
                  ) -> Iterator[bytes | memoryview]:
-        """File ``k``'s content, checked against its digest and (when known) its CRC-64."""
+        """File ``k``'s content, checked against its digest and (when known) its CRC-64.
+
+        One function for every source of content: it runs once per file of the layer, and the
+        layers of generators it replaced cost more than decompressing the data."""
         h = hashlib.sha256()
+        update = h.update
         crc = 0
         size = 0
-        for piece in self._pieces(k, f, local_fd):
-            h.update(piece)
-            crc = crc64(piece, crc)
-            size += len(piece)
-            yield piece
+        if local_fd >= 0:
+            for piece in _read_fd(local_fd, 0, f.entry.size):
+                update(piece)
+                crc = crc64(piece, crc)
+                size += len(piece)
+                yield piece
+        else:
+            chunks = f.chunks
+            j = 0
+            while j < len(chunks):
+                usize = chunks[j][2]
+                if (k, j) in self.zeros:
+                    pieces: Iterator[bytes] = _zeros(usize)
+                    j += 1
+                elif (k, j) in self.local:
+                    pieces = self._local_chunk(self.local[(k, j)], usize)
+                    j += 1
+                else:
+                    op, reader = next(self._net, (None, None))
+                    if op is None or reader is None or op.file != k or op.first != j:
+                        raise ChunkedError("internal error: chunks fetched out of order")
+                    pieces = self._fetched(op, reader)
+                    j = op.last + 1
+                for piece in pieces:
+                    update(piece)
+                    crc = crc64(piece, crc)
+                    size += len(piece)
+                    yield piece
         name = f.entry.name
         if size != f.entry.size:
             raise ChunkedError(f"content of {name!r} is {size} bytes, not the {f.entry.size} its TOC says")
@@ -598,51 +837,31 @@ class _Producer:
         if crc_want is not None and crc.to_bytes(8, "big") != crc_want:
             raise ChunkedError(f"content of {name!r} does not match its tar-split checksum")
 
-    def _pieces(self, k: int, f: _toc.File, local_fd: int) -> Iterator[bytes | memoryview]:
-        if local_fd >= 0:
-            yield from _read_fd(local_fd, 0, f.entry.size)
-            return
-        j = 0
-        while j < len(f.chunks):
-            _start, _end, usize, _digest, _type = f.chunks[j]
-            if (k, j) in self.zeros:
-                yield from _zeros(usize)
-                j += 1
-                continue
-            origin = self.local.get((k, j))
-            if origin is not None:
-                from .reuse import open_local
+    def _local_chunk(self, origin: tuple[str, str, int], usize: int) -> Iterator[bytes]:
+        from .reuse import open_local
 
-                root, rel, off = origin
-                fd = open_local(root, rel)
-                if fd is None:
-                    raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
-                try:
-                    yield from _read_fd(fd, off, usize)
-                finally:
-                    os.close(fd)
-                j += 1
-                continue
-            op, reader = next(self._net, (None, None))
-            if op is None or reader is None or op.file != k or op.first != j:
-                raise ChunkedError("internal error: chunks fetched out of order")
-            yield from self._fetched(op, reader)
-            j = op.last + 1
+        root, rel, off = origin
+        fd = open_local(root, rel)
+        if fd is None:
+            raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
+        try:
+            yield from _read_fd(fd, off, usize)
+        finally:
+            os.close(fd)
 
-    def _fetched(self, op: Op, reader: RangeReader) -> Iterator[bytes | memoryview]:
+    def _fetched(self, op: Op, reader: RangeReader) -> Iterator[bytes]:
         """One fetched range: decompressed (or, for a hole, thrown away) into ``op.usize`` bytes."""
         if op.hole:
             _skip(reader, op.csize)
             yield from _zeros(op.usize)
             return
         if self.kind == UNCOMPRESSED:
-            yield from _read_exact(reader, op.csize)
             if op.usize != op.csize:
                 raise ChunkedError("content size of an uncompressed chunk differs from its range")
+            yield from _read_exact(reader, op.csize)
             return
-        from ..compression import Compression, Decompressor
-
-        dec = Decompressor(Compression.ZSTD if self.kind == ZSTD_CHUNKED else Compression.GZIP)
+        new_decompressor = _zstd_decompressor if self.kind == ZSTD_CHUNKED else _gzip_decompressor
+        d = new_decompressor()
         need = op.usize
         left = op.csize
         try:
@@ -651,21 +870,52 @@ class _Producer:
                 if not raw:
                     raise ChunkedError("not enough data returned from the server")
                 left -= len(raw)
-                if need <= 0:
-                    continue  # the rest of the range (following headers' frames): not needed
-                for out in dec.feed(raw):
-                    if len(out) > need:
-                        out = out[:need]
-                    need -= len(out)
-                    yield out
-                    if need <= 0:
+                data = raw
+                # Frame after frame (a chunk may span several) until the content is complete;
+                # the rest of the range (following headers' frames) is read and dropped.
+                while need > 0:
+                    if d.eof:
+                        data = d.unused_data + data
+                        if not data:
+                            break
+                        d = new_decompressor()
+                    out = d.decompress(data, min(need, _PIECE))
+                    data = b""
+                    if out:
+                        need -= len(out)
+                        yield out
+                    if not d.eof and d.needs_input:
                         break
-        except InvalidArchive as e:
-            if isinstance(e, ChunkedError):
-                raise
+        except _codec_errors() as e:
             raise ChunkedError(f"decompressing a chunk: {e}") from None
         if need > 0:
             raise ChunkedError("a chunk decompresses to less data than its TOC says")
+
+
+def _zstd_decompressor() -> _Member:
+    try:
+        from compression.zstd import ZstdDecompressor  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from backports.zstd import ZstdDecompressor  # type: ignore[import-not-found,unused-ignore]
+    global _zstd_decompressor
+    _zstd_decompressor = ZstdDecompressor  # resolved once: a failed import is not cached
+    return ZstdDecompressor()  # type: ignore[no-any-return]
+
+
+def _gzip_decompressor() -> _Member:
+    from isal import igzip_lib
+
+    return igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+
+
+def _codec_errors() -> tuple[type[BaseException], ...]:
+    from isal import igzip_lib
+
+    try:
+        from compression.zstd import ZstdError  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from backports.zstd import ZstdError  # type: ignore[import-not-found,unused-ignore]
+    return (ZstdError, igzip_lib.IsalError, EOFError, ValueError, OSError)  # type: ignore[return-value]
 
 
 def _next_name(ts: object, k: int) -> bytes:

@@ -11,7 +11,21 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ..tarread import (
+    BLOCK,
+    DIR,
+    GNU_LONGLINK,
+    GNU_LONGNAME,
+    MAX_SPECIAL_FILE,
+    REGA,
+    XHEADER,
+    _cstring,
+    _merge_pax,
+    parse_header_block,
+    parse_pax,
+)
 from . import toc as _toc
+from .compressor import _TAR_TYPES, _entry_for, _go_time
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -83,14 +97,26 @@ class LayerTOC:
         data_end: where file data ends in the blob (the TOC's own offset).
     """
 
-    def __init__(self, kind: str, toc_digest: str, manifest: bytes, toc: _toc.TOC,
-                 tar_split: TarSplitFile | None, data_end: int) -> None:
+    def __init__(self, kind: str, toc_digest: str, manifest: bytes,
+                 toc: _toc.TOC | tuple[int, list[object], str], tar_split: TarSplitFile | None,
+                 data_end: int) -> None:
         self.kind = kind
         self.toc_digest = toc_digest
         self.manifest = manifest
-        self.toc = toc
+        # Parsed when first needed: a layer applied whole checks its TOC while it streams.
+        self._toc = toc if isinstance(toc, _toc.TOC) else None
+        self._loaded = toc if not isinstance(toc, _toc.TOC) else None
         self.tar_split = tar_split
         self.data_end = data_end
+
+    @property
+    def toc(self) -> _toc.TOC:
+        """The parsed, checked entries (ChunkedError when they are not valid)."""
+        if self._toc is None:
+            assert self._loaded is not None
+            self._toc = _toc.parse_toc(self._loaded, self.data_end, estargz=self.kind == ESTARGZ)
+            self._loaded = None
+        return self._toc
 
     def close(self) -> None:
         """Drop the temporary tar-split file."""
@@ -181,8 +207,11 @@ def _footer_position(source: BlobSource, blob_size: int) -> tuple[int, int, int,
 
 def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
                           annotations: Mapping[str, str], tmp_dir: str, *,
-                          compressed: bool = True) -> LayerTOC:
+                          compressed: bool = True, check: bool = True) -> LayerTOC:
     """Fetch and check a zstd:chunked TOC and tar-split: one request for both, as Go makes.
+
+    With ``check`` False the TOC and the tar-split are not compared here: the caller does it
+    (:func:`check_toc_matches_tar_split`, or entry by entry while it streams the layer).
 
     Raises:
         FallbackToFullPull: the TOC is too large to read into memory, or the source has no ranges.
@@ -219,26 +248,31 @@ def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
         raise ChunkedError(f"validating and decompressing TOC: invalid blob checksum, expected checksum "
                            f"{toc_digest}, got {got}")
     manifest = _zstd_decompress(manifest_z, length_raw, "the TOC") if compressed else manifest_z
-    toc = _toc.parse_toc(manifest, offset - 8 if offset >= 8 else 0)
+    loaded = _toc.load_toc(manifest)
+    tar_split_digest = loaded[2]
     tar_split: TarSplitFile | None = None
-    if toc.tar_split_digest:
+    if tar_split_digest:
         if ts_chunk is None:
             raise ChunkedError(f"TOC requires a tar-split, but the {_toc.TARSPLIT_POSITION} annotation does "
                                "not describe a position")
         ts_z = blobs[1]
         got = _sha256(ts_z)
-        if got != toc.tar_split_digest:
+        if got != tar_split_digest:
             raise ChunkedError(f"validating and decompressing tar-split: invalid blob checksum, expected "
-                               f"checksum {toc.tar_split_digest}, got {got}")
+                               f"checksum {tar_split_digest}, got {got}")
         tar_split = _write_tar_split(ts_z, ts_chunk[2], tmp_dir, compressed)
-        try:
-            check_toc_matches_tar_split(toc, tar_split)
-        except BaseException:
-            tar_split.close()
-            raise
     # (A tar-split the TOC does not name a digest for cannot be trusted: ignored, as in Go.)
-    return LayerTOC(ZSTD_CHUNKED if compressed else UNCOMPRESSED, toc_digest, manifest, toc, tar_split,
-                    offset - 8 if offset >= 8 else 0)
+    layer_toc = LayerTOC(ZSTD_CHUNKED if compressed else UNCOMPRESSED, toc_digest, manifest, loaded,
+                         tar_split, offset - 8 if offset >= 8 else 0)
+    if check:
+        try:
+            toc = layer_toc.toc
+            if tar_split is not None:
+                check_toc_matches_tar_split(toc, tar_split)
+        except BaseException:
+            layer_toc.close()
+            raise
+    return layer_toc
 
 
 def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool) -> TarSplitFile:
@@ -321,57 +355,78 @@ def iter_tar_split(ts: TarSplitFile) -> Iterator[tuple[int, bytes, int, bytes | 
         yield typ, name, size, payload
 
 
-_ZEROS = bytes(1 << 20)
+def _header(region: bytes, pad: int, name: bytes) -> tuple[TarHeader, bytes]:
+    """The one tar header (after any PAX or GNU long-name headers) that the tar-split's raw bytes
+    before a file entry hold, after ``pad`` bytes of the previous file's padding."""
+    pos = pad
+    pax: dict[bytes, bytes] | None = None
+    long_name = long_link = b""
+    while True:
+        block = region[pos : pos + BLOCK]
+        if len(block) < BLOCK:
+            raise ChunkedError(f"tar-split: no header for {name!r}")
+        hdr = parse_header_block(block)
+        pos += BLOCK
+        flag = hdr.typeflag
+        if flag in (XHEADER, GNU_LONGNAME, GNU_LONGLINK):
+            if not 0 <= hdr.size <= MAX_SPECIAL_FILE or pos + hdr.size > len(region):
+                raise ChunkedError(f"tar-split: invalid extended header before {name!r}")
+            data = region[pos : pos + hdr.size]
+            pos += hdr.size + (-hdr.size % BLOCK)
+            if flag == XHEADER:
+                pax = parse_pax(data)
+            elif flag == GNU_LONGNAME:
+                long_name = _cstring(data)
+            else:
+                long_link = _cstring(data)
+            continue
+        break
+    if pos != len(region):
+        raise ChunkedError(f"tar-split: unexpected data around the header of {name!r}")
+    if pax:
+        _merge_pax(hdr, pax)
+    if long_name:
+        hdr.name = long_name
+    if long_link:
+        hdr.linkname = long_link
+    if hdr.typeflag == REGA:
+        hdr.typeflag = DIR if hdr.name.endswith(b"/") else ord("0")
+    if hdr.name != name:
+        raise ChunkedError(f"tar-split: the header of {name!r} names {hdr.name!r}")
+    return hdr, block
 
 
 def tar_headers(ts: TarSplitFile) -> Iterator[tuple[TarHeader, bytes]]:
     """The tar headers the tar-split holds, as a tar reader sees them, with each one's raw
-    header block; file contents are stood in for by zeros, never materialised in full."""
+    header block.  Go's packer writes one file entry per header, the raw bytes before it being
+    the previous file's padding and the header's own blocks; content never needs reading."""
     from ...errors import InvalidArchive
-    from ..tarread import TarReader
 
-    entries = iter_tar_split(ts)
-    pending: list[bytes] = []
-    size_total = 0
+    region = bytearray()
+    pad = 0
+    total = 0
     files: list[tuple[bytes, int, bytes | None]] = []
-
-    def read_chunk() -> bytes:
-        nonlocal size_total
-        while True:
-            if pending:
-                return pending.pop()
-            try:
-                typ, name, size, payload = next(entries)
-            except StopIteration:
-                return b""
+    try:
+        for typ, name, size, payload in iter_tar_split(ts):
             if typ == 2:
                 if payload:
-                    size_total += len(payload)
-                    return payload
+                    region += payload
+                    total += len(payload)
                 continue
-            size_total += size
+            hdr, block = _header(bytes(region), pad, name)
+            region.clear()
+            if hdr.data_size() != size:
+                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
+            total += size
+            pad = -size % 512
             if size:
                 files.append((name, size, payload))
-                full, rest = divmod(size, len(_ZEROS))
-                pieces = [_ZEROS] * full + ([_ZEROS[:rest]] if rest else [])
-                pending.extend(reversed(pieces))
-
-    reader = TarReader(read_chunk)
-    try:
-        while True:
-            hdr = reader.next()
-            flushed = b"".join(reader.flushed_raw)
-            reader.flushed_raw.clear()
-            if hdr is None:
-                break
-            raw = flushed + reader.take_raw()
-            yield hdr, raw[-512:]
-            reader.skip_content()
-        for _ in reader.trailing():
-            pass
+            yield hdr, block
     except InvalidArchive as e:
+        if isinstance(e, ChunkedError):
+            raise
         raise ChunkedError(f"tar-split: {e}") from None
-    ts.tar_size = size_total
+    ts.tar_size = total
     ts.files = files
 
 
@@ -397,34 +452,70 @@ def _time_ns(value: str | None) -> int | None:
     return ns
 
 
-def check_toc_matches_tar_split(toc: _toc.TOC, ts: TarSplitFile) -> None:
-    """Go's ensureTOCMatchesTarSplit: exactly the same entries, with the same attributes."""
-    from .compressor import _entry_for
+def check_entry(pending: dict[str, _toc.TOCEntry], hdr: TarHeader, block: bytes) -> None:
+    """The TOC's entry for the tar header ``hdr`` (taken out of ``pending``) says what the header
+    says: Go's ensureFileMetadataAttributesMatch."""
+    name = hdr.name.decode("utf-8", "replace")
+    e = pending.pop(name, None)
+    if e is None:
+        raise ChunkedError(f"tar-split and TOC data is inconsistent: tar-split contains an entry for "
+                           f"{name!r} missing in TOC")
+    # The common case, field by field without building the TOC entry the header makes: no
+    # xattrs, no change time, the times as Go's writer formats them.
+    if (not hdr.pax and not e.xattrs and not e.changetime and e.type == _TAR_TYPES.get(hdr.typeflag)
+            and e.mode == hdr.mode and e.size == hdr.size and e.uid == hdr.uid and e.gid == hdr.gid
+            and e.devmajor == hdr.devmajor and e.devminor == hdr.devminor
+            and e.modtime == _cached_time(hdr.mtime_ns)
+            and e.accesstime == (None if hdr.atime_ns is None else _cached_time(hdr.atime_ns))
+            and e.linkname == (hdr.linkname.decode("utf-8", "replace") if hdr.linkname else "")
+            and not (block[257:265] == b"ustar  \x00" and block[357])):
+        return
+    try:
+        want = _entry_for(hdr, block)
+    except ChunkedError as err:
+        raise ChunkedError(f"tar-split and TOC data is inconsistent: {err}") from None
+    if (e.type, e.linkname, e.mode, e.size, e.uid, e.gid, e.devmajor, e.devminor) != (
+            want.type, want.linkname, want.mode, want.size, want.uid, want.gid, want.devmajor,
+            want.devminor) or e.xattrs != want.xattrs:
+        attr = next(a for a in ("type", "linkname", "mode", "size", "uid", "gid", "devmajor", "devminor",
+                                "xattrs") if getattr(e, a) != getattr(want, a))
+        raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
+                           f"doesn't match: mismatch of {attr} for {name!r}")
+    for attr in ("modtime", "accesstime", "changetime"):
+        mine, theirs = getattr(e, attr), getattr(want, attr)
+        # The same string (Go's writer in UTC, as ours) is the same time; else compare times.
+        if mine != theirs and _time_ns(mine) != _time_ns(theirs):
+            raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
+                               f"doesn't match: mismatch of {attr} for {name!r}")
 
-    pending = {e.name: e for e in toc.entries}
-    for hdr, block in tar_headers(ts):
-        name = hdr.name.decode("utf-8", "replace")
-        e = pending.pop(name, None)
-        if e is None:
-            raise ChunkedError(f"tar-split and TOC data is inconsistent: tar-split contains an entry for "
-                               f"{name!r} missing in TOC")
-        try:
-            want = _entry_for(hdr, block)
-        except ChunkedError as err:
-            raise ChunkedError(f"tar-split and TOC data is inconsistent: {err}") from None
-        for attr in ("type", "name", "linkname", "mode", "size", "uid", "gid", "devmajor", "devminor",
-                     "xattrs"):
-            if getattr(e, attr) != getattr(want, attr):
-                raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
-                                   f"doesn't match: mismatch of {attr} for {name!r}")
-        for attr in ("modtime", "accesstime", "changetime"):
-            if _time_ns(getattr(e, attr)) != _time_ns(getattr(want, attr)):
-                raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC and tar-split metadata "
-                                   f"doesn't match: mismatch of {attr} for {name!r}")
+
+_TIMES: dict[int, str] = {}
+
+
+def _cached_time(ns: int) -> str:
+    """Go's JSON text of a time; the few times of a layer's files are formatted once each."""
+    text = _TIMES.get(ns)
+    if text is None:
+        text = _go_time(ns)
+        if len(_TIMES) < 4096:
+            _TIMES[ns] = text
+    return text
+
+
+def check_none_pending(pending: dict[str, _toc.TOCEntry]) -> None:
+    """Every TOC entry had its tar header."""
     if pending:
         some = sorted(pending)[:5]
         raise ChunkedError(f"tar-split and TOC data is inconsistent: TOC contains entries not present in "
                            f"tar-split, incl. {some!r}")
+
+
+def check_toc_matches_tar_split(toc: _toc.TOC, ts: TarSplitFile) -> None:
+    """Go's ensureTOCMatchesTarSplit: exactly the same entries, with the same attributes."""
+    pending = {e.name: e for e in toc.entries}
+    for hdr, block in tar_headers(ts):
+        check_entry(pending, hdr, block)
+    check_none_pending(pending)
     # Files with content, in the same order in both (the puller streams them in that order).
     toc_files = [(f.entry.name, f.entry.size) for f in toc.files]
     ts_files = [(n.decode("utf-8", "replace"), s) for n, s, _ in ts.files]

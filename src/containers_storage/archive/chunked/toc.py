@@ -190,52 +190,75 @@ class File:
         self.chunks = chunks
 
 
-_INT_FIELDS = {"mode": "mode", "size": "size", "uid": "uid", "gid": "gid", "devmajor": "devmajor",
-               "devminor": "devminor", "offset": "offset", "endoffset": "end_offset",
-               "chunksize": "chunk_size", "chunkoffset": "chunk_offset"}
-_STR_FIELDS = {"linkname": "linkname", "digest": "digest", "chunkdigest": "chunk_digest",
-               "chunktype": "chunk_type", "modtime": "modtime", "accesstime": "accesstime",
+# JSON name -> attribute, for the integer and the string fields.
+_INT_FIELDS = {"mode": "mode", "size": "size", "uid": "uid", "gid": "gid", "devMajor": "devmajor",
+               "devMinor": "devminor", "offset": "offset", "endOffset": "end_offset",
+               "chunkSize": "chunk_size", "chunkOffset": "chunk_offset"}
+_STR_FIELDS = {"linkName": "linkname", "digest": "digest", "chunkDigest": "chunk_digest",
+               "chunkType": "chunk_type", "modtime": "modtime", "accesstime": "accesstime",
                "changetime": "changetime"}
+_CANONICAL = frozenset({"type", "name", "xattrs", *_INT_FIELDS, *_STR_FIELDS})
+_BY_LOWER = {k.lower(): k for k in _CANONICAL}
+_INT_MAX = 1 << 63
+
+
+def _canonical(obj: dict[str, object]) -> dict[str, object]:
+    """Go's unmarshalToc matches field names case-insensitively and skips unknown ones."""
+    out: dict[str, object] = {}
+    for k, v in obj.items():
+        key = _BY_LOWER.get(str(k).lower())
+        if key is not None:
+            out[key] = v
+    return out
 
 
 def _entry(obj: object, index: int) -> TOCEntry:
-    if not isinstance(obj, dict):
+    """One checked entry.  Called for every entry of a TOC (tens of thousands): the fields are
+    read straight from the dict, and checked in a few bulk tests."""
+    if type(obj) is not dict:
         raise ChunkedError(f"TOC entry {index} is not an object")
-    # Go's unmarshalToc matches field names case-insensitively and skips unknown ones.
-    fields = {str(k).lower(): v for k, v in obj.items()}
-    typ, name = fields.get("type", ""), fields.get("name", "")
-    if not isinstance(typ, str) or typ not in TYPES:
+    if not _CANONICAL.issuperset(obj):
+        obj = _canonical(obj)
+    get = obj.get
+    typ, name = get("type", ""), get("name", "")
+    if typ not in TYPES or type(typ) is not str:
         raise ChunkedError(f"TOC entry {index}: unknown type {typ!r}")
-    if not isinstance(name, str) or not name or "\x00" in name:
+    if type(name) is not str or not name or "\x00" in name:
         raise ChunkedError(f"TOC entry {index}: invalid name {name!r}")
-    e = TOCEntry(typ, name)
-    for key, attr in _INT_FIELDS.items():
-        value = fields.get(key)
-        if value is None:
-            continue
-        if type(value) is not int or not 0 <= value < 1 << 63:
+    e = TOCEntry.__new__(TOCEntry)
+    e.type = typ
+    e.name = name
+    ints = (get("mode", 0), get("size", 0), get("uid", 0), get("gid", 0), get("devMajor", 0),
+            get("devMinor", 0), get("offset", 0), get("endOffset", 0), get("chunkSize", 0),
+            get("chunkOffset", 0))
+    for value in ints:
+        if type(value) is not int or not 0 <= value < _INT_MAX:
+            key = next(k for k, a in _INT_FIELDS.items() if get(k, 0) is value)
             raise ChunkedError(f"TOC entry {name!r}: invalid {key} {value!r}")
-        setattr(e, attr, value)
-    for key, attr in _STR_FIELDS.items():
-        value = fields.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or "\x00" in value:
+    (e.mode, e.size, e.uid, e.gid, e.devmajor, e.devminor, e.offset, e.end_offset, e.chunk_size,
+     e.chunk_offset) = ints  # type: ignore[assignment]  # (each checked to be an int just above)
+    strs = (get("linkName", ""), get("digest", ""), get("chunkDigest", ""), get("chunkType", ""))
+    times = (get("modtime"), get("accesstime"), get("changetime"))
+    for value in (*strs, *times):
+        if value is not None and (type(value) is not str or "\x00" in value):
+            key = next(k for k in _STR_FIELDS if get(k) is value)
             raise ChunkedError(f"TOC entry {name!r}: invalid {key} {value!r}")
-        setattr(e, attr, value)
+    e.linkname, e.digest, e.chunk_digest, e.chunk_type = strs  # type: ignore[assignment]
+    e.modtime, e.accesstime, e.changetime = times  # type: ignore[assignment]
     if e.uid > 0xFFFFFFFF or e.gid > 0xFFFFFFFF:
         raise ChunkedError(f"TOC entry {name!r}: invalid owner {e.uid}:{e.gid}")
-    xattrs = fields.get("xattrs")
+    xattrs = get("xattrs")
+    e.xattrs = {}
     if xattrs is not None:
-        if not isinstance(xattrs, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in xattrs.items()):
+        if type(xattrs) is not dict or not all(
+                type(k) is str and type(v) is str for k, v in xattrs.items()):
             raise ChunkedError(f"TOC entry {name!r}: invalid xattrs")
         e.xattrs = dict(xattrs)
-    if e.digest:
+    if e.digest and not _DIGEST.match(e.digest):
         check_digest(e.digest, f"digest of {name!r}")
-    if e.chunk_digest:
+    if e.chunk_digest and not _DIGEST.match(e.chunk_digest):
         check_digest(e.chunk_digest, f"chunk digest of {name!r}")
-    if e.chunk_type not in (CHUNK_DATA, CHUNK_ZEROS):
+    if e.chunk_type and e.chunk_type != CHUNK_ZEROS:
         raise ChunkedError(f"TOC entry {name!r}: unknown chunk type {e.chunk_type!r}")
     if typ == TYPE_REG and e.size == 0 and not e.digest:
         e.digest = EMPTY_DIGEST  # as Go's unmarshalToc
@@ -262,17 +285,9 @@ class TOC:
         self.tar_split_digest = tar_split_digest
 
 
-def parse_toc(manifest: bytes, data_end: int, *, estargz: bool = False) -> TOC:
-    """Parse and check a TOC whose file data must lie in ``[0, data_end)`` of the blob.
-
-    Chunks of every file must follow each other and the files must follow each other in the
-    blob, with no overlap: that is how Go's writers lay them out, and what lets a puller stream
-    the ranges it fetched in order.  eStargz TOCs give no end offsets: as Go does, an entry ends
-    where the next entry with an offset starts (the last one at ``data_end``).
-
-    Raises:
-        ChunkedError: the TOC is not what a writer can have produced.
-    """
+def load_toc(manifest: bytes) -> tuple[int, list[object], str]:
+    """The TOC's JSON: (version, raw entries, tarSplitDigest); the entries are checked by
+    :func:`parse_toc`, which may run later (and elsewhere) than this."""
     import orjson
 
     try:
@@ -289,6 +304,24 @@ def parse_toc(manifest: bytes, data_end: int, *, estargz: bool = False) -> TOC:
         raise ChunkedError("TOC has an invalid version or entry list")
     if ts_digest:
         check_digest(ts_digest, "tarSplitDigest")
+    return version, raw_entries, ts_digest
+
+
+def parse_toc(manifest: bytes | tuple[int, list[object], str], data_end: int, *, estargz: bool = False
+              ) -> TOC:
+    """Parse and check a TOC (its bytes, or what :func:`load_toc` made of them) whose file data
+    must lie in ``[0, data_end)`` of the blob.
+
+    Chunks of every file must follow each other and the files must follow each other in the
+    blob, with no overlap: that is how Go's writers lay them out, and what lets a puller stream
+    the ranges it fetched in order.  eStargz TOCs give no end offsets: as Go does, an entry ends
+    where the next entry with an offset starts (the last one at ``data_end``).
+
+    Raises:
+        ChunkedError: the TOC is not what a writer can have produced.
+    """
+    loaded = load_toc(manifest) if isinstance(manifest, bytes | bytearray) else manifest
+    version, raw_entries, ts_digest = loaded
     parsed = [_entry(obj, i) for i, obj in enumerate(raw_entries)]
     if estargz:
         # The eStargz landmark files and the TOC's own tar entry are not layer content.
