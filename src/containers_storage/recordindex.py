@@ -36,19 +36,28 @@ else:
     T = object
 
 
+def read_files(paths: Iterable[str]) -> list[bytes]:
+    """Each records file's bytes, in order (b"" for a missing one: Go reads it as an empty file);
+    the caller holds the store's lock."""
+    out: list[bytes] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                out.append(f.read())
+        except FileNotFoundError:
+            out.append(b"")
+    return out
+
+
 def read_records(paths: Iterable[str], parse: Callable[[bytes, str], object]) -> list[list[Raw]]:
     """Each records file's JSON objects, in order; the caller holds the store's lock.
 
     ``parse(data, path)`` turns a non-empty file's bytes into its JSON value.  A ValueError says
     which file could not be used and why.
     """
+    paths = list(paths)
     out: list[list[Raw]] = []
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:  # no records yet (Go reads a missing file as an empty one)
-            data = b""
+    for path, data in zip(paths, read_files(paths), strict=True):
         if not data.strip():
             out.append([])
             continue
@@ -87,6 +96,19 @@ def image_digests(raw: Raw) -> list[str]:
     return seen
 
 
+def plain_ids(raws: Sequence[Raw]) -> list[str] | None:
+    """The records' IDs when they are plain (string IDs and names, each used once: the usual
+    case, checked in a few C loops), else None.  Changes nothing."""
+    try:
+        ids = [raw["id"] for raw in raws]
+        names = [name for raw in raws if "names" in raw for name in raw["names"] or ()]
+        if len(set(ids)) == len(ids) and set(map(type, ids)) <= {str} and len(set(names)) == len(names):
+            return ids
+    except (KeyError, TypeError):
+        pass
+    return None
+
+
 def layer_chain(tops: Iterable[str], parent_of: Callable[[str], str]) -> Iterator[str]:
     """Go's ImageSize walk: an image's top layers and their ancestors, each once, breadth first.
 
@@ -113,12 +135,13 @@ class RecordIndex(Generic[T]):
     """
 
     __slots__ = ("_by_id", "_by_name", "_ids", "_prefix", "_prefix_scans", "_raws", "damaged", "irregular",
-                 "records")
+                 "plain", "records")
 
     def __init__(self) -> None:
         self.records: list[T] = []
         self.damaged = False
         self.irregular = False
+        self.plain = False  # string IDs and names, each used once: the records are the files' objects
         # Built on first use (a listing needs neither), from the IDs and objects of the records.
         self._by_id: dict[str, T] | None = {}
         self._by_name: dict[str, T] | None = {}
@@ -146,19 +169,13 @@ class RecordIndex(Generic[T]):
             raws += file_raws
         if make is None:
             items = raws
-        try:
-            # The usual case, checked in a few C loops: string IDs and names, each used once.
-            ids = [raw["id"] for raw in raws]
-            names = [name for raw in raws if "names" in raw for name in raw["names"] or ()]
-            plain = (len(set(ids)) == len(ids) and set(map(type, ids)) <= {str}
-                     and len(set(names)) == len(names))
-        except (KeyError, TypeError):
-            plain = False
-        if plain:
+        ids = plain_ids(raws)
+        if ids is not None:
             index.records = items
             index._ids = ids
             index._raws = raws
             index._by_id = index._by_name = None
+            index.plain = True
             return index
         try:
             index._load_carefully(raws, items)
@@ -208,6 +225,10 @@ class RecordIndex(Generic[T]):
         return self._by_name
 
     # -- lookups -------------------------------------------------------------------------------
+    def get(self, id: str) -> T | None:
+        """The record with this exact ID."""
+        return self.by_id.get(id)
+
     def lookup(self, ref: str) -> T | None:
         """The record ``ref`` names: an ID, else a name, else a unique ID prefix."""
         rec = self.by_id.get(ref)
@@ -254,3 +275,94 @@ class RecordIndex(Generic[T]):
         for name in names:
             if by_name.get(name) is item:
                 del by_name[name]
+
+
+class PackedIndex:
+    """A plain store's lookups without its records in memory (``RecordIndex``'s rules).
+
+    Packed once per records file and kept with its cache entry (``recordcache``): the IDs and the
+    names, each line ``<key>\t<record number>``, in two byte strings that ``bytes.find`` searches
+    (an exact key, or an ID prefix at the start of a line), and each record's ``marshal`` apart,
+    so that looking one name up among 10,000 images reads that image and nothing else.
+    """
+
+    IDS, NAMES, OFFSETS, RECORDS = "index.ids", "index.names", "index.offsets", "index.records"
+
+    __slots__ = ("_ids", "_names", "_read")
+
+    def __init__(self, ids: bytes, names: bytes, read: Callable[[str, int, int], bytes]) -> None:
+        """``read(product, start, end)`` returns part of the OFFSETS or RECORDS product."""
+        self._ids = ids
+        self._names = names
+        self._read = read
+
+    @staticmethod
+    def pack(raws: Sequence[Raw]) -> dict[str, bytes] | None:
+        """The products of plain records (unique string IDs and names); None when a key holds a
+        tab or a newline, which the lines could not tell apart."""
+        import marshal
+
+        ids: list[bytes] = [b"\n"]
+        names: list[bytes] = [b"\n"]
+        records: list[bytes] = []
+        offsets = [0]
+        try:
+            for n, raw in enumerate(raws):
+                number = b"\t%d\n" % n
+                ids += (_key(raw["id"]), number)
+                names += [part for name in raw.get("names") or () for part in (_key(name), number)]
+                records.append(marshal.dumps(raw))
+                offsets.append(offsets[-1] + len(records[-1]))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None  # not plain after all
+        packed_ids, packed_names = b"".join(ids), b"".join(names)
+        if (packed_ids.count(b"\n") != len(raws) + 1 or packed_names.count(b"\n") != len(names) // 2 + 1
+                or packed_ids.count(b"\t") != len(raws) or packed_names.count(b"\t") != len(names) // 2):
+            return None
+        return {PackedIndex.IDS: packed_ids, PackedIndex.NAMES: packed_names,
+                PackedIndex.OFFSETS: b"".join(o.to_bytes(8, "little") for o in offsets),
+                PackedIndex.RECORDS: b"".join(records)}
+
+    def record(self, n: int) -> Raw:
+        import marshal
+
+        span = self._read(self.OFFSETS, 8 * n, 8 * n + 16)
+        start, end = int.from_bytes(span[:8], "little"), int.from_bytes(span[8:], "little")
+        value: Raw = marshal.loads(self._read(self.RECORDS, start, end))
+        return value
+
+    def number(self, ref: str) -> int | None:
+        """The number of the record ``ref`` names: an ID, else a name, else a unique ID prefix."""
+        key = _key(ref)
+        if b"\n" in key or b"\t" in key:
+            return None  # no key holds one (pack made sure)
+        for lines in (self._ids, self._names):
+            at = lines.find(b"\n" + key + b"\t")
+            if at >= 0:
+                return _number(lines, at + len(key) + 2)
+        if not ref or " " in ref:
+            return None  # Go's truncindex refuses these prefixes
+        at = self._ids.find(b"\n" + key)
+        if at < 0 or self._ids.find(b"\n" + key, at + 1) >= 0:
+            return None  # none, or ambiguous
+        return _number(self._ids, self._ids.index(b"\t", at) + 1)
+
+    def lookup(self, ref: str) -> Raw | None:
+        n = self.number(ref)
+        return None if n is None else self.record(n)
+
+    def get(self, id: str) -> Raw | None:
+        """The record with this exact ID."""
+        key = _key(id)
+        if b"\n" in key or b"\t" in key:
+            return None
+        at = self._ids.find(b"\n" + key + b"\t")
+        return None if at < 0 else self.record(_number(self._ids, at + len(key) + 2))
+
+
+def _key(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # one-to-one, as the dicts' str keys are
+
+
+def _number(lines: bytes, start: int) -> int:
+    return int(lines[start:lines.index(b"\n", start)])

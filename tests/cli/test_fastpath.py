@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,80 @@ def test_fast_image_agrees_with_the_store(cli_sub: CLI, monkeypatch: pytest.Monk
     sink = Output()
     assert lookups._image(snap, ["img"], False, sink) == 0
     assert lookups._image(snap, ["img2"], False, sink) is None
+
+
+def _entry(cli: CLI, kind: str) -> Any:
+    from containers_storage import recordcache
+
+    source = os.path.join(cli.root, f"vfs-{kind}", f"{kind}.json")
+    where = recordcache.cache_file(cli.run_root, source)
+    with open(source, "rb") as f:
+        return recordcache.Entry(f.read(), where)
+
+
+@pytest.mark.parametrize("volatile", [False, True], ids=["one-file", "with-volatile"])
+def test_big_stores_answer_from_their_cache_entries_as_the_store_does(
+        cli_sub: CLI, monkeypatch: pytest.MonkeyPatch, volatile: bool) -> None:
+    """Records files past the cache's threshold keep their products (packed indexes, listing
+    texts): cold and then from the entries, every answer is the Store's.  (A volatile container
+    puts records in a second file of the layers and containers: those kinds are then indexed
+    in memory.)"""
+    from containers_storage import recordcache
+    from containers_storage.recordindex import PackedIndex
+
+    cli_sub.ok("create-layer", "-n", "base")
+    cli_sub.ok("create-layer", "-n", "top", "base")
+    made = cli_sub.ok("create-image", "-n", "img", "top").lines[0]
+    cli_sub.ok("set-image-data", made, "manifest", stdin=b'{"schemaVersion":2}')
+    cli_sub.ok("create-container", "-n", "ctr", "img")
+    if volatile:
+        cli_sub.ok("create-container", "--volatile", "-n", "vol", "img")
+    big = "m" * (recordcache.MIN_SIZE + 100)
+    for what in ("base", "img", "ctr"):
+        cli_sub.ok("set-metadata", "-m", big, what)
+    cli_sub.ok("create-layer", "-n", "empty")
+    cli_sub.ok("create-image", "-n", "img2", "--name", "other:tag", "empty")
+    top = json.loads(cli_sub.ok("layer", "--json", "top").out)[0]["id"]
+    image = json.loads(cli_sub.ok("image", "--json", "img").out)[0]["id"]
+    cases: list[tuple[list[str], int]] = [(argv, 0) for argv in LISTINGS] + [
+        (["exists", "base", "img", "ctr", top[:10], image[:10]], 0), (["exists", "-i", "nosuch"], 1),
+        (["exists", "-l", "img"], 1), (["exists", "--json", "-c", "ctr", "img"], 1),
+        (["layer", top, "empty", "nosuch"], 1), (["layer", "--json", top[:12]], 0),
+        (["image", "img"], 0), (["image", "--json", "img2", image[:8]], 0), (["image", "other:tag"], 0),
+        (["get-names", "img2"], 0), (["metadata", "-q", "ctr", "base"], 0), (["metadata", "x"], 1),
+    ]
+    for _ in range(2):  # computed and kept, then read back
+        for argv, code in cases:
+            fast, slow = _both(monkeypatch, [*cli_sub.globals, *argv], code)
+            assert fast == slow, argv
+    for kind in ("layers", "images", "containers"):
+        entry = _entry(cli_sub, kind)
+        packed = not volatile or kind == "images"
+        assert isinstance(entry.get(PackedIndex.IDS), bytes) == packed, kind
+        assert (entry.get("snapshot.facts") == {"plain": True, "incomplete": False}) == packed
+        entry.close()
+    texts = _entry(cli_sub, "images")
+    assert isinstance(texts.get("product.images-text"), str)
+    assert texts.get("product.images-json-unchanged") is True  # --json prints the file's bytes
+    texts.close()
+
+
+def test_an_image_on_empty_layers_is_sized_from_the_snapshot(cli_sub: CLI, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """Layers without recorded sizes (as Go's create-layer writes them) whose directories are empty
+    add 0, as Go measures them: the snapshot answers instead of the Store."""
+    from containers_storage.cli import lookups
+    from containers_storage.cli.output import Output
+
+    cli_sub.ok("create-layer", "-n", "l1")
+    cli_sub.ok("create-layer", "-n", "l2", "l1")
+    cli_sub.ok("create-image", "-n", "img", "l2")
+    fast, slow = _both(monkeypatch, [*cli_sub.globals, "image", "img"])
+    assert fast == slow and b"Size: 0\n" in fast
+    snap = snapshot.take(cli_sub.root, cli_sub.run_root, "vfs", lookups=True)
+    assert snap is not None
+    assert lookups._image(snap, ["img"], False, Output()) == 0
+    # Something in a layer: its size needs measuring, which is the Store's.
+    l1 = json.loads(cli_sub.ok("layer", "--json", "l1").out)[0]["id"]
+    Path(cli_sub.root, "vfs", "dir", l1, "file").write_text("data")
+    assert lookups._image(snap, ["img"], False, Output()) is None

@@ -4,7 +4,6 @@ so every change to a store shows in the next listing, whoever made it and howeve
 from __future__ import annotations
 
 import json
-import marshal
 import os
 from pathlib import Path
 
@@ -70,6 +69,15 @@ def test_listing_follows_every_change(cli_sub: CLI, monkeypatch: pytest.MonkeyPa
     assert run_script([*cli_sub.globals, "exists", "-l", "second"]).code == 1
 
 
+def _plant(where: str, data: bytes, **products: object) -> None:
+    """A cache entry for ``data`` holding ``products`` (as another process would have left it)."""
+    entry = recordcache.Entry(data, where)
+    for name, value in products.items():
+        entry.put(name, value)
+    entry.save()
+    entry.close()
+
+
 def test_a_hit_is_the_cached_parse(tmp_path: Path) -> None:
     """Proof that the cache is read at all: a marked entry for the same bytes comes back."""
     data = json.dumps([{"id": "a", "metadata": BIG}], separators=(",", ":")).encode()
@@ -77,7 +85,7 @@ def test_a_hit_is_the_cached_parse(tmp_path: Path) -> None:
     where = str(tmp_path / "run" / recordcache.CACHE_DIR / "records")
     parsed = recordcache.parse(data, where)
     assert parsed.value == [{"id": "a", "metadata": BIG}] and parsed.go_form == "go"
-    recordcache._store(where, data, recordcache.Parsed(["marked"], "other"))
+    _plant(where, data, value=["marked"], form="other")
     hit = recordcache.parse(data, where)
     assert (hit.value, hit.go_form) == (["marked"], "other")
     # One byte different, same length: parsed afresh, and the entry replaced.
@@ -87,20 +95,56 @@ def test_a_hit_is_the_cached_parse(tmp_path: Path) -> None:
     assert recordcache.parse(data, where).value == [{"id": "a", "metadata": BIG}]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "other-magic", "bad-form"])
+def test_products_are_kept_read_apart_and_in_parts(tmp_path: Path) -> None:
+    data = json.dumps([{"id": "a", "metadata": BIG}]).encode()
+    where = str(tmp_path / "records")
+    _plant(where, data, big=b"0123456789" * 1000, small={"k": [1, 2]})
+    entry = recordcache.Entry(data, where)
+    assert entry.get("missing") is recordcache.MISSING
+    assert entry.holds_bytes("big") and not entry.holds_bytes("small") and not entry.holds_bytes("missing")
+    assert entry.read("big", 5, 12) == b"5678901"
+    with pytest.raises(ValueError):
+        entry.read("big", 9990, 10010)  # past its end
+    assert entry.get("small") == {"k": [1, 2]}
+    entry.put("more", "text")
+    entry.save()  # what was there stays, read or not
+    entry.close()
+    again = recordcache.Entry(data, where)
+    assert (again.get("big"), again.get("small"), again.get("more")) == (b"0123456789" * 1000, {"k": [1, 2]},
+                                                                         "text")
+    again.close()
+    # Another file's bytes see none of it.
+    other = recordcache.Entry(data.replace(b'"a"', b'"b"'), where)
+    assert other.get("big") is recordcache.MISSING
+    other.close()
+
+
+def test_small_files_keep_their_products_in_memory_only(tmp_path: Path) -> None:
+    where = tmp_path / "records"
+    entry = recordcache.Entry(b'[{"id":"a"}]', str(where))
+    assert entry.value() == [{"id": "a"}] and entry.go_form is None
+    entry.put("x", 1)
+    entry.save()
+    assert entry.get("x") == 1 and not where.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "other-magic", "bad-form", "bad-table"])
 def test_damaged_entries_are_ignored_and_replaced(tmp_path: Path, damage: str) -> None:
     data = json.dumps([{"id": "a", "metadata": BIG}]).encode()
     where = tmp_path / "records"
     recordcache.parse(data, str(where))
     blob = where.read_bytes()
     header = blob[:recordcache._HEADER + len(data)]
-    where.write_bytes({
-        "truncated": blob[:-10],
-        "garbage": header + bytes(range(256)) * 2,
-        "empty": b"",
-        "other-magic": b"X" + blob[1:],
-        "bad-form": header + marshal.dumps(("yes", ["x"])),
-    }[damage])
+    if damage == "bad-form":
+        _plant(str(where), data, value=["x"], form="yes")
+    else:
+        where.write_bytes({
+            "truncated": blob[:-10],
+            "garbage": header + bytes(range(256)) * 2,
+            "empty": b"",
+            "other-magic": b"X" + blob[1:],
+            "bad-table": header + len(blob).to_bytes(8, "big") + blob[len(header) + 8:],
+        }[damage])
     parsed = recordcache.parse(data, str(where))
     assert parsed.value == [{"id": "a", "metadata": BIG}]
     assert where.read_bytes() == blob
@@ -110,7 +154,7 @@ def test_damaged_entries_are_ignored_and_replaced(tmp_path: Path, damage: str) -
 def test_an_entry_owned_by_someone_else_is_not_read(tmp_path: Path) -> None:
     data = json.dumps([{"id": "a", "metadata": BIG}]).encode()
     where = tmp_path / "records"
-    recordcache._store(str(where), data, recordcache.Parsed(["planted"], "go"))
+    _plant(str(where), data, value=["planted"], form="go")
     os.chown(where, 4321, 4321)
     assert recordcache.parse(data, str(where)).value == [{"id": "a", "metadata": BIG}]
 

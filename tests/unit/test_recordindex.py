@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from containers_storage.layout import IMAGE_STORE, STABLE, VOLATILE, Layout, big_data_file_name
-from containers_storage.recordindex import RecordIndex, image_digests, layer_chain, read_records
+from containers_storage.recordindex import (
+    PackedIndex,
+    RecordIndex,
+    image_digests,
+    layer_chain,
+    plain_ids,
+    read_records,
+)
 
 A, B, C = "a" * 64, "ab" + "0" * 62, "c" * 64
 
@@ -88,6 +95,49 @@ def test_image_digests_and_layer_chains_as_go() -> None:
     assert image["digest"] == "sha256:m1"  # Go fills in the first when none was fixed
     parents = {"top": "mid", "mapped": "mid", "mid": "base", "base": ""}
     assert list(layer_chain(["top", "", "mapped"], parents.__getitem__)) == ["top", "mapped", "mid", "base"]
+
+
+def _packed(records: list[dict[str, Any]]) -> PackedIndex:
+    products = PackedIndex.pack(records)
+    assert products is not None
+
+    def read(name: str, start: int, end: int) -> bytes:
+        return products[name][start:end]
+
+    return PackedIndex(products[PackedIndex.IDS], products[PackedIndex.NAMES], read)
+
+
+def test_the_packed_index_resolves_references_as_the_index_does() -> None:
+    records: list[dict[str, Any]] = [
+        {"id": A, "names": ["app:1", "ünï cödé", "tab-free"]}, {"id": B, "names": [C[:12]]},
+        {"id": C, "names": []}, {"id": "short"}, {"id": "with space", "names": ["a b"]},
+        {"id": "x\udcff", "names": ["n\ud800"]},  # surrogates: names from argv bytes, escapes
+    ]
+    assert plain_ids(records) is not None
+    index, packed = _load([dict(r) for r in records]), _packed(records)
+    refs = [A, B, C, "app:1", "ünï cödé", "tab-free", C[:12], "a", "ab", "c", "cc", "s", "short", "sh",
+            "", " ", "with", "with space", "a b", "x", "x\udcff", "n\ud800", "n", "app", "app:1\t0",
+            "a\tb", "\n", "0", "\t", "nosuch", A + "0", A[:-1]]
+    for ref in refs:
+        assert packed.lookup(ref) == index.lookup(ref), ref
+        assert packed.get(ref) == index.get(ref), ref
+    assert packed.record(3) == {"id": "short"}
+
+
+@pytest.mark.parametrize("records", [
+    [{"id": "a\tb"}], [{"id": "a\nb"}], [{"id": "a", "names": ["x\ty"]}], [{"id": "a", "names": ["\n"]}],
+    [{"id": "a", "names": [1]}], [{"id": 5}],
+])
+def test_keys_the_lines_cannot_hold_are_not_packed(records: list[dict[str, Any]]) -> None:
+    assert PackedIndex.pack(records) is None
+
+
+def test_plain_ids_changes_nothing() -> None:
+    older, newer = {"id": A, "names": ["n"]}, {"id": C, "names": ["n"]}
+    assert plain_ids([older, newer]) is None
+    assert older == {"id": A, "names": ["n"]}
+    assert plain_ids([{"id": A}, {"id": A}]) is None and plain_ids([{"id": 1}]) is None
+    assert plain_ids([{"id": A, "names": ["n"]}, {"id": C}]) == [A, C]
 
 
 def test_layout_names_go_s_paths() -> None:

@@ -90,6 +90,9 @@ def fast_command_line(argv: list[str]) -> tuple[str, dict[str, object], list[str
     return name, values, args
 
 
+_KEEP: list[object] = []  # the fast paths' records: freeing them before os._exit would only cost
+
+
 def _run_fast(argv: list[str]) -> int | None:
     """Answer a fast command line; None when cli/main.py must run it."""
     import os
@@ -109,11 +112,11 @@ def _run_fast(argv: list[str]) -> int | None:
         if name in ("layers", "images", "containers"):
             from .listing import run_fast
 
-            code = run_fast(name, values, out)
+            code = run_fast(name, values, out, _KEEP)
         else:
             from .lookups import run_fast as run_lookup
 
-            code = run_lookup(name, values, args, out)
+            code = run_lookup(name, values, args, out, _KEEP)
     finally:
         out.flush()
     return code

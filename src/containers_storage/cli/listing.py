@@ -23,31 +23,51 @@ def render_layers(layers: list[Raw], images: list[Raw], containers: list[Raw], q
     """Go's ``layers`` text: each layer, its names, the images and container using it."""
     if quick:
         return "".join([layer["id"] + "\n" for layer in layers])
-    image_map: dict[str, list[Raw]] = {}
-    for image in images:
-        image_map.setdefault(image.get("layer") or "", []).append(image)
-        for mapped in image.get("mapped-layers") or ():
-            image_map.setdefault(mapped, []).append(image)
-    container_map = {c.get("layer") or "": c for c in containers}
-    parts: list[str] = []
-    add = parts.append
+    ids, own = layer_parts(layers)
+    return assemble_layers(ids, own, image_users(images), container_users(containers))
+
+
+def layer_parts(layers: list[Raw]) -> tuple[list[str], list[str]]:
+    """Each layer's ID and its own lines of the ``layers`` text (ID and names)."""
+    ids: list[str] = []
+    own: list[str] = []
     for layer in layers:
         lid = layer["id"]
-        add(lid + "\n")
-        for name in layer.get("names") or ():
-            add("\tname: " + name + "\n")
-        users = image_map.get(lid)
-        if users:
-            for img in users:
-                add("\timage: " + img["id"] + "\n")
-                for name in img.get("names") or ():
-                    add("\t\tname: " + name + "\n")
-        ctr = container_map.get(lid)
-        if ctr is not None:
-            add("\tcontainer: " + ctr["id"] + "\n")
-            for name in ctr.get("names") or ():
-                add("\t\tname: " + name + "\n")
-    return "".join(parts)
+        ids.append(lid)
+        own.append("".join([lid + "\n", *["\tname: " + name + "\n" for name in layer.get("names") or ()]]))
+    return ids, own
+
+
+def image_users(images: list[Raw]) -> dict[str, str]:
+    """Layer ID -> the ``layers`` text's lines of the images using it (top or mapped), in order."""
+    users: dict[str, list[str]] = {}
+    for image in images:
+        text = "".join(["\timage: " + image["id"] + "\n",
+                        *["\t\tname: " + name + "\n" for name in image.get("names") or ()]])
+        users.setdefault(image.get("layer") or "", []).append(text)
+        for mapped in image.get("mapped-layers") or ():
+            users.setdefault(mapped, []).append(text)
+    return {lid: "".join(texts) for lid, texts in users.items()}
+
+
+def container_users(containers: list[Raw]) -> dict[str, str]:
+    """Layer ID -> the ``layers`` text's lines of the container using it (the last one, as Go's
+    map of them keeps)."""
+    users: dict[str, str] = {}
+    for ctr in containers:
+        users[ctr.get("layer") or ""] = "".join(["\tcontainer: " + ctr["id"] + "\n",
+                                                 *["\t\tname: " + n + "\n" for n in ctr.get("names") or ()]])
+    return users
+
+
+def assemble_layers(ids: list[str], own: list[str], images: dict[str, str], containers: dict[str, str]
+                    ) -> str:
+    """The ``layers`` text from its parts (each kept with its records file: ``run_fast``)."""
+    if not images and not containers:
+        return "".join(own)
+    get_image, get_container = images.get, containers.get
+    return "".join([part for lid, text in zip(ids, own, strict=True)
+                    for part in (text, get_image(lid, ""), get_container(lid, ""))])
 
 
 def render_images(images: list[Raw], digests: list[list[str]], quiet: bool) -> str:
@@ -125,7 +145,8 @@ def _layer_users(name: str, values: dict[str, object]) -> bool:
     return name == "layers" and not values.get("json") and not values.get("quick")
 
 
-def snapshot_for(values: dict[str, object], layers: bool, images: bool, containers: bool) -> Snapshot | None:
+def snapshot_for(values: dict[str, object], layers: bool, images: bool, containers: bool,
+                 lookups: bool = False) -> Snapshot | None:
     """A snapshot of the store the options name, or None when only the Store can answer."""
     graph = values.get("graph")
     run = values.get("run")
@@ -142,51 +163,96 @@ def snapshot_for(values: dict[str, object], layers: bool, images: bool, containe
     image_store = values.get("image_store")
     return take(graph, run, driver, image_store=image_store if isinstance(image_store, str) else "",
                 transient=bool(values.get("transient_store")), driver_options=[str(o) for o in opts],
-                layers=layers, images=images, containers=containers)
+                layers=layers, images=images, containers=containers, lookups=lookups)
 
 
-def run_fast(name: str, values: dict[str, object], out: Output) -> int | None:
-    """Run a listing from a snapshot; None when the ordinary path must run instead."""
+def run_fast(name: str, values: dict[str, object], out: Output, keep: list[object] | None = None
+             ) -> int | None:
+    """Run a listing from a snapshot; None when the ordinary path must run instead.  ``keep``
+    receives what should outlive the call (the console script exits without freeing it).
+
+    What a listing prints from one records file alone (the images or containers text, the IDs,
+    whether ``--json`` may print the file's own bytes) is kept with that file's cache entry
+    (``Snapshot.product``), so a repeated listing of an unchanged store makes no records at all.
+    """
     if name == "layers" and values.get("tree"):
         return None
     snap = snapshot_for(values, name == "layers", name == "images" or _layer_users(name, values),
                         name == "containers" or _layer_users(name, values))
     if snap is None:
         return None
+    if keep is not None:
+        keep.append(snap)  # a process about to exit need not free every record first
     as_json = bool(values.get("json"))
     if name == "layers":
         if as_json:
-            _json_out(out, snap.layers, snap.layer_sources, layers_json)
+            _json_out(out, snap, "layers", lambda: snap.layers, layers_json)
+        elif values.get("quick"):
+            out.out(_text(snap.product("layers", "layers-quick",
+                                       lambda: render_layers(snap.layers, [], [], True))))
         else:
-            out.out(render_layers(snap.layers, snap.images, snap.containers, bool(values.get("quick"))))
+            # Its parts are each one file's: kept with that file, the whole made of them here.
+            ids, own = _parts(snap.product("layers", "layers-parts", lambda: layer_parts(snap.layers)))
+            images = _users(snap.product("images", "image-users", lambda: image_users(snap.image_users)))
+            ctrs = _users(snap.product("containers", "container-users",
+                                       lambda: container_users(snap.containers)))
+            out.out(assemble_layers(ids, own, images, ctrs))
     elif name == "images":
         if as_json:
-            _json_out(out, snap.images, snap.image_sources, images_json)
+            _json_out(out, snap, "images", lambda: snap.images, images_json)
         else:
-            out.out(render_images(snap.images, snap.image_digests, bool(values.get("quiet"))))
+            quiet = bool(values.get("quiet"))
+            out.out(_text(snap.product("images", "images-quiet" if quiet else "images-text",
+                                       lambda: render_images(snap.images, snap.image_digests, quiet))))
     else:
         if as_json:
-            _json_out(out, snap.containers, snap.container_sources, containers_json)
+            _json_out(out, snap, "containers", lambda: snap.containers, containers_json)
         else:
-            out.out(render_containers(snap.containers))
+            out.out(_text(snap.product("containers", "containers-text",
+                                       lambda: render_containers(snap.containers))))
     return 0
 
 
-def _json_out(out: Output, records: list[Raw], sources: list[tuple[bytes, str | None]],
+def _parts(value: object) -> tuple[list[str], list[str]]:
+    if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], list)
+            and isinstance(value[1], list)):
+        raise TypeError("the layers' parts are two lists")
+    return value[0], value[1]
+
+
+def _users(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("a users product is a dict")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a listing's text product is a str")
+    return value
+
+
+def _json_out(out: Output, snap: Snapshot, kind: str, records: Callable[[], list[Raw]],
               view: Callable[[list[Raw]], Any]) -> None:
     """Print records as Go would, reusing the file's bytes when they already are exactly that."""
-    value = view(records)
-    unchanged = isinstance(value, list) and all(a is b for a, b in zip(value, records, strict=True))
-    if len(sources) == 1 and unchanged:
-        from ..gojson import go_escape, go_form
+    sources = snap.layer_sources if kind == "layers" else (
+        snap.image_sources if kind == "images" else snap.container_sources)
+    if len(sources) == 1:
 
-        data, form = sources[0]
-        if form is None:
-            form = go_form(data)
-        if form == "go":
-            out.out_bytes(data.strip() + b"\n")
-            return
-        if form == "escape":
-            out.out_bytes(go_escape(data.strip()) + b"\n")
-            return
-    out.json(value)
+        def unchanged() -> bool:
+            value = view(records())
+            return isinstance(value, list) and all(a is b for a, b in zip(value, records(), strict=True))
+
+        if snap.product(kind, kind + "-json-unchanged", unchanged) is True:
+            from ..gojson import go_escape, go_form
+
+            data, form = sources[0]
+            if form is None:
+                form = go_form(data)
+            if form == "go":
+                out.out_bytes(data.strip() + b"\n")
+                return
+            if form == "escape":
+                out.out_bytes(go_escape(data.strip()) + b"\n")
+                return
+    out.json(view(records()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..snapshot import Snapshot
@@ -21,24 +22,28 @@ def _snapshot(name: str, values: dict[str, object]) -> Snapshot | None:
     from .listing import snapshot_for
 
     kinds = {"layer": (True, False, False), "image": (True, True, False)}.get(name, (True, True, True))
-    snap = snapshot_for(values, *kinds)
+    snap = snapshot_for(values, *kinds, lookups=True)
     if snap is not None and snap.additional_stores:
         return None
     return snap
 
 
-def run_fast(name: str, values: dict[str, object], args: list[str], out: Output) -> int | None:
-    """Answer from a snapshot; None when the ordinary path must run instead."""
+def run_fast(name: str, values: dict[str, object], args: list[str], out: Output,
+             keep: list[object] | None = None) -> int | None:
+    """Answer from a snapshot; None when the ordinary path must run instead.  ``keep`` receives
+    what should outlive the call (the console script exits without freeing it)."""
     snap = _snapshot(name, values)
     if snap is None:
         return None
+    if keep is not None:
+        keep.append(snap)
     indexes = [i for i in (snap.layer_index, snap.image_index, snap.container_index) if i is not None]
     as_json = bool(values.get("json"))
     if name == "layer":
-        from .gojson import layers_view
-
         matched = [rec for rec in (indexes[0].lookup(arg) for arg in args) if rec is not None]
         if as_json:
+            from .gojson import layers_view
+
             out.json(layers_view(matched))
         else:
             out.out("".join(_layer_text(rec) for rec in matched))
@@ -102,20 +107,23 @@ def run_fast(name: str, values: dict[str, object], args: list[str], out: Output)
 
 def _image(snap: Snapshot, args: list[str], as_json: bool, out: Output) -> int | None:
     """The image command; None (ordinary path) when a size needs a layer's contents measured."""
+    from ..recordindex import image_digests
+
     index = snap.image_index
     if index is None:
         return None
     matched = [rec for rec in (index.lookup(arg) for arg in args) if rec is not None]
+    # Go's Image.Digests, which may fill in an image's digest (before it is printed as JSON too).
+    digests = {id(rec): image_digests(rec) for rec in matched}
     if as_json:
         from .gojson import images_view
 
         out.json(images_view(matched))
         return 0 if len(matched) == len(args) else 1
-    layers = snap.layer_index.by_id if snap.layer_index is not None else {}
-    digests = {id(rec): d for rec, d in zip(snap.images, snap.image_digests, strict=True)}
+    layers = snap.layer_index
     texts: list[str] = []
     for rec in matched:
-        size = _image_size(rec, layers)
+        size = _image_size(rec, layers.get if layers is not None else lambda id: None, snap.layer_dir_empty)
         if size is None:
             return None
         texts.append(image_text(rec, digests[id(rec)]) + f"Size: {size}\n")
@@ -134,17 +142,29 @@ def image_text(rec: dict[str, Any], digests: list[str]) -> str:
     return "".join(parts)
 
 
-def _image_size(image: dict[str, Any], layers: dict[str, dict[str, Any]]) -> int | None:
-    """Go's ImageSize from recorded sizes alone; None when a layer lacks one or data is unsized."""
+def _image_size(image: dict[str, Any], layer: Callable[[str], dict[str, Any] | None],
+                empty: Callable[[str], bool]) -> int | None:
+    """Go's ImageSize from recorded sizes, or 0 for a layer whose directory is empty; None when a
+    layer's contents need measuring (the Store does that), or an item of data is unsized."""
     from ..recordindex import layer_chain
 
     size = 0
     tops = [image.get("layer") or "", *(image.get("mapped-layers") or ())]
-    for layer_id in layer_chain(tops, lambda id: layers[id].get("parent") or ""):
-        layer = layers.get(layer_id)
-        if layer is None or not layer.get("diff-digest"):
+    seen: dict[str, dict[str, Any]] = {}
+
+    def parent(id: str) -> str:
+        return seen[id].get("parent") or ""
+
+    for layer_id in layer_chain(tops, parent):
+        rec = layer(layer_id)
+        if rec is None:
             return None
-        size += int(layer.get("diff-size") or 0)
+        seen[layer_id] = rec
+        diff_size = rec.get("diff-size")
+        if rec.get("diff-digest") and diff_size != -1:
+            size += int(diff_size or 0)
+        elif not empty(layer_id):
+            return None  # Go measures the diff (the Store does that)
     sizes = image.get("big-data-sizes") or {}
     for name in image.get("big-data-names") or ():
         if name not in sizes:
