@@ -306,3 +306,19 @@ def test_registry_sending_other_bytes(store: Store, server: tuple[str, type[_Ser
         pull_layer(store, HTTPBlobSource(url), digest="sha256:" + hashlib.sha256(blob).hexdigest(),
                    size=len(blob), annotations=ann)
     _assert_nothing_left(store)
+
+
+def test_a_local_copy_that_changed(store: Store, tmp_path: Path) -> None:
+    """A file of another layer that no longer has its TOC digest (the store was tampered with)
+    is not reused as it is: the pull fails, naming it, and leaves nothing behind."""
+    files = file_contents(8, 6)
+    _seed(store, tmp_path, "by-file", files)
+    (seed,) = store.layers()
+    name = next(iter(files))
+    victim = Path(store.graph_root) / "overlay" / seed.id / "diff" / name
+    victim.write_bytes(b"X" * len(files[name]))  # same size, other content
+    blob, ann = Blob(rootfs_tar(files)).assemble()
+    path, digest = _write(tmp_path, blob)
+    with pytest.raises(ChunkedError, match=r"its copy in another layer of the store changed"):
+        _pull(store, path, digest, ann)
+    _assert_nothing_left(store)

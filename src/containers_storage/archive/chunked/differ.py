@@ -55,6 +55,7 @@ LAYER_DATA_KEY = "zstd-chunked-layer-data"
 LAYER_DATA = b'{"format":0}'  # Go's chunkedLayerData for DifferOutputFormatDir
 
 _PIECE = 1 << 20  # stream pieces handed to the apply thread (it applies a piece at a time)
+_READ_AHEAD = 64  # local copies asked of the disk ahead of the one being read
 _ZEROS = bytes(_PIECE)
 
 
@@ -194,7 +195,7 @@ def layer_index(store: Store) -> LayerIndex:
     from ...errors import BigDataUnknown
     from .reuse import LayerIndex
 
-    index = LayerIndex()
+    index = LayerIndex(PullOptions(store.options.pull_options).use_hard_links)
     rl = store.layer_store
     with rl.reading():
         candidates = [(layer.id, rl.driver) for layer in rl.records
@@ -257,6 +258,7 @@ class ChunkedDiffer:
         """Drop the temporary files (the tar-split)."""
         if self._toc is not None:
             self._toc.close()
+        self._index.close()
 
     def __enter__(self) -> ChunkedDiffer:
         """Itself; :meth:`close` on the way out."""
@@ -314,16 +316,16 @@ class ChunkedDiffer:
         _owners(out, toc)
         if plan is None:
             plan = _Plan(toc, self._index, self.options.use_hard_links)
-        if layer_toc.tar_split is not None and not layer_toc.tar_split.files:
-            from .manifest import check_toc_matches_tar_split
-
-            check_toc_matches_tar_split(toc, layer_toc.tar_split)
         parts, readers = self._request(plan, source)
         out.fetched_bytes = self.fetched_bytes = sum(length for _, length in network_ranges(parts))
         stream = _Producer(layer_toc, plan, parts, readers, kind)
         from ..apply import apply_layer
 
-        apply_opts = _with_reuse(options, plan.reused_any)
+        # Files found locally are cloned or hard linked rather than written from the stream; on
+        # a file system without reflinks, and without use_hard_links, cloning is copying, and
+        # the stream's bytes are written as they come (the C loop keeps applying plain entries).
+        apply_opts = _with_reuse(options, plan.reused_any and (
+            self.options.use_hard_links or _can_reflink(plan, dest)))
         stream.reuse = apply_opts.reuse
         reader = _Stream(stream.run())
         try:
@@ -435,6 +437,31 @@ class ChunkedDiffer:
             raise
         self._converted = converted  # kept open (unnamed) until the differ is dropped
         return layer_toc, source, result.diff_id
+
+
+def _can_reflink(plan: _Plan, dest: str) -> bool:
+    """Whether a file of another layer can be cloned into ``dest`` (FICLONE: btrfs, XFS)."""
+    import fcntl
+
+    from .reuse import open_local
+
+    root, rel, _link = next(iter(plan.reused.values()))
+    src = open_local(root, rel)
+    if src is None:
+        return False
+    try:
+        fd = os.open(dest, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError:
+        os.close(src)
+        return False
+    try:
+        fcntl.ioctl(fd, 0x40049409, src)  # FICLONE
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.close(src)
 
 
 def _owners(out: DifferOutput, toc: _toc.TOC) -> None:
@@ -679,6 +706,7 @@ class _Producer:
                     elif p.origin is not None:
                         self.local[(op.file, j)] = p.origin
         self._net = self._network_ops(parts)
+        self._ahead = 0  # local copies asked for up to this file
 
     def close(self) -> None:
         close = getattr(self.readers, "close", None)
@@ -726,6 +754,7 @@ class _Producer:
         root, rel, link = self.plan.reused[i]
         from .reuse import open_local
 
+        self._read_ahead(i)
         fd = open_local(root, rel)
         if fd is None:
             raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
@@ -733,23 +762,60 @@ class _Producer:
             self.reuse[name] = (os.dup(fd), link)
         return fd
 
+    def _read_ahead(self, i: int) -> None:
+        """Ask the kernel to start reading the next local copies (POSIX_FADV_WILLNEED): read
+        one by one, thousands of small files of another layer would each wait for the disk."""
+        from .reuse import open_local
+
+        reused = self.plan.reused
+        start = max(i, self._ahead)
+        end = min(i + _READ_AHEAD, len(self.toc.files))
+        for k in range(start, end):
+            found = reused.get(k)
+            if found is None:
+                continue
+            fd = open_local(found[0], found[1])
+            if fd is not None:
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+                os.close(fd)
+        self._ahead = max(self._ahead, end)
+
     def _from_tar_split(self) -> Iterator[bytes | memoryview]:
+        """The tarball as the tar-split records it, each header checked against its TOC entry
+        on the way (Go's ensureTOCMatchesTarSplit, done as the layer streams)."""
         ts = self.layer_toc.tar_split
         assert ts is not None
         files = self.toc.files
+        pending = {e.name: e for e in self.toc.entries}
+        region = bytearray()
+        pad = 0
+        total = 0
         k = 0  # the next file with content
         local_fd = -1
-        for typ, _name, size, payload in iter_tar_split(ts):
+        for typ, name, size, payload in iter_tar_split(ts):
             if typ == 2:
                 if k < len(files) and k in self.plan.reused and local_fd < 0:
-                    local_fd = self._register(k, _next_name(ts, k))
+                    local_fd = self._register(k, files[k].entry.name.encode("utf-8", "surrogateescape"))
                 if payload:
+                    region += payload
+                    total += len(payload)
                     yield payload
                 continue
+            hdr, block = _header(bytes(region), pad, name)
+            region.clear()
+            if hdr.data_size() != size:
+                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
+            check_entry(pending, hdr, block)
+            pad = -size % 512
+            total += size
             if not size:
                 continue
-            if k >= len(files):
-                raise ChunkedError("tar-split and TOC data is inconsistent")
+            if k >= len(files) or files[k].entry.size != size or (
+                    files[k].entry.name != name.decode("utf-8", "replace")):
+                raise ChunkedError("tar-split and TOC data is inconsistent: files are in another order")
             f = files[k]
             try:
                 yield from self._content(k, f, local_fd, payload)
@@ -759,7 +825,9 @@ class _Producer:
                     local_fd = -1
             k += 1
         if k != len(files):
-            raise ChunkedError("tar-split and TOC data is inconsistent")
+            raise ChunkedError("tar-split and TOC data is inconsistent: files are missing")
+        check_none_pending(pending)
+        ts.tar_size = total
 
     def _from_toc(self) -> Iterator[bytes | memoryview]:
         """Without a tar-split (eStargz, Go 1.43's zstd:chunked): headers made from the TOC."""
@@ -833,7 +901,9 @@ class _Producer:
             raise ChunkedError(f"content of {name!r} is {size} bytes, not the {f.entry.size} its TOC says")
         got = "sha256:" + h.hexdigest()
         if got != f.entry.digest:
-            raise ChunkedError(f"checksum mismatch for {name!r} (got {got!r} instead of {f.entry.digest!r})")
+            where = " (its copy in another layer of the store changed)" if local_fd >= 0 else ""
+            raise ChunkedError(f"checksum mismatch for {name!r} (got {got!r} instead of {f.entry.digest!r})"
+                               f"{where}")
         if crc_want is not None and crc.to_bytes(8, "big") != crc_want:
             raise ChunkedError(f"content of {name!r} does not match its tar-split checksum")
 
@@ -916,13 +986,6 @@ def _codec_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         from backports.zstd import ZstdError  # type: ignore[import-not-found,unused-ignore]
     return (ZstdError, igzip_lib.IsalError, EOFError, ValueError, OSError)  # type: ignore[return-value]
-
-
-def _next_name(ts: object, k: int) -> bytes:
-    """The tar name of file ``k`` as the tar-split records it."""
-    names = getattr(ts, "files", None)
-    assert names is not None
-    return names[k][0]  # type: ignore[no-any-return]
 
 
 def _read_exact(reader: RangeReader, n: int) -> Iterator[bytes]:

@@ -43,12 +43,20 @@ def hard_link_fingerprint(digest: str, uid: int, gid: int, mode: int, xattrs: di
 class LayerIndex:
     """Where the store's partially pulled layers hold each file and chunk digest."""
 
-    def __init__(self) -> None:
-        """An empty index; :meth:`add_layer` fills it."""
+    def __init__(self, use_hard_links: bool = False) -> None:
+        """An empty index; :meth:`add_layer` fills it (hard-link keys only when they are used)."""
         self.files: dict[str, list[tuple[str, str, int]]] = {}  # digest -> (root, name, size)
         self.links: dict[str, list[tuple[str, str, int]]] = {}  # fingerprint -> same
         self.chunks: dict[str, list[tuple[str, str, int, int]]] = {}  # -> (root, name, off, size)
         self.layers = 0
+        self.use_hard_links = use_hard_links
+        self._roots: dict[str, int] = {}  # layer directory -> an O_PATH fd of it
+
+    def close(self) -> None:
+        """Close the layer directories opened for lookups."""
+        for fd in self._roots.values():
+            os.close(fd)
+        self._roots.clear()
 
     def add_layer(self, root: str, manifest: bytes) -> None:
         """Index a layer whose files are under ``root``, from its TOC (skipped when unreadable)."""
@@ -72,7 +80,7 @@ class LayerIndex:
             if typ == "reg" and isinstance(digest, str) and type(size) is int and size > 0:
                 self.files.setdefault(digest, []).append((root, name, size))
                 uid, gid, mode, xattrs = e.get("uid", 0), e.get("gid", 0), e.get("mode", 0), e.get("xattrs")
-                if all(type(v) is int for v in (uid, gid, mode)):
+                if self.use_hard_links and all(type(v) is int for v in (uid, gid, mode)):
                     fp = hard_link_fingerprint(digest, uid, gid, mode,
                                                xattrs if isinstance(xattrs, dict) else {})
                     self.links.setdefault(fp, []).append((root, name, size))
@@ -97,7 +105,7 @@ class LayerIndex:
         for root, name, off, csize in self.chunks.get(digest, ()):
             if csize != size:
                 continue
-            fd = _open(root, name)
+            fd = self._open(root, name)
             if fd is None:
                 continue
             try:
@@ -111,21 +119,36 @@ class LayerIndex:
 
     def _verified(self, candidates: Iterable[tuple[str, str, int]], digest: str, size: int
                   ) -> tuple[str, str] | None:
+        """The first candidate that is a regular file of the size.  Its content is hashed when
+        the pull streams it (a copy that changed since its layer was pulled fails the pull
+        there, with the file named), not here: that would read every reused file twice."""
         for root, name, csize in candidates:
             if csize != size:
                 continue
-            fd = _open(root, name)
+            fd = self._open(root, name)
             if fd is None:
                 continue
             try:
                 st = os.fstat(fd)
-                if stat.S_ISREG(st.st_mode) and st.st_size == size and _hash_range(fd, 0, size) == digest:
+                if stat.S_ISREG(st.st_mode) and st.st_size == size:
                     return root, name
             except OSError:
                 pass
             finally:
                 os.close(fd)
         return None
+
+    def _open(self, root: str, name: str) -> int | None:
+        rfd = self._roots.get(root)
+        if rfd is None:
+            try:
+                rfd = self._roots[root] = open_root(root)
+            except OSError:
+                return None
+        try:
+            return open_beneath(rfd, name, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
 
 
 def open_local(root: str, name: str) -> int | None:
