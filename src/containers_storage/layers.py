@@ -240,9 +240,14 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
         ]
         from . import gojson
 
+        data = gojson.dumps(mounts)
+        if read_optional(self.mounts_path) == data:
+            # The same bytes already (every save of a layer that is not being mounted or
+            # unmounted): nothing to write, sync or tell readers (Go writes and syncs them again).
+            return
         self._mounts_last_write = self.mounts_lock.record_write()
         os.makedirs(os.path.dirname(self.mounts_path), mode=0o700, exist_ok=True)
-        atomic_write(self.mounts_path, gojson.dumps(mounts))
+        atomic_write(self.mounts_path, data)
 
     # -- saving --------------------------------------------------------------------------------
     def _location_of(self, rec: Layer) -> int:
