@@ -979,6 +979,16 @@ def prepare_bytecode(ours: str) -> None:
         subprocess.run([str(python), "-m", "compileall", "-q", where], check=False)
 
 
+def prepare_launcher(ours: str) -> str:
+    """Our CLI as scripts/setup.sh installs it: the launcher (scripts/build-launcher.sh), built
+    again here in case a later ``pip install`` put the console script back.  Returns which."""
+    if Path(ours).resolve() == OURS_CLI.resolve():
+        subprocess.run([str(REPO / "scripts" / "build-launcher.sh"), str(OURS_CLI.parent.parent)],
+                       check=False)
+    with open(ours, "rb") as f:
+        return "the console script" if f.read(2) == b"#!" else "the launcher (scripts/build-launcher.sh)"
+
+
 def results_from_json(doc: dict[str, Any]) -> list[Result]:
     out = []
     refs = tuple(r["key"] for r in doc.get("references") or []) or ("go",)
@@ -1008,7 +1018,7 @@ def readme_block(doc: dict[str, Any], chart_path: str) -> str:
     return "\n".join([
         README_START,
         f"Run {doc['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, kernel {m['kernel']}, "
-        f"Python {m['python']}, against {against}; workload "
+        f"Python {m['python']} (our CLI: {m.get('ours', 'the console script')}), against {against}; workload "
         f"{doc['workload']['tar_mb']} MB / {doc['workload']['entries']} entries.{load} Command:",
         "",
         "```",
@@ -1075,6 +1085,7 @@ def main() -> int:
             sys.exit(f"{binary}: not found (Debian package containers-storage, or --reference)")
     BENCH.mkdir(parents=True, exist_ok=True)
     prepare_bytecode(args.ours)
+    launcher = prepare_launcher(args.ours)
     refs = references(binaries)
     labels = {r.key: r.label for r in refs}
     stores = Stores(args, refs)
@@ -1099,10 +1110,12 @@ def main() -> int:
         plan += [(op, writer_runs, 0) for op in select([writers_op(stores, driver)], patterns)]
 
     info = machine()
+    info["ours"] = launcher
     tar_mb = stores.inputs["tar"].stat().st_size / 1e6
     entries = int(subprocess.run(f"tar -tf {stores.inputs['tar']} | wc -l", shell=True, capture_output=True,
                                  text=True).stdout or 0)
-    print(f"ours: {args.ours}\n" + "".join(f"reference {r.label}: {r.binary} ({r.version})\n" for r in refs)
+    print(f"ours: {args.ours} ({launcher})\n"
+          + "".join(f"reference {r.label}: {r.binary} ({r.version})\n" for r in refs)
           + f"machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}; "
           f"load {os.getloadavg()[0]:.2f}\nworkload: {tar_mb:.0f} MB tar, {entries} entries; "
           f"drop caches: {stores.drop}\n", flush=True)

@@ -52,6 +52,8 @@ fi
 # Byte-compile now: this environment may set PYTHONDONTWRITEBYTECODE, and every CLI call would
 # otherwise recompile the modules it imports.
 .venv/bin/python -m compileall -q -j 0 src/containers_storage >/dev/null
+# The CLI's launcher in place of pip's console script: the same CLI started without `site`.
+./scripts/build-launcher.sh .venv
 
 # Rootless tests (tests/rootless): an unprivileged user with subordinate ID ranges, and a second
 # one without any; a venv of the package's dependencies made with Debian's python3, which they can

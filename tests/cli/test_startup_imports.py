@@ -29,12 +29,18 @@ APPLY_AVOIDS = frozenset({
 })
 
 
+def _script_is_python() -> bool:
+    with open(SCRIPT, "rb") as f:
+        return f.read(2) == b"#!"  # else scripts/build-launcher.sh's launcher, a program
+
+
 def _run(store: list[str], *argv: str, heavy: frozenset[str] = HEAVY) -> str:
     """Run one command under ``-X importtime``; fail on an error or a heavy import; its output."""
-    env = {**os.environ, "STORAGE_OPTS": ""}
+    env = {**os.environ, "STORAGE_OPTS": "", "PYTHONPROFILEIMPORTTIME": "1"}
     env.pop("STORAGE_DRIVER", None)
-    proc = subprocess.run([sys.executable, "-X", "importtime", SCRIPT, *store, *argv],
-                          capture_output=True, env=env, text=True)
+    # The console script through this interpreter, or the launcher (which embeds it) as it is.
+    command = [sys.executable, SCRIPT] if _script_is_python() else [SCRIPT]
+    proc = subprocess.run([*command, *store, *argv], capture_output=True, env=env, text=True)
     modules = set()
     errors = []
     for line in proc.stderr.splitlines():
