@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -338,3 +338,30 @@ def test_cli_applydiff_using_staging_dir(tmp_path: Path) -> None:
             return [{k: v for k, v in e.items() if k not in ("offset", "endOffset")} for e in m["entries"]]
 
         assert without_offsets(ours["manifest"]) == without_offsets(go["manifest"])
+
+
+@pytest.mark.parametrize("fs", ["xfs_mount", "btrfs_mount"])
+def test_reflinks_where_the_file_system_has_them(on_loop_fs: Callable[[str], str], fs: str) -> None:
+    """On XFS (reflink=1, mkfs.xfs's default) and btrfs a file of another layer is cloned: the
+    two layers' files share their extents, and nothing is hard linked."""
+    from dedupcase import first_extent
+
+    base = Path(on_loop_fs(fs))
+    files = file_contents(10, 6)
+    p1, a1, d1 = _blob_file(base, rootfs_tar(files), "one")
+    tar2 = rootfs_tar(changed_files(files, changed=1))
+    p2, a2, d2 = _blob_file(base, tar2, "two")
+    made: list[Store] = []
+    try:
+        store = _store(made, base / "s")
+        first, _ = _pull(store, p1, a1, d1)
+        second, _ = _pull(store, p2, a2, d2)
+        assert _diff(store, second.layer.id) == tar2  # type: ignore[attr-defined]
+        name = "usr/lib/f002"  # large, unchanged
+        a = _diff_dir(store, first.layer.id) / name  # type: ignore[attr-defined]
+        b = _diff_dir(store, second.layer.id) / name  # type: ignore[attr-defined]
+        assert a.read_bytes() == b.read_bytes() and os.stat(a).st_ino != os.stat(b).st_ino
+        assert first_extent(str(a)) == first_extent(str(b))
+    finally:
+        for s in made:
+            close_store(s)
