@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ...errors import DigestMismatch
+from ...errors import DigestMismatch, DuplicateID
 from .toc import FallbackToFullPull
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -121,8 +121,13 @@ def pull_layer(store: Store, source: BlobSource, *, digest: str, size: int, anno
         if found is not None:
             store.cleanup_staged_layer(staged)
             return PullResult(found, True, "", 0)
-        layer = store.apply_staged_layer(staged, id=layer_ref, parent=parent or None, names=names,
-                                         flags=flags or None)
+        try:
+            layer = store.apply_staged_layer(staged, id=layer_ref, parent=parent or None, names=names,
+                                             flags=flags or None)
+        except DuplicateID:
+            # Another process (podman, skopeo, us) made the same layer meanwhile: c/image takes it.
+            store.cleanup_staged_layer(staged)
+            return PullResult(store.layer(layer_ref), True, "", 0)
     except BaseException:
         store.cleanup_staged_layer(staged)
         raise
