@@ -365,3 +365,24 @@ def test_reflinks_where_the_file_system_has_them(on_loop_fs: Callable[[str], str
     finally:
         for s in made:
             close_store(s)
+
+
+def test_a_partial_layer_on_a_parent(stores: list[Store], tmp_path: Path) -> None:
+    """Over a parent: c/image's chain ID, the parent recorded, the diff against it the tarball,
+    the layer's root directory taking the parent's mode (the tarball sets none)."""
+    import hashlib
+
+    lower_tar = rootfs_tar(file_contents(11, 4), extra=False)
+    upper_tar = rootfs_tar(changed_files(file_contents(11, 4), changed=1), extra=False)
+    p1, a1, d1 = _blob_file(tmp_path, lower_tar, "lower")
+    p2, a2, d2 = _blob_file(tmp_path, upper_tar, "upper")
+    store = _store(stores, tmp_path / "s")
+    lower, _ = _pull(store, p1, a1, d1)
+    os.chmod(_diff_dir(store, lower.layer.id), 0o751)  # type: ignore[attr-defined]
+    upper, _ = _pull(store, p2, a2, d2, parent=lower.layer.id)  # type: ignore[attr-defined]
+    layer = store.layer(upper.layer.id)  # type: ignore[attr-defined]
+    diff_id = hashlib.sha256(upper_tar).hexdigest()
+    assert layer.id == hashlib.sha256(f"{lower.layer.id}+{diff_id}".encode()).hexdigest()  # type: ignore[attr-defined]
+    assert layer.parent == lower.layer.id  # type: ignore[attr-defined]
+    assert _diff(store, layer.id) == upper_tar
+    assert os.stat(_diff_dir(store, layer.id)).st_mode & 0o7777 == 0o751
