@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import os
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -62,6 +61,8 @@ class PrefixIndex:
         if self._sorted is None:
             self._sorted = sorted(self._ids)
         ids = self._sorted
+        import bisect  # here: creating a layer (unused_id) needs no sorted index
+
         i = bisect.bisect_left(ids, prefix)
         if i >= len(ids) or not ids[i].startswith(prefix):
             return None

@@ -204,12 +204,20 @@ class OverlayDriver(NaiveDiff):
         self.image_store = options.image_store
         self.runhome = os.path.join(options.run_root, os.path.basename(self.home))
         os.makedirs(os.path.join(self.home, LINK_DIR), mode=0o755, exist_ok=True)
-        magic, self.backing_fs = probe.backing_fs(self.home)
+        from ..mountinfo import MountEntry, entries
+
+        mounts: list[MountEntry] | None
+        try:
+            mounts = entries()  # read once for the backing file system and make_private below
+        except OSError:
+            mounts = None  # each looks (and fails) for itself, as before
+        magic, self.backing_fs = probe.backing_fs(self.home, mounts)
         if self.image_store:
             os.makedirs(os.path.join(self.image_store, "overlay", LINK_DIR), mode=0o755, exist_ok=True)
         os.makedirs(self.runhome, mode=0o700, exist_ok=True)
 
-        if not opts.mount_program and not probe.supports_native_overlay(self.home, self.runhome):
+        if not opts.mount_program and not probe.supports_native_overlay(self.home, self.runhome,
+                                                                         self.backing_fs):
             import shutil
 
             found = shutil.which("fuse-overlayfs")
@@ -279,7 +287,7 @@ class OverlayDriver(NaiveDiff):
 
         if not opts.skip_mount_home:
             try:
-                om.make_private(self.home)
+                om.make_private(self.home, mounts)
             except OSError as e:
                 raise DriverError(f"overlay: failed to make mount private: {e}") from e
 

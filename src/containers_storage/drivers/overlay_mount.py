@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ..mountinfo import MountEntry
+
 # mount(2) flags (linux/mount.h)
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -184,15 +186,16 @@ def is_mounted_as(path: str, magic: int) -> bool:
         return False
 
 
-def make_private(path: str) -> None:
+def make_private(path: str, mounts: list[MountEntry] | None = None) -> None:
     """Bind-mount ``path`` on itself if needed and make it private (Go's mount.MakePrivate).
 
     A private home keeps layer mounts from propagating into other mount namespaces, where they
-    would pin the layer's directories and make removing it fail with EBUSY.
+    would pin the layer's directories and make removing it fail with EBUSY.  ``mounts``:
+    mountinfo's entries, when the caller has read them.
     """
-    from ..mountinfo import mount_at
+    from ..mountinfo import entries, topmost
 
-    entry = mount_at(path)
+    entry = topmost(mounts if mounts is not None else entries(), os.path.realpath(path))
     if entry is not None and entry.private:
         return  # already what Go's (repeated) MS_PRIVATE would make it: skip loading ctypes
     if entry is None:

@@ -16,6 +16,10 @@ from ..errors import DriverError
 from ..fsutil import rmtree
 from . import overlay_mount as m
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from ..mountinfo import MountEntry
+
 MOUNT_PROGRAM_FLAG_FILE = ".has-mount-program"
 WHITEOUT_PREFIX = ".wh."
 
@@ -51,18 +55,18 @@ def overlay_xattr(name: str) -> str:
     return ("user.overlay." if rootless() else "trusted.overlay.") + name
 
 
-def backing_fs(home: str) -> tuple[int, str]:
+def backing_fs(home: str, mounts: list[MountEntry] | None = None) -> tuple[int, str]:
     """The file system holding the driver home (statfs of its parent, as Go's GetFSMagic).
 
     Read from mountinfo when the type's magic is known: statfs needs ctypes, whose import is a
-    tenth of an overlay CLI call.
+    tenth of an overlay CLI call.  ``mounts``: mountinfo's entries, when the caller has read them.
     """
-    from ..mountinfo import mount_containing
+    from ..mountinfo import containing, entries
 
     parent = os.path.dirname(home.rstrip("/")) or "/"
     magic = None
     try:
-        entry = mount_containing(parent)
+        entry = containing(mounts if mounts is not None else entries(), os.path.realpath(parent))
     except OSError:
         entry = None
     if entry is not None:
@@ -239,8 +243,11 @@ def scan_for_mount_program_indicators(home: str) -> bool:
     return False
 
 
-def supports_native_overlay(home: str, runhome: str) -> bool:
-    """Whether the kernel can mount this home; False means a mount program is needed."""
+def supports_native_overlay(home: str, runhome: str, backing: str | None = None) -> bool:
+    """Whether the kernel can mount this home; False means a mount program is needed.
+
+    ``backing``: the home's file system name (``backing_fs``), when the caller has it already
+    (each look costs a read of /proc/self/mountinfo)."""
     # As Go: the effective UID (an unprivileged user outside a namespace cannot mount at all).
     if os.geteuid() != 0 or not home or not runhome:
         return False
@@ -267,7 +274,7 @@ def supports_native_overlay(home: str, runhome: str) -> bool:
     for d in (home, runhome):
         os.makedirs(d, mode=0o700, exist_ok=True)
     try:
-        return check_overlay_support(home, runhome, backing_fs(home)[1])
+        return check_overlay_support(home, runhome, backing if backing is not None else backing_fs(home)[1])
     except DriverError:
         return False
 
