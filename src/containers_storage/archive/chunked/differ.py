@@ -41,6 +41,7 @@ from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+    from typing import IO
 
     from ...store import Store
     from ..apply import ApplyOptions, ApplyResult
@@ -251,14 +252,18 @@ class ChunkedDiffer:
         self._toc = layer_toc
         self._used = False
         self.fetched_bytes = 0  # bytes of file data asked of the source by apply()
+        self._converted: IO[bytes] | None = None  # convert_images: the rewritten blob (unnamed)
         # Go builds its layers cache in NewDiffer, where no lock is held; so do we.
         self._index = layer_index(store)
 
     def close(self) -> None:
-        """Drop the temporary files (the tar-split)."""
+        """Drop the temporary files (the tar-split, a converted blob)."""
         if self._toc is not None:
             self._toc.close()
         self._index.close()
+        if self._converted is not None:
+            self._converted.close()
+            self._converted = None
 
     def __enter__(self) -> ChunkedDiffer:
         """Itself; :meth:`close` on the way out."""
