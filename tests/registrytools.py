@@ -90,7 +90,21 @@ class Registry:
             proc.wait()
 
     # -- what it served ----------------------------------------------------------------------
+    def _settle(self) -> None:
+        """Wait for the log to stop growing: the server logs a response after the client has
+        read it, so the last line may come a moment after the pull returned."""
+        deadline = time.monotonic() + 5
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            size = self.log.stat().st_size
+            if size != last:
+                last, quiet_since = size, time.monotonic()
+            elif time.monotonic() - quiet_since >= 0.2:
+                return
+            time.sleep(0.02)
+
     def _responses(self) -> list[dict[str, str]]:
+        self._settle()
         out = []
         for line in self.log.read_text(errors="replace").splitlines():
             if 'msg="response completed"' not in line:
