@@ -274,7 +274,7 @@ def test_rootless_overlay_over_a_network_file_system(rootless: None, monkeypatch
     from containers_storage.drivers.overlay import OverlayDriver
     from containers_storage.errors import DriverError
 
-    monkeypatch.setattr(overlay_probe, "backing_fs", lambda home: (0x6969, "nfs"))
+    monkeypatch.setattr(overlay_probe, "backing_fs", lambda home, mounts=None: (0x6969, "nfs"))
     warnings: list[str] = []
     monkeypatch.setattr(lazylog, "sink", lambda level, text: warnings.append(f"{level}: {text}"))
     root, run = str(tmp_path / "root"), str(tmp_path / "run")
