@@ -1,5 +1,5 @@
-"""The console script's own parser (cli/console.py): it takes only the command lines the fast paths
-answer, and reads them exactly as the full Go flag parser (cli/main.py, cli/flags.py) does."""
+"""The console script's own parser (cli/console.py): it takes only the command lines it knows for
+certain, and reads them exactly as the full Go flag parser (cli/main.py, cli/flags.py) does."""
 
 from __future__ import annotations
 
@@ -25,22 +25,29 @@ def _full_parse(argv: list[str]) -> tuple[str, dict[str, object], list[str]]:
     assert command is not None
     fs = cli_main._make_flags(name, cli_main.PROG, values, True, out)
     for spec in command.flags:
-        assert spec.kind == "bool"
-        fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
+        if spec.kind == "bool":
+            fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
+        elif spec.kind == "list":
+            values.pop(spec.dest, None)
+            fs.add_list(spec.dest, list(spec.names), spec.usage)
+        else:
+            fs.add_string(spec.dest, list(spec.names), str(spec.default), spec.usage)
     fs.parse(top.args[1:])
     values.pop("help", None)
     return name, values, fs.args
 
 
-def test_the_fast_commands_and_flags_are_those_of_the_command_table() -> None:
-    assert set(console.FAST_COMMANDS) == cli_main._FAST | cli_main._FAST_LOOKUPS | {"getnames"}
-    for name, (flags, low, high) in console.FAST_COMMANDS.items():
+def test_the_command_lines_taken_are_those_of_the_command_table() -> None:
+    fast = {name for name, spec in console.COMMAND_LINES.items() if spec[4]}
+    assert fast == cli_main._FAST | cli_main._FAST_LOOKUPS | {"getnames"}
+    for name, (flags, low, high, action, _) in console.COMMAND_LINES.items():
         command = find(name)
         assert command is not None
-        assert (command.min_args, command.max_args) == (low, high), name
-        table = {n.removeprefix("#"): spec.dest for spec in command.flags for n in spec.names}
-        assert all(spec.kind == "bool" for spec in command.flags), name
-        assert flags == table, name
+        assert (command.min_args, command.max_args, command.action) == (low, high, action), name
+        table = {n: (spec.kind, spec.dest) for spec in command.flags for n in spec.names}
+        assert flags == table, name  # (no deprecated "#" spellings: the full parser warns of those)
+        assert all(spec.default in (False, "") for spec in command.flags), name
+        assert not set(flags) & set(console._GLOBAL), name
 
 
 @pytest.mark.parametrize("argv", [
@@ -58,9 +65,19 @@ def test_the_fast_commands_and_flags_are_those_of_the_command_table() -> None:
     [*STORE, "getnames", "-j", "x"],
     [*STORE, "metadata", "-q", "x", "y"],
     [*STORE, "layer", "x", "--", "y"],
+    [*STORE, "create-layer"],
+    [*STORE, "create-layer", "-n", "a", "--name=b", "--id", "-r", "-l='x'", "-r", "parent"],
+    [*STORE, "createlayer", "--uidmap", "0:1:2", "--hostgidmap", "--readonly"],
+    [*STORE, "create-image", "-n", "img", "-d", "sha256:00", "--metadata", "m", "-f", "/m", "top"],
+    [*STORE, "create-container", "--volatile", "-n", "c", "img"],
+    [*STORE, "delete-layer", "a", "b"],
+    [*STORE, "deleteimage", "-t", "x"],
+    [*STORE, "delete-container", "--json", "x"],
+    [*STORE, "mount", "-o", "ro", "--ro", "--read-only", "-r", "x"],
+    [*STORE, "umount", "-f", "x", "y"],
 ])
 def test_accepted_command_lines_read_as_the_full_parser_reads_them(argv: list[str]) -> None:
-    parsed = console.fast_command_line(argv)
+    parsed = console.parse_command_line(argv)
     assert parsed is not None
     name, values, args = parsed
     full_name, full_values, full_args = _full_parse(argv)
@@ -70,7 +87,11 @@ def test_accepted_command_lines_read_as_the_full_parser_reads_them(argv: list[st
 
 @pytest.mark.parametrize("argv", [
     [*STORE],                                     # no command
-    [*STORE, "create-layer"],                     # not a fast command
+    [*STORE, "import-layer"],                     # not a command taken here
+    [*STORE, "create-layer", "a", "b"],
+    [*STORE, "create-container"],
+    [*STORE, "create-layer", "--name"],           # a value missing
+    [*STORE, "create-layer", "--readonly=false"],  # a boolean with a value
     [*STORE, "images", "-qj"],                    # a cluster of letters
     [*STORE, "images", "--json=true"],            # a boolean with a value
     [*STORE, "layers", "--"],                     # the end of the flags
@@ -87,7 +108,7 @@ def test_accepted_command_lines_read_as_the_full_parser_reads_them(argv: list[st
     ["-graph", "/g", "--run", "/r", "--storage-driver", "vfs", "images"],  # mflag reads -graph as letters
 ])
 def test_everything_else_goes_to_the_full_parser(argv: list[str]) -> None:
-    assert console.fast_command_line(argv) is None
+    assert console.parse_command_line(argv) is None
 
 
 def test_rejected_lines_the_full_parser_refuses_or_reads_otherwise() -> None:

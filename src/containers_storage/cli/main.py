@@ -13,27 +13,14 @@ import sys
 
 from .commands import COMMANDS, Command, find
 from .flags import FlagError, FlagSet, go_list
-from .output import Output
+from .output import Output, exit_now
+from .runner import log_sink, run_command
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..config import ConfigError, StoreOptions
 
 PROG = "containers-storage"
-# Commands that only read records: the graph driver is set up lazily for them (Go sets it up in
-# GetStore, which costs nothing in Go but an import and a probe here).
-_LAZY_DRIVER = frozenset({
-    "layers", "layer", "images", "image", "images-by-digest", "containers", "container", "exists",
-    "get-names", "getnames", "metadata", "list-layer-data", "listlayerdata", "list-image-data",
-    "listimagedata", "list-container-data", "listcontainerdata", "get-image-data", "getimagedata",
-    "get-container-data", "getcontainerdata", "get-layer-data", "getlayerdata",
-    "get-image-data-size", "getimagedatasize", "get-image-data-digest", "getimagedatadigest",
-    "get-container-data-size", "getcontainerdatasize", "get-container-data-digest",
-    "getcontainerdatadigest", "version", "config", "unshare",
-})
-_KNOWN_DRIVERS = frozenset({"vfs", "overlay", "overlay2"})
 _FAST = frozenset({"layers", "images", "containers"})  # listing.FAST, without importing it
 _FAST_LOOKUPS = frozenset({"exists", "layer", "image", "get-names", "getnames", "metadata"})  # lookups.FAST
 _gc_resume = (True, False)  # main(): whether to turn the collector back on, whether a console run
@@ -114,7 +101,7 @@ def main(argv: list[str] | None = None, prog: str | None = None, *, _start_up_gc
     out = Output()
     from .. import lazylog
 
-    saved, lazylog.sink = lazylog.sink, _log_line(out)  # library warnings as Go's logrus lines
+    saved, lazylog.sink = lazylog.sink, log_sink(out)  # library warnings as Go's logrus lines
     try:
         code = _run(list(argv), prog or PROG, out)
     except _Exit as e:
@@ -125,34 +112,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, *, _start_up_gc
         if gc_was_on and not console:
             gc.enable()
     if console:
-        _fast_exit(code)
+        exit_now(code)
     return code
-
-
-def _fast_exit(code: int) -> None:
-    """Skip interpreter teardown (freeing every parsed record) when nothing else is running.
-
-    Everything we wrote went through closed files or flushed streams by now; a second thread
-    (the archive engine's) means we leave the ordinary way instead.
-    """
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        return
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(code)
-
-
-def _log_line(out: Output) -> Callable[[str, str], None]:
-    def sink(level: str, message: str) -> None:
-        from .base import debug_line
-
-        out.err(debug_line(message, level))
-
-    return sink
 
 
 def _run(argv: list[str], prog: str, out: Output) -> int:
@@ -257,30 +218,7 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         code = run_lookup(name, values, args, out)
         if code is not None:
             return code
-    store = _open_store(_store_options(values, base), name, out)
-    if store is None:
-        return 1
-
-    from .base import Context, go_error_text
-
-    module_name, _, func_name = command.action.partition(":")
-    module = __import__(f"{__package__}.{module_name}", fromlist=[func_name])
-    action = getattr(module, func_name)
-    ctx = Context(name, values, store, out)
-    gc_was_on, console = _gc_resume
-    if gc_was_on:
-        # Start-up is over; a long command (an import, a diff) collects its own garbage as usual.
-        # In a CLI process what start-up allocated is kept for good: frozen, never scanned again.
-        if console:
-            gc.freeze()
-        gc.enable()
-    try:
-        return int(action(ctx, args))
-    except (OSError, Exception) as e:  # every failure is reported as Go reports it: text, exit 1
-        if isinstance(e, _Exit):
-            raise
-        out.err(go_error_text(e) + "\n")
-        return 1
+    return run_command(name, command.action, values, args, out, base, _gc_resume)
 
 
 def _system_config_error() -> ConfigError | None:
@@ -331,44 +269,6 @@ def _default_options(values: dict[str, object], out: Output) -> StoreOptions:
     values["image_store"] = base.image_store
     values["transient_store"] = base.transient_store
     return base
-
-
-def _store_options(values: dict[str, object], base: StoreOptions | None) -> StoreOptions:
-    from ..config import StoreOptions
-
-    options = base if base is not None else StoreOptions()
-    options.graph_root = str(values.get("graph") or "")
-    options.run_root = str(values.get("run") or "")
-    options.driver_name = str(values.get("storage_driver") or "")
-    opts = values.get("storage_opt")
-    options.driver_options = [str(o) for o in opts] if isinstance(opts, list) else []
-    options.image_store = str(values.get("image_store") or "")
-    options.transient_store = bool(values.get("transient_store"))
-    return options
-
-
-def _open_store(options: StoreOptions, name: str, out: Output):  # type: ignore[no-untyped-def]
-    """get_store plus, as Go's GetStore does, the graph driver: errors are "error initializing"."""
-    from ..errors import StorageError
-    from ..store import get_store
-    from .base import go_error_text
-
-    try:
-        store = get_store(options)
-        lazy = (name in _LAZY_DRIVER and not options.driver_options
-                and store.driver_name in _KNOWN_DRIVERS)
-        if not lazy:
-            store.driver  # noqa: B018 - set the driver up now, so that its errors come first
-    except (StorageError, OSError, ValueError) as e:
-        text = go_error_text(e)
-        if text.startswith("failed to GetDriver graph "):
-            from .base import debug_line
-
-            # Go's drivers.GetDriver also logs this at error level (shown without --debug).
-            out.err(debug_line("F" + text[1:].partition(": driver not supported")[0], "error"))
-        out.out(f"error initializing: {text}\n")
-        return None
-    return store
 
 
 if __name__ == "__main__":
