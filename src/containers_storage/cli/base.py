@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from .flags import go_list, go_quote
+from ..quoting import go_quote
 from .output import Output
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -201,5 +201,5 @@ def _subid_map(path: str, name: str) -> list[IDMap]:
         raise CommandError(str(e)) from None
 
 
-__all__ = ["CommandError", "Context", "debug_line", "found", "go_error_text", "go_list",
-           "go_os_error", "go_quote", "id_mappings", "read_file"]
+__all__ = ["CommandError", "Context", "debug_line", "found", "go_error_text", "go_os_error", "go_quote",
+           "id_mappings", "read_file"]
