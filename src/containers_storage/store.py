@@ -40,7 +40,7 @@ from .records import Container, Image, Layer, dedupe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager as ContextManager
     from typing import Any, BinaryIO, Protocol, TypeVar
 
@@ -54,8 +54,12 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-    class _BigDataSource(Protocol):
+    class _Readable(Protocol):
         def reading(self) -> ContextManager[object]: ...
+
+    S = TypeVar("S", bound=_Readable)
+
+    class _BigDataSource(_Readable, Protocol):
         def exists(self, ref: str) -> bool: ...
         def big_data(self, ref: str, key: str) -> bytes: ...
 
@@ -375,43 +379,19 @@ class Store:
             yield ls
 
     def _first_layer_store(self, fn: Callable[[ROLayerStore], T | None]) -> T | None:
-        for store in self.all_layer_stores():
-            with store.reading():
-                result = fn(store)
-                if result is not None:
-                    return result
-        return None
+        return _first(self.all_layer_stores(), fn)
 
     def _first_image_store(self, fn: Callable[[ROImageStore], T | None]) -> T | None:
-        for store in self.all_image_stores():
-            with store.reading():
-                result = fn(store)
-                if result is not None:
-                    return result
-        return None
+        return _first(self.all_image_stores(), fn)
 
     # -- listing and lookups -------------------------------------------------------------------
-    def _all_layers(self, fn: Callable[[ROLayerStore], list[Layer]]) -> list[Layer]:
-        out: list[Layer] = []
-        for store in self.all_layer_stores():
-            with store.reading():
-                out.extend(fn(store))
-        return out
-
-    def _all_images(self, fn: Callable[[ROImageStore], list[Image]]) -> list[Image]:
-        out: list[Image] = []
-        for store in self.all_image_stores():
-            with store.reading():
-                out.extend(fn(store))
-        return out
-
     def layers(self) -> list[Layer]:
         """Every layer: the store's own, then those of the additional image stores.
 
         Returns:
             Layer records in store order (``read_only`` is set on those of read-only stores).
         """
-        return self._all_layers(lambda s: s.layers)
+        return _gather(self.all_layer_stores(), lambda s: s.layers)
 
     def images(self) -> list[Image]:
         """Every image: the store's own, then those of the other image stores.
@@ -419,7 +399,7 @@ class Store:
         Returns:
             Image records in store order (``read_only`` is set on those of read-only stores).
         """
-        return self._all_images(lambda s: s.records)
+        return _gather(self.all_image_stores(), lambda s: s.records)
 
     def containers(self) -> list[Container]:
         """Every container of the store.
@@ -513,7 +493,7 @@ class Store:
         Args:
             digest: ``"sha256:..."``.
         """
-        return self._all_images(lambda s: s.images_by_digest(digest))
+        return _gather(self.all_image_stores(), lambda s: s.images_by_digest(digest))
 
     def images_by_top_layer(self, ref: str) -> list[Image]:
         """The images whose top layer (or a mapped copy of it) is the layer ``ref`` names.
@@ -522,20 +502,20 @@ class Store:
             LayerUnknown: there is no such layer.
         """
         layer_id = self.layer(ref).id
-        return self._all_images(lambda s: s.images_by_top_layer(layer_id))
+        return _gather(self.all_image_stores(), lambda s: s.images_by_top_layer(layer_id))
 
     def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
         """The layers applied from a compressed blob with this digest (``"sha256:..."``)."""
-        return self._all_layers(lambda s: s.by_compressed_digest(digest))
+        return _gather(self.all_layer_stores(), lambda s: s.by_compressed_digest(digest))
 
     def layers_by_uncompressed_digest(self, digest: str) -> list[Layer]:
         """The layers whose uncompressed tar stream had this digest (a diff ID)."""
-        return self._all_layers(lambda s: s.by_uncompressed_digest(digest))
+        return _gather(self.all_layer_stores(), lambda s: s.by_uncompressed_digest(digest))
 
     def layers_by_toc_digest(self, digest: str) -> list[Layer]:
         """The layers pulled partially from a zstd:chunked or eStargz blob whose table of
         contents has this digest (Go's ``LayersByTOCDigest``)."""
-        return self._all_layers(lambda s: s.by_toc_digest(digest))
+        return _gather(self.all_layer_stores(), lambda s: s.by_toc_digest(digest))
 
     def layer_size(self, ref: str) -> int:
         """The recorded size of the layer's diff, or -1 when none is recorded (Go's ``LayerSize``).
@@ -853,20 +833,7 @@ class Store:
             found: Image | None = None
             home: ROImageStore | None = None
             if image:
-                for ls in self.ro_layer_stores:
-                    stack.enter_context(ls.reading())
-                stack.enter_context(self.image_store.writing())
-                found = self.image_store.lookup(image)
-                home = self.image_store if found else None
-                if found is None:
-                    for ro in self.ro_image_stores:
-                        stack.enter_context(ro.reading())
-                        found = ro.lookup(image)
-                        if found is not None:
-                            home = ro
-                            break
-                if found is None or home is None:
-                    raise errors.ImageUnknown.after(f'locating image with ID "{image}"', ref=image)
+                found, home = self._locked_image(stack, image)
                 image_id = found.id
             if auto_userns is not None:
                 want = self._auto_userns_maps(auto_userns, found, rl)
@@ -902,6 +869,30 @@ class Store:
             except BaseException:
                 rl.delete(clayer.id)
                 raise
+
+    def _locked_image(self, stack: ExitStack, ref: str) -> tuple[Image, ROImageStore]:
+        """The image ``ref`` names and the image store holding it, with the read-only layer
+        stores read-locked, the primary image store write-locked and the read-only image stores
+        read-locked as far as the search went (locks held until ``stack`` closes).
+
+        Raises:
+            ImageUnknown: no image store has it.
+        """
+        for ls in self.ro_layer_stores:
+            stack.enter_context(ls.reading())
+        stack.enter_context(self.image_store.writing())
+        home: ROImageStore = self.image_store
+        image = home.lookup(ref)
+        if image is None:
+            for ro in self.ro_image_stores:
+                stack.enter_context(ro.reading())
+                image = ro.lookup(ref)
+                if image is not None:
+                    home = ro
+                    break
+        if image is None:
+            raise errors.ImageUnknown.after(f'locating image with ID "{ref}"', ref=ref)
+        return image, home
 
     def _auto_userns_maps(self, options: AutoUserNsOptions, image: Image | None, rl: LayerStore
                           ) -> MappingOptions:
@@ -1487,20 +1478,7 @@ class Store:
         """
         with ExitStack() as stack:
             rl = stack.enter_context(self.layer_store.writing())
-            for ls in self.ro_layer_stores:
-                stack.enter_context(ls.reading())
-            stack.enter_context(self.image_store.writing())
-            home: ROImageStore = self.image_store
-            image = home.lookup(ref)
-            if image is None:
-                for ro in self.ro_image_stores:
-                    stack.enter_context(ro.reading())
-                    image = ro.lookup(ref)
-                    if image is not None:
-                        home = ro
-                        break
-            if image is None:
-                raise errors.ImageUnknown.after(f'locating image with ID "{ref}"', ref=ref)
+            image, home = self._locked_image(stack, ref)
             host = MappingOptions(host_uid=True, host_gid=True)
             layer = image_top_layer_for_mapping(self.driver, image, home, self.image_store, rl,
                                                 self.ro_layer_stores, host)
@@ -2125,6 +2103,25 @@ class Store:
             if layer is not None:
                 return ls, layer
         raise errors.LayerUnknown.after(f"locating layer with ID {_go_quote(id)}", ref=id)
+
+
+def _first(stores: Iterable[S], fn: Callable[[S], T | None]) -> T | None:
+    """``fn``'s first answer that is not None, asking each store in turn under its read lock."""
+    for store in stores:
+        with store.reading():
+            result = fn(store)
+            if result is not None:
+                return result
+    return None
+
+
+def _gather(stores: Iterable[S], fn: Callable[[S], list[T]]) -> list[T]:
+    """``fn``'s answers for all the stores in turn (each under its read lock), joined."""
+    out: list[T] = []
+    for store in stores:
+        with store.reading():
+            out.extend(fn(store))
+    return out
 
 
 def _first_big_data(stores: Sequence[_BigDataSource], ref: str, key: str) -> tuple[bool, bytes | None]:
