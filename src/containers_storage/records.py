@@ -163,7 +163,23 @@ class _BigDataSized(Record):
         return self.add_big_data_name(key) or changed
 
 
-class Layer(Record):
+class _IDMapped(Record):
+    """Layers and containers: records whose files are owned for an ID mapping."""
+
+    __slots__ = ()
+
+    @property
+    def uid_map(self) -> list[IDMap]:
+        """The UID mapping the record's files are owned for (empty: the host's IDs)."""
+        return maps_from_json(self._d.get("uidmap"))
+
+    @property
+    def gid_map(self) -> list[IDMap]:
+        """The GID mapping the record's files are owned for (empty: the host's IDs)."""
+        return maps_from_json(self._d.get("gidmap"))
+
+
+class Layer(_IDMapped):
     """One layer: a filesystem diff applied over its parent.
 
     Attributes:
@@ -235,16 +251,6 @@ class Layer(Record):
         return list(self._d.get("gidset") or ())
 
     @property
-    def uid_map(self) -> list[IDMap]:
-        """The UID mapping the layer's files are owned for (empty: the host's IDs)."""
-        return maps_from_json(self._d.get("uidmap"))
-
-    @property
-    def gid_map(self) -> list[IDMap]:
-        """The GID mapping the layer's files are owned for (empty: the host's IDs)."""
-        return maps_from_json(self._d.get("gidmap"))
-
-    @property
     def incomplete(self) -> bool:
         """Whether the layer is being made or deleted (or a crash stopped either)."""
         flags = self._d.get("flags")
@@ -303,7 +309,7 @@ class Image(_BigDataSized):
         self._digests = image_digests(self._d)
 
 
-class Container(_BigDataSized):
+class Container(_BigDataSized, _IDMapped):
     """One container: a read-write layer over an image's top layer.
 
     Attributes:
@@ -327,16 +333,6 @@ class Container(_BigDataSized):
     def layer(self) -> str:
         """The ID of the container's read-write layer."""
         return str(self._d.get("layer") or "")
-
-    @property
-    def uid_map(self) -> list[IDMap]:
-        """The container's UID mapping (empty: the host's IDs)."""
-        return maps_from_json(self._d.get("uidmap"))
-
-    @property
-    def gid_map(self) -> list[IDMap]:
-        """The container's GID mapping (empty: the host's IDs)."""
-        return maps_from_json(self._d.get("gidmap"))
 
 
 def dumps_records(records: Iterable[Record]) -> bytes:
