@@ -290,6 +290,17 @@ def _lgetxattr(path: str, name: str) -> bytes | None:
 
 
 # -- optional features ---------------------------------------------------------------------------
+def _mount_probe(merged: str, data: str, mount_opts: str) -> None:
+    """Mount a probe's overlay on ``merged`` with ``data``, ``userxattr`` when rootless, and the
+    flags and data of the driver's ``mount_opts``; the mount's OSError when it fails."""
+    if rootless():
+        data += ",userxattr"
+    flags, extra = m.parse_options(mount_opts)
+    if extra:
+        data += "," + extra
+    m.mount("overlay", merged, "overlay", flags, data)
+
+
 def native_diff_problem(home: str, mount_opts: str) -> str:
     """Why exporting straight from diff/ would be wrong on this kernel; "" when it is safe.
 
@@ -310,13 +321,8 @@ def native_diff_problem(home: str, mount_opts: str) -> str:
             return f"failed to set opaque flag on middle layer: {e}"
         data = (f"lowerdir={os.path.join(td, 'l2')}:{os.path.join(td, 'l1')},"
                 f"upperdir={os.path.join(td, 'l3')},workdir={os.path.join(td, 'work')}")
-        if rootless():
-            data += ",userxattr"
-        flags, extra = m.parse_options(mount_opts)
-        if extra:
-            data += "," + extra
         try:
-            m.mount("overlay", merged, "overlay", flags, data)
+            _mount_probe(merged, data, mount_opts)
         except OSError as e:
             return f"failed to mount overlay: {e}"
         try:
@@ -364,13 +370,8 @@ def does_metacopy(home: str, mount_opts: str) -> bool:
         os.chmod(os.path.join(td, "l1", "f"), 0o700)
         data = (f"lowerdir={os.path.join(td, 'l1')},upperdir={os.path.join(td, 'l2')},"
                 f"workdir={os.path.join(td, 'work')}")
-        if rootless():
-            data += ",userxattr"
-        flags, extra = m.parse_options(mount_opts)
-        if extra:
-            data += "," + extra
         try:
-            m.mount("overlay", merged, "overlay", flags, data)
+            _mount_probe(merged, data, mount_opts)
         except OSError as e:
             if e.errno == errno.EINVAL:
                 return False
@@ -403,10 +404,8 @@ def does_volatile(home: str) -> bool:
             os.makedirs(os.path.join(td, d), mode=0o755)
         data = (f"volatile,lowerdir={os.path.join(td, 'lower')},upperdir={os.path.join(td, 'upper')},"
                 f"workdir={os.path.join(td, 'work')}")
-        if rootless():
-            data += ",userxattr"
         try:
-            m.mount("overlay", merged, "overlay", 0, data)
+            _mount_probe(merged, data, "")
         except OSError:
             return False
         m.umount(merged)
