@@ -52,12 +52,17 @@ def _pull(store: Store, path: Path, digest: str, annotations: dict[str, str]) ->
         return pull_layer(store, source, digest=digest, size=path.stat().st_size, annotations=annotations)
 
 
-@pytest.fixture(params=["whole", "by-file"])
-def mode(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["whole", "whole-frame-by-frame", "by-file"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the layer gets applied: "whole" (the store has nothing of it: its frames stream through
-    a plain apply, checked on the way) or "by-file" (a file is reused: the tarball is rebuilt
-    from the tar-split and the contents, file by file)."""
-    return str(request.param)
+    a plain apply, checked on the way; "whole-frame-by-frame": the same without the zstandard
+    package, each frame decoded on its own) or "by-file" (a file is reused: the tarball is
+    rebuilt from the tar-split and the contents, file by file)."""
+    if request.param == "whole-frame-by-frame":
+        from containers_storage.archive.chunked import differ
+
+        monkeypatch.setattr(differ, "_zstandard_module", None)
+    return "whole" if request.param.startswith("whole") else str(request.param)
 
 
 def _seed(store: Store, tmp_path: Path, mode: str, files: dict[str, bytes]) -> None:
