@@ -296,6 +296,30 @@ class NaiveDiff:
         finally:
             self.put(id)
 
+    def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
+        """Apply a layer tarball into the layer's directory (Go's NaiveDiffDriver.ApplyDiff)."""
+        return self._apply_plain(id, src, opts, opts.ignore_chown_errors)
+
+    def _apply_plain(self, id: str, src: BinaryIO, opts: ApplyDiffOpts, ignore_chown_errors: bool
+                     ) -> ApplyResult:
+        """Apply ``src`` into the layer as is, whiteouts as plain ``.wh.`` files, owners mapped by
+        the layer's maps, chown failures ignored when ``ignore_chown_errors``."""
+        from ..archive.apply import ApplyOptions, InsufficientIDs, apply_layer
+
+        target = self.get(id, MountOpts(mount_label=opts.mount_label))
+        options = ApplyOptions(
+            whiteouts="plain",
+            uid_map=list(opts.uid_map) or None,
+            gid_map=list(opts.gid_map) or None,
+            ignore_chown_errors=ignore_chown_errors,
+            force_mask=None,
+            tar_split=opts.tar_split,
+        )
+        try:
+            return apply_layer(src, target, options)
+        except InsufficientIDs as e:
+            raise naive_apply_failure(e) from e
+
 
 class NaiveIDMapUpdater:
     """UpdateLayerIDMap by mounting the layer and re-owning every file (Go's naive updater)."""

@@ -22,21 +22,16 @@ import struct
 from ..errors import DriverError
 from ..fsutil import remove_tree
 from .base import (
-    ApplyDiffOpts,
     CreateOpts,
     DriverOptions,
     DriverUnsupported,
     MountOpts,
     NaiveDiff,
     NaiveIDMapUpdater,
-    naive_apply_failure,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from typing import BinaryIO
-
-    from ..archive.apply import ApplyResult
     from ..dedup import DedupResult
 
 DEFAULT_PERMS = 0o555
@@ -508,23 +503,6 @@ class BtrfsDriver(NaiveDiff, NaiveIDMapUpdater):
         from ..dedup import DedupResult
 
         return DedupResult()
-
-    def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
-        from ..archive.apply import ApplyOptions, InsufficientIDs, apply_layer
-
-        target = self.get(id, MountOpts(mount_label=opts.mount_label))
-        options = ApplyOptions(
-            whiteouts="plain",
-            uid_map=list(opts.uid_map) or None,
-            gid_map=list(opts.gid_map) or None,
-            ignore_chown_errors=opts.ignore_chown_errors,
-            force_mask=None,
-            tar_split=opts.tar_split,
-        )
-        try:
-            return apply_layer(src, target, options)
-        except InsufficientIDs as e:
-            raise naive_apply_failure(e) from e
 
 
 def _fs_type(path: str) -> str:

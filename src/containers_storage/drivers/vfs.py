@@ -17,7 +17,6 @@ from .base import (
     MountOpts,
     NaiveDiff,
     NaiveIDMapUpdater,
-    naive_apply_failure,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -176,19 +175,6 @@ class VfsDriver(NaiveDiff, NaiveIDMapUpdater):
         return dedup_dirs(dirs, hash_method)
 
     def apply_diff(self, id: str, parent: str, src: BinaryIO, opts: ApplyDiffOpts) -> ApplyResult:
-        from ..archive.apply import ApplyOptions, InsufficientIDs, apply_layer
-
-        target = self.get(id, MountOpts(mount_label=opts.mount_label))
-        options = ApplyOptions(
-            whiteouts="plain",
-            uid_map=list(opts.uid_map) or None,
-            gid_map=list(opts.gid_map) or None,
-            ignore_chown_errors=opts.ignore_chown_errors or self.ignore_chown_errors,
-            force_mask=None,
-            tar_split=opts.tar_split,
-        )
-        try:
-            return apply_layer(src, target, options)
-        except InsufficientIDs as e:
-            raise naive_apply_failure(e) from e
+        # Go's vfs ApplyDiff: the driver's ignore_chown_errors option adds to the caller's.
+        return self._apply_plain(id, src, opts, opts.ignore_chown_errors or self.ignore_chown_errors)
 
