@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from ..idtools import IDMap
+    from ..records import Record
     from ..store import Store
 
     T = TypeVar("T")
@@ -64,6 +65,18 @@ def found(args: list[str], lookup: Callable[[str], T]) -> list[T]:
         except StorageError:
             pass
     return out
+
+
+def print_created(ctx: Context, record: Record) -> int:
+    """A new layer, image or container as Go's create-* commands print it: the ID and then each
+    name after a tab, or (``--json``) the record."""
+    if ctx.json:
+        from .gojson import go_view
+
+        ctx.out.json(go_view(record.raw, record.FIELDS))
+        return 0
+    ctx.out.out(record.id + "\n" + "".join(f"\t{name}\n" for name in record.names))
+    return 0
 
 
 def go_error_text(err: BaseException) -> str:

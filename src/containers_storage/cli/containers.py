@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import CommandError, Context, found, go_error_text, id_mappings, read_file
+from .base import Context, found, go_error_text, id_mappings, print_created, read_file
 
 
 def containers(ctx: Context, args: list[str]) -> int:
@@ -50,24 +50,11 @@ def create_container(ctx: Context, args: list[str]) -> int:
         args[0], id=ctx.text("id"), names=ctx.strings("name"), metadata=metadata, uid_map=uids,
         gid_map=gids, host_uid_mapping=host_uid, host_gid_mapping=host_gid,
         volatile=ctx.flag("volatile"))
-    if ctx.json:
-        from .gojson import CONTAINER_FIELDS, go_view
-
-        ctx.out.json(go_view(created.raw, CONTAINER_FIELDS))
-        return 0
-    ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
-    return 0
+    return print_created(ctx, created)
 
 
 def container_parent_owners(ctx: Context, args: list[str]) -> int:
-    from ..errors import StorageError
-    from .layers import print_owners
+    from .layers import parent_owners
 
-    matched = found(args, ctx.store.container)
-    for m in matched:
-        try:
-            uids, gids = ctx.store.container_parent_owners(m.id)
-        except StorageError as e:
-            raise CommandError(f"ContainerParentOwner: {e}") from None
-        print_owners(ctx, m.id, uids, gids, always=True)
-    return 0 if len(matched) == len(args) else 1
+    return parent_owners(ctx, args, ctx.store.container, ctx.store.container_parent_owners,
+                         "ContainerParentOwner", always=True)

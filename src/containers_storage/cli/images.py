@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import CommandError, Context, found, read_file
+from .base import CommandError, Context, found, print_created, read_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -70,13 +70,7 @@ def create_image(ctx: Context, args: list[str]) -> int:
     layer = args[0] if args else ""
     created = ctx.store.create_image(layer, id=ctx.text("id"), names=ctx.strings("name"),
                                      metadata=metadata, digest=ctx.text("digest"))
-    if ctx.json:
-        from .gojson import IMAGE_FIELDS, go_view
-
-        ctx.out.json(go_view(created.raw, IMAGE_FIELDS))
-        return 0
-    ctx.out.out(created.id + "\n" + "".join(f"\t{name}\n" for name in created.names))
-    return 0
+    return print_created(ctx, created)
 
 
 __all__ = ["CommandError", "create_image", "image", "images", "images_by_digest"]

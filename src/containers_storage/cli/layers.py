@@ -7,13 +7,14 @@ objects directly and builds its output as one string.
 
 from __future__ import annotations
 
-from .base import CommandError, Context, found, id_mappings
+from .base import CommandError, Context, found, id_mappings, print_created
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-    from ..records import Layer
+    from ..records import Container, Layer
 
 
 def layers(ctx: Context, args: list[str]) -> int:
@@ -159,42 +160,36 @@ def storage_layers(ctx: Context, args: list[str]) -> int:
 
 
 # -- parent owners ------------------------------------------------------------------------------
-def print_owners(ctx: Context, id: str, uids: list[int] | None, gids: list[int] | None,
-                 always: bool) -> None:
-    if ctx.json:
-        ctx.out.json({"ID": id, "UIDs": uids or None, "GIDs": gids or None})  # Go's nil slices
-        return
-    ctx.out.out(f"ID: {id}\n")
-    if always or uids:
-        ctx.out.out("UIDs: [" + " ".join(str(u) for u in uids or ()) + "]\n")
-    if always or gids:
-        ctx.out.out("GIDs: [" + " ".join(str(g) for g in gids or ()) + "]\n")
-
-
-def layer_parent_owners(ctx: Context, args: list[str]) -> int:
+def parent_owners(ctx: Context, args: list[str], lookup: Callable[[str], Layer | Container],
+                  owners: Callable[[str], tuple[list[int], list[int]]], what: str, always: bool) -> int:
+    """layer-parent-owners and container-parent-owners: each record's ``owners`` (UIDs and GIDs
+    that own files of its parent layers but that its ID maps do not map); ``what`` names the
+    failing call in the error as Go does, and ``always`` prints empty lists too."""
     from ..errors import StorageError
 
-    matched = found(args, ctx.store.layer)
+    matched = found(args, lookup)
     for m in matched:
         try:
-            uids, gids = ctx.store.layer_parent_owners(m.id)
+            uids, gids = owners(m.id)
         except StorageError as e:
-            raise CommandError(f"LayerParentOwner: {e}") from None
-        print_owners(ctx, m.id, uids, gids, always=False)
+            raise CommandError(f"{what}: {e}") from None
+        if ctx.json:
+            ctx.out.json({"ID": m.id, "UIDs": uids or None, "GIDs": gids or None})  # Go's nil slices
+            continue
+        ctx.out.out(f"ID: {m.id}\n")
+        if always or uids:
+            ctx.out.out("UIDs: [" + " ".join(str(u) for u in uids or ()) + "]\n")
+        if always or gids:
+            ctx.out.out("GIDs: [" + " ".join(str(g) for g in gids or ()) + "]\n")
     return 0 if len(matched) == len(args) else 1
 
 
+def layer_parent_owners(ctx: Context, args: list[str]) -> int:
+    return parent_owners(ctx, args, ctx.store.layer, ctx.store.layer_parent_owners, "LayerParentOwner",
+                         always=False)
+
+
 # -- creating -----------------------------------------------------------------------------------
-def _print_created(ctx: Context, record: Any) -> int:
-    if ctx.json:
-        from .gojson import LAYER_FIELDS, go_view
-
-        ctx.out.json(go_view(record.raw, LAYER_FIELDS))
-        return 0
-    ctx.out.out(record.id + "\n" + "".join(f"\t{name}\n" for name in record.names))
-    return 0
-
-
 def create_layer(ctx: Context, args: list[str]) -> int:
     parent = args[0] if args else ""
     uids, gids, host_uid, host_gid = id_mappings(ctx)
@@ -202,7 +197,7 @@ def create_layer(ctx: Context, args: list[str]) -> int:
         id=ctx.text("id"), parent=parent, names=ctx.strings("name"), mount_label=ctx.text("label"),
         writeable=not ctx.flag("readonly"), uid_map=uids, gid_map=gids, host_uid_mapping=host_uid,
         host_gid_mapping=host_gid)
-    return _print_created(ctx, created)
+    return print_created(ctx, created)
 
 
 def import_layer(ctx: Context, args: list[str]) -> int:
@@ -228,7 +223,7 @@ def import_layer(ctx: Context, args: list[str]) -> int:
     finally:
         if path:
             stream.close()
-    return _print_created(ctx, created)
+    return print_created(ctx, created)
 
 
 def create_storage_layer(ctx: Context, args: list[str]) -> int:
