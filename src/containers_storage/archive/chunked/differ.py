@@ -847,9 +847,11 @@ class _Producer:
                     elif p.origin is not None:
                         self.local[(op.file, j)] = p.origin
         self._net = self._network_ops(parts)
-        self._ahead = 0  # local copies asked for up to this file
+        self._opener: _Opener | None = None  # opens the local copies ahead of the stream
 
     def close(self) -> None:
+        if self._opener is not None:
+            self._opener.close()
         close = getattr(self.readers, "close", None)
         if close is not None:
             close()
@@ -892,37 +894,15 @@ class _Producer:
 
     def _register(self, i: int, name: bytes) -> int:
         """Before file ``i``'s header reaches the applier: hand it an fd of the local copy."""
-        root, rel, link = self.plan.reused[i]
-        from .reuse import open_local
-
-        self._read_ahead(i)
-        fd = open_local(root, rel)
-        if fd is None:
+        if self._opener is None:
+            self._opener = _Opener([(k, *self.plan.reused[k][:2]) for k in sorted(self.plan.reused)])
+        fd = self._opener.take(i)
+        if fd < 0:
+            root, rel, _link = self.plan.reused[i]
             raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
         if self.reuse is not None:
-            self.reuse[name] = (os.dup(fd), link)
+            self.reuse[name] = (os.dup(fd), self.plan.reused[i][2])
         return fd
-
-    def _read_ahead(self, i: int) -> None:
-        """Ask the kernel to start reading the next local copies (POSIX_FADV_WILLNEED): read
-        one by one, thousands of small files of another layer would each wait for the disk."""
-        from .reuse import open_local
-
-        reused = self.plan.reused
-        start = max(i, self._ahead)
-        end = min(i + _READ_AHEAD, len(self.toc.files))
-        for k in range(start, end):
-            found = reused.get(k)
-            if found is None:
-                continue
-            fd = open_local(found[0], found[1])
-            if fd is not None:
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    pass
-                os.close(fd)
-        self._ahead = max(self._ahead, end)
 
     def _from_tar_split(self) -> Iterator[bytes | memoryview]:
         """The tarball as the tar-split records it, each header checked against its TOC entry
@@ -1009,9 +989,19 @@ class _Producer:
         update = h.update
         crc = 0
         size = 0
+        # A copy found in another layer by the digest its TOC records is used as it is, not
+        # hashed again, as Go does (storage_linux.go: findFileInOtherLayers and
+        # copyFileFromOtherLayer copy it without reading it; only chunks found locally are
+        # re-hashed, by canDedupFileWithChunk).  It is still read, for the layer's diff digest,
+        # and held to its tar-split CRC-64, as Go's diff digest (tar-split's
+        # WriteOutputTarStream, "file integrity checksum failed") holds it: a copy that changed
+        # since its layer was pulled fails the pull.  Without a tar-split (eStargz, Go 1.43's
+        # zstd:chunked), there is no CRC-64: the copy is hashed.
+        hashed = local_fd < 0 or crc_want is None
         if local_fd >= 0:
             for piece in _read_fd(local_fd, 0, f.entry.size):
-                update(piece)
+                if hashed:
+                    update(piece)
                 crc = crc64(piece, crc)
                 size += len(piece)
                 yield piece
@@ -1040,13 +1030,14 @@ class _Producer:
         name = f.entry.name
         if size != f.entry.size:
             raise ChunkedError(f"content of {name!r} is {size} bytes, not the {f.entry.size} its TOC says")
-        got = "sha256:" + h.hexdigest()
-        if got != f.entry.digest:
-            where = " (its copy in another layer of the store changed)" if local_fd >= 0 else ""
-            raise ChunkedError(f"checksum mismatch for {name!r} (got {got!r} instead of {f.entry.digest!r})"
-                               f"{where}")
+        where = " (its copy in another layer of the store changed)" if local_fd >= 0 else ""
+        if hashed:
+            got = "sha256:" + h.hexdigest()
+            if got != f.entry.digest:
+                raise ChunkedError(f"checksum mismatch for {name!r} (got {got!r} instead of "
+                                   f"{f.entry.digest!r}){where}")
         if crc_want is not None and crc.to_bytes(8, "big") != crc_want:
-            raise ChunkedError(f"content of {name!r} does not match its tar-split checksum")
+            raise ChunkedError(f"content of {name!r} does not match its tar-split checksum{where}")
 
     def _local_chunk(self, origin: tuple[str, str, int], usize: int) -> Iterator[bytes]:
         from .reuse import open_local
@@ -1101,6 +1092,98 @@ class _Producer:
             raise ChunkedError(f"decompressing a chunk: {e}") from None
         if need > 0:
             raise ChunkedError("a chunk decompresses to less data than its TOC says")
+
+
+class _Opener:
+    """Opens the local copies a partial pull reads, in the stream's order, up to
+    ``_READ_AHEAD`` ahead of it, in a thread of its own, and asks the kernel to start reading
+    each (POSIX_FADV_WILLNEED): read one by one, thousands of small files of another layer
+    would each wait for the disk, and their opens (confined to their layer, an ``openat2``
+    each) and the advice held up the thread that builds the stream.  Each layer directory is
+    opened once."""
+
+    def __init__(self, items: list[tuple[int, str, str]]) -> None:
+        """``items``: (file index, layer directory, name in it), in the order they are taken."""
+        import _thread
+        from _queue import SimpleQueue
+
+        self._items = items
+        self._q: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
+        self._slots: SimpleQueue[None] = SimpleQueue()
+        for _ in range(_READ_AHEAD):
+            self._slots.put(None)
+        self._stopped = False
+        self._done = False
+        self._running = _thread.allocate_lock()  # held until the thread ends
+        self._running.acquire()
+        try:
+            _thread.start_new_thread(self._main, ())
+        except BaseException:
+            self._running.release()
+            raise
+
+    def _main(self) -> None:
+        from _queue import Empty
+
+        from ..confine import open_beneath, open_root
+
+        roots: dict[str, int] = {}
+        try:
+            for k, root, rel in self._items:
+                while not self._stopped:
+                    try:
+                        self._slots.get(timeout=0.1)
+                        break
+                    except Empty:
+                        continue
+                if self._stopped:
+                    return
+                fd = -1
+                try:
+                    rfd = roots.get(root)
+                    if rfd is None:
+                        rfd = roots[root] = open_root(root)
+                    fd = open_beneath(rfd, rel, os.O_RDONLY | os.O_NOFOLLOW)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
+                self._q.put((k, fd))
+        finally:
+            for rfd in roots.values():
+                os.close(rfd)
+            self._q.put(None)
+            self._running.release()
+
+    def take(self, k: int) -> int:
+        """An fd of file ``k``'s local copy (the caller closes it), or -1 if it cannot be opened.
+        Copies not taken before it are closed unused."""
+        while not self._done:
+            item = self._q.get()
+            if item is None:
+                self._done = True
+                break
+            self._slots.put(None)
+            index, fd = item
+            if index == k:
+                return fd
+            if fd >= 0:
+                os.close(fd)
+            if index > k:
+                break
+        raise ChunkedError("internal error: local copies taken out of order")
+
+    def close(self) -> None:
+        """Stop the thread and close what it opened and nobody took."""
+        self._stopped = True
+        self._slots.put(None)
+        self._running.acquire()
+        self._running.release()
+        while not self._done:
+            item = self._q.get()
+            if item is None:
+                self._done = True
+            elif item[1] >= 0:
+                os.close(item[1])
 
 
 def _zstd_decompressor() -> _Member:

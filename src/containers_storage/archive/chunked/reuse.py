@@ -3,9 +3,10 @@
 Go keeps a lookaside cache per layer (the ``chunked-manifest-cache`` big data, a bloom filter
 and sorted digests) built from each layer's ``zstd-chunked-manifest``; we read the same TOCs and
 keep the index in memory for one pull, so only layers pulled partially (by Go or by us) are
-searched, as in Go.  A candidate is opened confined to its layer's directory and its content is
-hashed before it is used: a local file that changed since its layer was pulled is skipped (Go
-would copy it blindly).
+searched, as in Go.  A candidate is opened confined to its layer's directory, and must be a
+regular file of its size.  A whole file is then used without hashing it again, as Go does; the
+pull still holds it to the tar-split's CRC-64 (a copy that changed since its layer was pulled
+fails the pull, naming it).  A chunk is hashed before it is used, as Go does.
 """
 
 from __future__ import annotations
