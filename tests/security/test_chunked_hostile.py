@@ -327,3 +327,25 @@ def test_a_local_copy_that_changed(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ChunkedError, match=r"its copy in another layer of the store changed"):
         _pull(store, path, digest, ann)
     _assert_nothing_left(store)
+
+
+@pytest.mark.parametrize("change", ["removed", "resized", "fifo"])
+def test_a_local_copy_that_went_away(store: Store, tmp_path: Path, change: str) -> None:
+    """A file of another layer that is no longer a regular file of its TOC size (its layer's
+    TOC, not the file, says where a copy is, as in Go): the pull fails naming it, without
+    blocking on a FIFO, and leaves nothing behind."""
+    files = file_contents(8, 6)
+    _seed(store, tmp_path, "by-file", files)
+    (seed,) = store.layers()
+    name = next(iter(files))
+    victim = Path(store.graph_root) / "overlay" / seed.id / "diff" / name
+    victim.unlink()
+    if change == "resized":
+        victim.write_bytes(files[name] + b"more")
+    elif change == "fifo":
+        os.mkfifo(victim)
+    blob, ann = Blob(rootfs_tar(files)).assemble()
+    path, digest = _write(tmp_path, blob)
+    with pytest.raises(ChunkedError, match=r"the local copy of .* went away"):
+        _pull(store, path, digest, ann)
+    _assert_nothing_left(store)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 from ...errors import InvalidArchive, StorageError
 from ..crc64 import crc64
@@ -895,7 +896,9 @@ class _Producer:
     def _register(self, i: int, name: bytes) -> int:
         """Before file ``i``'s header reaches the applier: hand it an fd of the local copy."""
         if self._opener is None:
-            self._opener = _Opener([(k, *self.plan.reused[k][:2]) for k in sorted(self.plan.reused)])
+            files = self.toc.files
+            self._opener = _Opener([(k, *self.plan.reused[k][:2], files[k].entry.size)
+                                    for k in sorted(self.plan.reused)])
         fd = self._opener.take(i)
         if fd < 0:
             root, rel, _link = self.plan.reused[i]
@@ -1102,8 +1105,9 @@ class _Opener:
     each) and the advice held up the thread that builds the stream.  Each layer directory is
     opened once."""
 
-    def __init__(self, items: list[tuple[int, str, str]]) -> None:
-        """``items``: (file index, layer directory, name in it), in the order they are taken."""
+    def __init__(self, items: list[tuple[int, str, str, int]]) -> None:
+        """``items``: (file index, layer directory, name in it, size), in the order they are
+        taken; a copy that is not a regular file of that size is not used."""
         import _thread
         from _queue import SimpleQueue
 
@@ -1129,7 +1133,7 @@ class _Opener:
 
         roots: dict[str, int] = {}
         try:
-            for k, root, rel in self._items:
+            for k, root, rel, size in self._items:
                 while not self._stopped:
                     try:
                         self._slots.get(timeout=0.1)
@@ -1143,10 +1147,17 @@ class _Opener:
                     rfd = roots.get(root)
                     if rfd is None:
                         rfd = roots[root] = open_root(root)
-                    fd = open_beneath(rfd, rel, os.O_RDONLY | os.O_NOFOLLOW)
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                    fd = open_beneath(rfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode) or st.st_size != size:  # (as its TOC says)
+                        os.close(fd)
+                        fd = -1
+                    else:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
                 except OSError:
-                    pass
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
                 self._q.put((k, fd))
         finally:
             for rfd in roots.values():
