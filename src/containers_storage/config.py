@@ -268,21 +268,19 @@ def _driver_options(raw_driver: str, driver: str, opts: dict[str, Any]) -> list[
     if opts.get("mountopt"):
         out.append(f"{raw_driver}.mountopt={opts['mountopt']}")
 
-    def pick(section: dict[str, Any], key: str, generic: bool = True) -> str:
+    def add(section: dict[str, Any], key: str, generic: bool = True) -> None:
+        """``<driver>.<key>=`` the section's value, else (when ``generic``) the generic one, if set."""
         if section.get(key):
-            return _go_option_text(section[key])
-        if generic and opts.get(key):
-            return _go_option_text(opts[key])
-        return ""
+            out.append(f"{driver}.{key}={_go_option_text(section[key])}")
+        elif generic and opts.get(key):
+            out.append(f"{driver}.{key}={_go_option_text(opts[key])}")
 
     if driver in ("overlay", "overlay2"):
         section = opts.get("overlay") or {}
         for key, generic in (("ignore_chown_errors", True), ("mount_program", True),
                              ("mountopt", True), ("size", True), ("inodes", False),
                              ("skip_mount_home", True)):
-            value = pick(section, key, generic)
-            if value:
-                out.append(f"{driver}.{key}={value}")
+            add(section, key, generic)
         section_mask = section.get("force_mask")
         if section_mask is not None and not isinstance(section_mask, str):
             # A string there ("0700", "shared", "private"), also for Go: 0o700 is refused.
@@ -296,25 +294,19 @@ def _driver_options(raw_driver: str, driver: str, opts: dict[str, Any]) -> list[
         if section.get("use_composefs"):
             out.append(f"{driver}.use_composefs={_go_option_text(section['use_composefs'])}")
     elif driver == "vfs":
-        value = pick(opts.get("vfs") or {}, "ignore_chown_errors")
-        if value:
-            out.append(f"vfs.ignore_chown_errors={value}")
+        add(opts.get("vfs") or {}, "ignore_chown_errors")
     elif driver == "btrfs":
         section = opts.get("btrfs") or {}
         if section.get("min_space"):
             out.append(f"btrfs.min_space={section['min_space']}")
         else:
-            value = pick(section, "size")
-            if value:
-                out.append(f"btrfs.size={value}")
+            add(section, "size")
     elif driver == "zfs":
         section = opts.get("zfs") or {}
         if section.get("fsname"):
             out.append(f"zfs.fsname={section['fsname']}")
         for key in ("mountopt", "size"):
-            value = pick(section, key)
-            if value:
-                out.append(f"zfs.{key}={value}")
+            add(section, key)
     return out
 
 
@@ -429,20 +421,14 @@ def rootless_runtime_dir(env: Mapping[str, str] | None = None) -> str:
     if env.get("XDG_RUNTIME_DIR"):
         return os.path.realpath(env["XDG_RUNTIME_DIR"])
     uid = rootless_uid()
-    candidate = f"/run/user/{uid}"
-    try:
-        os.makedirs(candidate, 0o700, exist_ok=True)
-    except OSError:
-        pass
-    if _owned_private_dir(candidate):
-        return candidate
     tmp = os.path.join(env.get("TMPDIR") or "/tmp", f"storage-run-{uid}")
-    try:
-        os.makedirs(tmp, 0o700, exist_ok=True)
-    except OSError:
-        pass
-    if _owned_private_dir(tmp):
-        return tmp
+    for candidate in (f"/run/user/{uid}", tmp):
+        try:
+            os.makedirs(candidate, 0o700, exist_ok=True)
+        except OSError:
+            pass
+        if _owned_private_dir(candidate):
+            return candidate
     raise ConfigError(0, f'path "{tmp}" exists and it is not writeable only by the current user')
 
 
