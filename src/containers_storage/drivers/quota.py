@@ -61,23 +61,35 @@ def _errno_text(err: int) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _fsxattr(path: str) -> tuple[int, bytearray]:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsxattr(path: str, what: str) -> tuple[int, bytearray]:
+    """An fd of the directory ``path`` and its fsxattr; failing as Go's "failed to <what> for"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise _failed(what, path, e) from e
     buf = bytearray(_FSXATTR_SIZE)
     try:
         fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf, True)
-    except OSError:
+    except OSError as e:
         os.close(fd)
-        raise
+        raise _failed(what, path, e) from e
     return fd, buf
+
+
+def _set_fsxattr(fd: int, buf: bytearray, path: str, what: str) -> None:
+    try:
+        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytes(buf))
+    except OSError as e:
+        raise _failed(what, path, e) from e
+
+
+def _failed(what: str, path: str, err: OSError) -> DriverError:
+    return DriverError(f"failed to {what} for {path}: {_errno_text(err.errno or 0)}")
 
 
 def get_project_id(path: str) -> int:
     """The project ID of the directory ``path``."""
-    try:
-        fd, buf = _fsxattr(path)
-    except OSError as e:
-        raise DriverError(f"failed to get projid for {path}: {_errno_text(e.errno or 0)}") from e
+    fd, buf = _fsxattr(path, "get projid")
     os.close(fd)
     projid: int = struct.unpack_from(_FSXATTR, buf)[3]
     return projid
@@ -85,37 +97,25 @@ def get_project_id(path: str) -> int:
 
 def set_project_id(path: str, project_id: int) -> None:
     """Give ``path`` the project ID, inherited by everything made in it from now on."""
-    try:
-        fd, buf = _fsxattr(path)
-    except OSError as e:
-        raise DriverError(f"failed to get projid for {path}: {_errno_text(e.errno or 0)}") from e
+    fd, buf = _fsxattr(path, "get projid")
     try:
         xflags = struct.unpack_from(_FSXATTR, buf)[0] | FS_XFLAG_PROJINHERIT
         struct.pack_into("=I", buf, 0, xflags)
         struct.pack_into("=I", buf, 12, project_id)
-        try:
-            fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytes(buf))
-        except OSError as e:
-            raise DriverError(f"failed to set projid for {path}: {_errno_text(e.errno or 0)}") from e
+        _set_fsxattr(fd, buf, path, "set projid")
     finally:
         os.close(fd)
 
 
 def strip_project_inherit(path: str) -> None:
     """Clear the inherit flag of the home itself, so only the layer dirs pass their IDs on."""
-    try:
-        fd, buf = _fsxattr(path)
-    except OSError as e:
-        raise DriverError(f"failed to get xfs attrs for {path}: {_errno_text(e.errno or 0)}") from e
+    fd, buf = _fsxattr(path, "get xfs attrs")
     try:
         xflags = struct.unpack_from(_FSXATTR, buf)[0]
         if not xflags & FS_XFLAG_PROJINHERIT:
             return
         struct.pack_into("=I", buf, 0, xflags & ~FS_XFLAG_PROJINHERIT)
-        try:
-            fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytes(buf))
-        except OSError as e:
-            raise DriverError(f"failed to clear PROJINHERIT for {path}: {_errno_text(e.errno or 0)}") from e
+        _set_fsxattr(fd, buf, path, "clear PROJINHERIT")
     finally:
         os.close(fd)
 
