@@ -170,36 +170,28 @@ def config(ctx: Context, args: list[str]) -> int:
         if os.path.abspath(args[0]) != os.path.abspath(path):
             path = args[0]
             options = load_config_file(path, env)
-    out: dict[str, Any] = {}
-    if options.run_root:
-        out["runroot"] = options.run_root
-    if options.graph_root:
-        out["root"] = options.graph_root
-    if options.image_store:
-        out["imagestore"] = options.image_store
-    out["RootlessStoragePath"] = options.rootless_storage_path
-    if options.driver_name:
-        out["driver"] = options.driver_name
-    if options.driver_priority:
-        out["driver-priority"] = list(options.driver_priority)
-    if options.driver_options:
-        out["driver-options"] = list(options.driver_options)
-    if options.uid_map:
-        out["uidmap"] = [m.to_json() for m in options.uid_map]
-    if options.gid_map:
-        out["gidmap"] = [m.to_json() for m in options.gid_map]
-    if options.root_auto_ns_user:
-        out["root_auto_ns_user"] = options.root_auto_ns_user
-    if options.auto_ns_min_size:
-        out["auto_userns_min_size"] = options.auto_ns_min_size
-    if options.auto_ns_max_size:
-        out["auto_userns_max_size"] = options.auto_ns_max_size
     pull = {str(k): str(v) for k, v in sorted(options.pull_options.items())}
-    out["PullOptions"] = pull or None
-    if options.disable_volatile:
-        out["disable-volatile"] = True
-    if options.transient_store:
-        out["transient_store"] = True
+    # Go's types.StoreOptions: its fields in order, all but two of them omitempty.
+    out: dict[str, Any] = {}
+    for key, value, omitempty in (
+        ("runroot", options.run_root, True),
+        ("root", options.graph_root, True),
+        ("imagestore", options.image_store, True),
+        ("RootlessStoragePath", options.rootless_storage_path, False),
+        ("driver", options.driver_name, True),
+        ("driver-priority", list(options.driver_priority), True),
+        ("driver-options", list(options.driver_options), True),
+        ("uidmap", [m.to_json() for m in options.uid_map], True),
+        ("gidmap", [m.to_json() for m in options.gid_map], True),
+        ("root_auto_ns_user", options.root_auto_ns_user, True),
+        ("auto_userns_min_size", options.auto_ns_min_size, True),
+        ("auto_userns_max_size", options.auto_ns_max_size, True),
+        ("PullOptions", pull or None, False),
+        ("disable-volatile", options.disable_volatile, True),
+        ("transient_store", options.transient_store, True),
+    ):
+        if value or not omitempty:
+            out[key] = value
     ctx.out.json(out)
     return 0
 
