@@ -33,14 +33,19 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
             os.close(fd)
         os.rename(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_if_there(tmp)
         raise
 
 
 _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def unlink_if_there(path: str) -> None:
+    """Remove the file ``path`` unless it is gone already (a failed write's temporary file)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _create_temp(path: str) -> tuple[int, str]:

@@ -18,6 +18,7 @@ import hashlib
 import os
 
 from .. import errors
+from ..fsutil import unlink_if_there
 from .common import (
     DOCKER_CONFIG,
     MANIFEST_TYPES,
@@ -185,10 +186,7 @@ def _write_blob(store: Store, layer: Layer, blobs_dir: str, compression: str, th
         os.chmod(tmp, 0o644)
         os.rename(tmp, os.path.join(blobs_dir, digest.split(":", 1)[1]))
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_if_there(tmp)
         progress.layer_done(key, "failed")
         raise
     progress.layer_done(key, "done")
@@ -434,10 +432,7 @@ def save_images(store: Store, images: Sequence[tuple[Image, list[str]]], output:
             os.chmod(tmp, 0o644)
             os.rename(tmp, output)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            unlink_if_there(tmp)
             raise
     finally:
         progress.finish()
