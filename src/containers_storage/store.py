@@ -1588,14 +1588,23 @@ class Store:
         Raises:
             LayerUnknown: no layer store has it (or ``from_ref``).
         """
-        from_ref = from_ref or ""
+        base = from_ref or ""
+        return self._in_layer_store(ref, lambda s: s.changes(base, ref))
+
+    def _in_layer_store(self, ref: str, fn: Callable[[ROLayerStore], T]) -> T:
+        """``fn`` on the layer store that has ``ref``: the primary one under its write lock, as
+        Go's Changes and Diff take it, else the first read-only one that has it.
+
+        Raises:
+            LayerUnknown: no layer store has it.
+        """
         with self.layer_store.writing() as rl:
             if rl.exists(ref):
-                return rl.changes(from_ref, ref)
+                return fn(rl)
         for store in self.ro_layer_stores:
             with store.reading():
                 if store.exists(ref):
-                    return store.changes(from_ref, ref)
+                    return fn(store)
         raise errors.LayerUnknown(ref=ref)
 
     def diff_size(self, ref: str, *, from_ref: str | None = None) -> int:
@@ -1630,17 +1639,8 @@ class Store:
         Raises:
             LayerUnknown: no layer store has it (or ``from_ref``).
         """
-        from_ref = from_ref or ""
-        with self.layer_store.writing() as rl:
-            if rl.exists(ref):
-                rl.diff(from_ref, ref, out, compression)
-                return
-        for store in self.ro_layer_stores:
-            with store.reading():
-                if store.exists(ref):
-                    store.diff(from_ref, ref, out, compression)
-                    return
-        raise errors.LayerUnknown(ref=ref)
+        base = from_ref or ""
+        self._in_layer_store(ref, lambda s: s.diff(base, ref, out, compression))
 
     def diff_zstd_chunked(self, ref: str, out: BinaryIO, *, from_ref: str | None = None,
                           level: int | None = None, legacy_annotations: bool = True) -> ChunkedBlob:
