@@ -120,15 +120,21 @@ def _child(work: Callable[[], None], err_fd: int,
     os._exit(code)
 
 
+def _chroot(root: str) -> None:
+    """Confine this child to ``root``, a layer's mount point ("" for a host path), as Go's
+    chrootarchive does: called after the imports, which must come from the host."""
+    if root:
+        os.chroot(root)
+        os.chdir("/")
+
+
 def _write_tar(root: str, source: str, fd: int, owner: tuple[int, int] | None, maps: Maps) -> None:
     """Tar ``source`` with container IDs: ``owner`` if given, else mapped through ``maps``."""
     import tarfile
 
     from ..idtools import to_container
 
-    if root:
-        os.chroot(root)
-        os.chdir("/")
+    _chroot(root)
 
     def adjust(info: tarfile.TarInfo) -> tarfile.TarInfo:
         if owner is not None:
@@ -153,9 +159,7 @@ def _extract_tar(root: str, target: str, fd: int, owner: tuple[int, int] | None,
 
     from ..idtools import root_pair, to_host
 
-    if root:
-        os.chroot(root)
-        os.chdir("/")
+    _chroot(root)
 
     def host_ids(member: tarfile.TarInfo) -> tarfile.TarInfo:
         if owner is not None:
