@@ -233,14 +233,19 @@ class _Source:
                 head += more
             self.compression = detect(head) if self._detect else Compression.UNCOMPRESSED
             if self.compression is Compression.UNCOMPRESSED:
+                hash_here: Callable[[bytes], None] | None = None
                 if not self._detect:
-                    # A rebuilt tarball (a partial pull): this thread builds it, which is work
-                    # enough; the applying thread hashes it, as for compressed input.
+                    # A partial pull's tarball (archive/chunked): a whole layer's frames decoded
+                    # (checked in a thread of their own), or rebuilt from local copies (opened
+                    # in a thread of their own): the applying thread is the busier one, so this
+                    # one hashes it.
                     self.tar_hash = hashlib.sha256()
-                    self._hash_taken = self.tar_hash.update
+                    hash_here = self.tar_hash.update
                 chunk = head
                 while chunk:
                     self.tar_size += len(chunk)
+                    if hash_here is not None:
+                        hash_here(chunk)
                     if self._tap is not None:
                         self._tap(chunk)
                     self._put(chunk)
