@@ -236,9 +236,9 @@ class _Source:
                 hash_here: Callable[[bytes], None] | None = None
                 if not self._detect:
                     # A partial pull's tarball (archive/chunked): a whole layer's frames decoded
-                    # (checked in a thread of their own), or rebuilt from local copies (opened
-                    # in a thread of their own): the applying thread is the busier one, so this
-                    # one hashes it.
+                    # and checked here, or rebuilt here from local copies (opened in a thread of
+                    # their own) and fetched chunks.  The applying thread is the busier one still
+                    # (medians of 5: 1.056 -> 1.016 s and 0.919 -> 0.872 s), so this one hashes.
                     self.tar_hash = hashlib.sha256()
                     hash_here = self.tar_hash.update
                 chunk = head
