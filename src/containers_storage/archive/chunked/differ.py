@@ -7,14 +7,16 @@ directory and calls :meth:`ChunkedDiffer.apply` into it, and :meth:`Store.apply_
 <containers_storage.store.Store.apply_staged_layer>` makes it a layer.
 
 How the files get written: the layer's tarball is rebuilt, in order, from its tar-split (the
-headers) and the file contents — each file from a verified copy in another layer when the store
-has one, else chunk by chunk from local copies, holes and the ranges fetched in one request —
-and that stream goes through the ordinary layer apply (``archive.apply``), with its confinement,
-whiteouts, ownership and ID mapping.  Files found locally are not written from the stream but
-cloned (reflinks where the file system has them) or, with ``use_hard_links``, hard linked.  The
-stream's digest is the layer's diff ID, which Go computes the same way, by reading the staged
-files back through the tar-split.  Every file's content is checked against its TOC digest and its
-tar-split checksum on the way: a wrong one fails the whole layer, and the staging directory goes.
+headers) and the file contents — each file from a copy in another layer when the store has one
+(found by the digest that layer's TOC records), else chunk by chunk from local copies, holes and
+the ranges fetched in one request — and that stream goes through the ordinary layer apply
+(``archive.apply``), with its confinement, whiteouts, ownership and ID mapping.  Files found
+locally are not written from the stream but cloned (reflinks where the file system has them) or,
+with ``use_hard_links``, hard linked.  The stream's digest is the layer's diff ID, which Go
+computes the same way, by reading the staged files back through the tar-split.  Every file's
+content is checked against its tar-split checksum on the way, and against its TOC digest unless
+it was taken whole from another layer (Go does not hash those again either); a wrong one fails
+the whole layer, and the staging directory goes.
 """
 
 from __future__ import annotations
