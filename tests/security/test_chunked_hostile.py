@@ -349,3 +349,26 @@ def test_a_local_copy_that_went_away(store: Store, tmp_path: Path, change: str) 
     with pytest.raises(ChunkedError, match=r"the local copy of .* went away"):
         _pull(store, path, digest, ann)
     _assert_nothing_left(store)
+
+
+def test_a_failure_with_many_local_copies_ahead(store: Store, tmp_path: Path) -> None:
+    """The first of 150 files reused from another layer changed: the pull fails at once, while
+    the copies after it are being opened ahead of the stream; that thread ends, and every copy
+    it opened is closed."""
+    files = file_contents(9, 150)
+    blob, ann = Blob(rootfs_tar(files, extra=False)).assemble()
+    path, digest = _write(tmp_path, blob, "seed")
+    assert _pull(store, path, digest, ann).partial  # type: ignore[attr-defined]
+    (seed,) = store.layers()
+    name = next(iter(files))
+    victim = Path(store.graph_root) / "overlay" / seed.id / "diff" / name
+    victim.write_bytes(b"X" * len(files[name]))
+    files["extra-file"] = b"a file of its own, so that the layer is another one"
+    blob, ann = Blob(rootfs_tar(files, extra=False)).assemble()
+    path, digest = _write(tmp_path, blob)
+    fds, threads = set(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task"))
+    with pytest.raises(ChunkedError, match=r"its copy in another layer of the store changed"):
+        _pull(store, path, digest, ann)
+    _assert_nothing_left(store)
+    assert len(os.listdir("/proc/self/task")) == threads
+    assert set(os.listdir("/proc/self/fd")) <= fds
