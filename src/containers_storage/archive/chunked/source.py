@@ -16,6 +16,7 @@ from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
+    from http.client import HTTPResponse
     from typing import BinaryIO, Protocol
 else:
     Protocol = object  # the interface below only matters to the type checker
@@ -46,25 +47,40 @@ class BlobSource(Protocol):
         ...
 
 
-class _Slice:
-    """A range of a file descriptor, read with pread (several readers may share the fd)."""
+class _Range:
+    """``length`` bytes of the blob: read with pread from a file descriptor at ``offset`` (several
+    readers may share the fd), or, given ``resp``, from an HTTP response body (counted in
+    ``source.bytes_read``).  One class for both, so that a read costs no call beyond its I/O."""
 
-    def __init__(self, fd: int, offset: int, length: int) -> None:
+    def __init__(self, length: int, fd: int = -1, offset: int = 0, resp: object = None,
+                 source: HTTPBlobSource | None = None) -> None:
+        self._left = length
         self._fd = fd
         self._pos = offset
-        self._left = length
+        self._resp = resp
+        self._source = source
 
     def read(self, n: int = -1, /) -> bytes:
         if self._left <= 0:
             return b""
         if n < 0 or n > self._left:
             n = self._left
-        data = os.pread(self._fd, min(n, 1 << 22), self._pos)
-        if not data:
-            raise ChunkedError("blob file is shorter than its TOC says")
-        self._pos += len(data)
+        if self._source is None:
+            data = os.pread(self._fd, min(n, 1 << 22), self._pos)
+            if not data:
+                raise ChunkedError("blob file is shorter than its TOC says")
+            self._pos += len(data)
+        else:
+            data = self._resp.read(min(n, 1 << 20))  # type: ignore[attr-defined]
+            if not data:
+                raise ChunkedError("the server sent less data than the range asked for")
+            self._source.bytes_read += len(data)
         self._left -= len(data)
         return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 class FileBlobSource:
@@ -96,7 +112,7 @@ class FileBlobSource:
                 raise ChunkedError(f"range {offset}+{length} is outside the blob ({self.size} bytes)")
         self.requests += 1
         self.bytes_read += sum(length for _, length in chunks)
-        return (_Slice(self._fd, offset, length) for offset, length in chunks)
+        return (_Range(length, self._fd, offset) for offset, length in chunks)
 
     def open(self) -> BinaryIO:
         """The whole blob, for a full pull (a new handle; close it)."""
@@ -115,31 +131,6 @@ class FileBlobSource:
     def __exit__(self, *exc: object) -> None:
         """Close it."""
         self.close()
-
-
-class _Body:
-    """Exactly ``length`` bytes of an HTTP response body."""
-
-    def __init__(self, resp: object, length: int, counter: HTTPBlobSource) -> None:
-        self._resp = resp
-        self._left = length
-        self._counter = counter
-
-    def read(self, n: int = -1, /) -> bytes:
-        if self._left <= 0:
-            return b""
-        if n < 0 or n > self._left:
-            n = self._left
-        data: bytes = self._resp.read(min(n, 1 << 20))  # type: ignore[attr-defined]
-        if not data:
-            raise ChunkedError("the server sent less data than the range asked for")
-        self._left -= len(data)
-        self._counter.bytes_read += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
 
 
 def _content_range(value: str | None, size_hint: int) -> tuple[int, int]:
@@ -173,10 +164,13 @@ class HTTPBlobSource:
         self.requests = 0
         self.bytes_read = 0
 
-    def _open(self, range_header: str) -> object:
+    def _open(self, range_header: str | None) -> HTTPResponse:
+        """The response to a GET of the blob (with ``Range: range_header`` when given), after
+        following up to MAX_REDIRECTS redirects."""
         import http.client
         import urllib.parse
 
+        headers = self.headers if range_header is None else {**self.headers, "Range": range_header}
         url = self.url
         for _ in range(self.MAX_REDIRECTS + 1):
             parts = urllib.parse.urlsplit(url)
@@ -184,8 +178,8 @@ class HTTPBlobSource:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ChunkedError(f"unsupported blob URL {url!r}")
             conn = cls(parts.hostname, parts.port, timeout=self.timeout)
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", path or "/", headers={**self.headers, "Range": range_header})
+            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                         headers=headers)
             self.requests += 1
             resp = conn.getresponse()
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
@@ -198,28 +192,11 @@ class HTTPBlobSource:
 
     def open(self) -> BinaryIO:
         """The whole blob, for a full pull: the body of a plain GET (close it)."""
-        import http.client
-        import urllib.parse
-
-        url = self.url
-        for _ in range(self.MAX_REDIRECTS + 1):
-            parts = urllib.parse.urlsplit(url)
-            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = cls(parts.hostname or "", parts.port, timeout=self.timeout)
-            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                         headers=self.headers)
-            self.requests += 1
-            resp = conn.getresponse()
-            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                url = urllib.parse.urljoin(url, resp.getheader("Location") or "")
-                resp.read()
-                conn.close()
-                continue
-            if resp.status != 200:
-                resp.close()
-                raise ChunkedError(f"fetching blob: HTTP status {resp.status}")
-            return resp
-        raise ChunkedError(f"too many redirects fetching {self.url}")
+        resp = self._open(None)
+        if resp.status != 200:
+            resp.close()
+            raise ChunkedError(f"fetching blob: HTTP status {resp.status}")
+        return resp
 
     def get_blob_at(self, chunks: Sequence[tuple[int, int]]) -> Iterator[RangeReader]:
         """One request for all ranges; readers of the answer's parts, checked against the ranges.
@@ -232,15 +209,15 @@ class HTTPBlobSource:
             return iter(())
         spec = ",".join(f"{off}-{off + length - 1}" for off, length in chunks)
         resp = self._open(f"bytes={spec}")
-        status = resp.status  # type: ignore[attr-defined]
+        status = resp.status
         if status == 200:
-            resp.close()  # type: ignore[attr-defined]
+            resp.close()
             raise FallbackToFullPull("the registry ignored the range request", can_convert=True)
         if status == 400:
-            resp.close()  # type: ignore[attr-defined]
+            resp.close()
             raise BadRangeRequest()
         if status != 206:
-            resp.close()  # type: ignore[attr-defined]
+            resp.close()
             raise ChunkedError(f"fetching partial blob: HTTP status {status}")
         return self._parts(resp, list(chunks))
 
@@ -252,7 +229,7 @@ class HTTPBlobSource:
                 first, last = _content_range(resp.getheader("Content-Range"), 0)  # type: ignore[attr-defined]
                 if len(chunks) != 1 or (first, last - first + 1) != chunks[0]:
                     raise ChunkedError("the server answered with other ranges than asked for")
-                body = _Body(resp, chunks[0][1], self)
+                body = _Range(chunks[0][1], resp=resp, source=self)
                 yield body
                 body.drain()
                 return
@@ -269,7 +246,7 @@ class HTTPBlobSource:
                 first, last = _content_range(headers.get("content-range"), 0)
                 if (first, last - first + 1) != (offset, length):
                     raise ChunkedError("the server answered with other ranges than asked for")
-                body = _Body(resp, length, self)
+                body = _Range(length, resp=resp, source=self)
                 yield body
                 body.drain()
         finally:
