@@ -162,26 +162,31 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _zstd_decompress(data: bytes, limit: int, what: str) -> bytes:
-    """``data``'s zstd frames, refused beyond ``limit`` bytes (a decompression bomb)."""
+def _decompressed(data: bytes, gzip: bool, limit: int, too_big: str, invalid: str) -> Iterator[bytes]:
+    """``data``'s zstd frames (gzip members with ``gzip``), in pieces: ChunkedError(``too_big``)
+    beyond ``limit`` bytes (a decompression bomb), ChunkedError(``invalid: why``) when they are
+    not valid."""
     from ...errors import InvalidArchive
     from ..compression import Compression, Decompressor
 
-    dec = Decompressor(Compression.ZSTD)
-    out: list[bytes] = []
+    dec = Decompressor(Compression.GZIP if gzip else Compression.ZSTD)
     size = 0
     try:
         for piece in dec.feed(data):
             size += len(piece)
             if size > limit:
-                raise ChunkedError(f"{what} is larger than announced")
-            out.append(piece)
+                raise ChunkedError(too_big)
+            yield piece
         dec.finish()
     except ChunkedError:
         raise
     except InvalidArchive as e:
-        raise ChunkedError(f"decompressing {what}: {e}") from None
-    return b"".join(out)
+        raise ChunkedError(f"{invalid}: {e}") from None
+
+
+def _zstd_decompress(data: bytes, limit: int, what: str) -> Iterator[bytes]:
+    """``data``'s zstd frames, in pieces, refused beyond ``limit`` bytes (a decompression bomb)."""
+    return _decompressed(data, False, limit, f"{what} is larger than announced", f"decompressing {what}")
 
 
 def _parse_position(value: str, fields: int, what: str) -> tuple[int, ...]:
@@ -247,7 +252,7 @@ def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
     if got != toc_digest:
         raise ChunkedError(f"validating and decompressing TOC: invalid blob checksum, expected checksum "
                            f"{toc_digest}, got {got}")
-    manifest = _zstd_decompress(manifest_z, length_raw, "the TOC") if compressed else manifest_z
+    manifest = b"".join(_zstd_decompress(manifest_z, length_raw, "the TOC")) if compressed else manifest_z
     loaded = _toc.load_toc(manifest)
     tar_split_digest = loaded[2]
     tar_split: TarSplitFile | None = None
@@ -278,28 +283,14 @@ def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
 def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool) -> TarSplitFile:
     import tempfile
 
-    from ...errors import InvalidArchive
-    from ..compression import Compression, Decompressor
-
     limit = min(announced, MAX_TAR_SPLIT_SIZE) if announced else MAX_TAR_SPLIT_SIZE
     f = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - the TarSplitFile owns it
     try:
         if not compressed:
             f.write(data)
         else:
-            dec = Decompressor(Compression.ZSTD)
-            size = 0
-            try:
-                for piece in dec.feed(data):
-                    size += len(piece)
-                    if size > limit:
-                        raise ChunkedError("the tar-split is larger than announced")
-                    f.write(piece)
-                dec.finish()
-            except InvalidArchive as e:
-                if isinstance(e, ChunkedError):
-                    raise
-                raise ChunkedError(f"decompressing the tar-split: {e}") from None
+            for piece in _zstd_decompress(data, limit, "the tar-split"):
+                f.write(piece)
     except BaseException:
         f.close()
         raise
@@ -534,7 +525,6 @@ def read_estargz_toc(source: BlobSource, blob_size: int, toc_digest: str) -> Lay
         ChunkedError: the footer or TOC is malformed, or the TOC does not match its digest.
     """
     from ...errors import InvalidArchive
-    from ..compression import Compression, Decompressor
     from ..tarread import TarReader
 
     if blob_size <= _ESTARGZ_FOOTER:
@@ -550,20 +540,7 @@ def read_estargz_toc(source: BlobSource, blob_size: int, toc_digest: str) -> Lay
     if size > MAX_TOC_SIZE:
         raise FallbackToFullPull(f"estargz manifest too big to process in memory ({size} bytes)")
     (member,) = _fetch(source, [(toc_offset, size)])
-    dec = Decompressor(Compression.GZIP)
-    out: list[bytes] = []
-    total = 0
-    try:
-        for piece in dec.feed(member):
-            total += len(piece)
-            if total > MAX_TOC_SIZE + (1 << 20):
-                raise ChunkedError("manifest too big")
-            out.append(piece)
-        dec.finish()
-    except InvalidArchive as e:
-        if isinstance(e, ChunkedError):
-            raise
-        raise ChunkedError(f"estargz TOC: {e}") from None
+    out = list(_decompressed(member, True, MAX_TOC_SIZE + (1 << 20), "manifest too big", "estargz TOC"))
     data = iter(out)
     reader = TarReader(lambda: next(data, b""))
     try:
