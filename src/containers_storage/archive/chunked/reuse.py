@@ -107,7 +107,7 @@ class LayerIndex:
         for root, name, off, csize in self.chunks.get(digest, ()):
             if csize != size:
                 continue
-            fd = self._open(root, name)
+            fd = open_local(root, name, self._roots)
             if fd is None:
                 continue
             try:
@@ -132,35 +132,28 @@ class LayerIndex:
                 return root, name
         return None
 
-    def _open(self, root: str, name: str) -> int | None:
-        rfd = self._roots.get(root)
-        if rfd is None:
-            try:
-                rfd = self._roots[root] = open_root(root)
-            except OSError:
-                return None
+
+def open_local(root: str, name: str, roots: dict[str, int] | None = None) -> int | None:
+    """``name`` opened read-only beneath ``root`` (symlinks cannot lead out), or None.
+
+    With ``roots`` (layer directory -> an O_PATH fd of it), the directory is opened once and
+    kept there for the caller to close; without, it is opened for this call only.
+    """
+    rfd = roots.get(root) if roots is not None else None
+    if rfd is None:
         try:
-            return open_beneath(rfd, name, _FLAGS)
+            rfd = open_root(root)
         except OSError:
             return None
-
-
-def open_local(root: str, name: str) -> int | None:
-    """``name`` opened read-only beneath ``root`` (symlinks cannot lead out), or None."""
-    return _open(root, name)
-
-
-def _open(root: str, name: str) -> int | None:
-    try:
-        rfd = open_root(root)
-    except OSError:
-        return None
+        if roots is not None:
+            roots[root] = rfd
     try:
         return open_beneath(rfd, name, _FLAGS)
     except OSError:
         return None
     finally:
-        os.close(rfd)
+        if roots is None:
+            os.close(rfd)
 
 
 def _hash_range(fd: int, offset: int, size: int) -> str:
