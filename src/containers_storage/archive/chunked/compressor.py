@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ...records import format_time_ns
 from ..crc64 import crc64
 from . import toc as _toc
 
@@ -250,17 +251,6 @@ class _FileWriter:
         self._cut()
 
 
-def _go_time(ns: int) -> str:
-    """A time as Go's json.Marshal writes a time.Time in UTC (RFC 3339, nanoseconds trimmed)."""
-    import time
-
-    secs, frac = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    if frac:
-        text += "." + f"{frac:09d}".rstrip("0")
-    return text + "Z"
-
-
 def _ctime_ns(hdr: TarHeader, header_block: bytes) -> int | None:
     """The change time Go's tar reader finds: a PAX ``ctime``, or a GNU header's ctime field."""
     from ..tarread import parse_numeric, parse_pax_time
@@ -298,12 +288,12 @@ def _entry_for(hdr: TarHeader, header_block: bytes) -> _toc.TOCEntry:
     e.size = hdr.size
     e.uid = hdr.uid
     e.gid = hdr.gid
-    e.modtime = _go_time(hdr.mtime_ns)
+    e.modtime = format_time_ns(hdr.mtime_ns)
     if hdr.atime_ns is not None:
-        e.accesstime = _go_time(hdr.atime_ns)
+        e.accesstime = format_time_ns(hdr.atime_ns)
     ctime = _ctime_ns(hdr, header_block)
     if ctime is not None:
-        e.changetime = _go_time(ctime)
+        e.changetime = format_time_ns(ctime)
     e.devmajor = hdr.devmajor
     e.devminor = hdr.devminor
     e.xattrs = {_text(k): base64.b64encode(v).decode() for k, v in hdr.xattrs()}
@@ -427,13 +417,9 @@ def compress(src: BinaryIO, out: BinaryIO, *, level: int | None = DEFAULT_LEVEL,
             entry.end_offset = fw.last_offset
         entries.append(entry)
         if len(fw.chunks) > 1:
-            for n, (coff, boff, cdigest, csize, ctype) in enumerate(fw.chunks):
+            for n, chunk in enumerate(fw.chunks):
                 c = entry if n == 0 else _toc.TOCEntry(_toc.TYPE_CHUNK, entry.name)
-                c.chunk_offset = coff
-                c.offset = boff
-                c.chunk_digest = cdigest
-                c.chunk_size = csize
-                c.chunk_type = ctype
+                c.chunk_offset, c.offset, c.chunk_digest, c.chunk_size, c.chunk_type = chunk
                 if n:
                     entries.append(c)
     raw = reader.take_raw()

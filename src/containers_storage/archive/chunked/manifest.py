@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ...records import format_time_ns
 from ..tarread import (
     BLOCK,
     DIR,
@@ -25,7 +26,7 @@ from ..tarread import (
     parse_pax,
 )
 from . import toc as _toc
-from .compressor import _TAR_TYPES, _entry_for, _go_time
+from .compressor import _TAR_TYPES, _entry_for
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -487,7 +488,7 @@ def _cached_time(ns: int) -> str:
     """Go's JSON text of a time; the few times of a layer's files are formatted once each."""
     text = _TIMES.get(ns)
     if text is None:
-        text = _go_time(ns)
+        text = format_time_ns(ns)
         if len(_TIMES) < 4096:
             _TIMES[ns] = text
     return text
