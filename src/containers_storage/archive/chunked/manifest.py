@@ -12,19 +12,7 @@ import hashlib
 import struct
 
 from ...records import format_time_ns
-from ..tarread import (
-    BLOCK,
-    DIR,
-    GNU_LONGLINK,
-    GNU_LONGNAME,
-    MAX_SPECIAL_FILE,
-    REGA,
-    XHEADER,
-    _cstring,
-    _merge_pax,
-    parse_header_block,
-    parse_pax,
-)
+from .. import tarread
 from . import toc as _toc
 from .compressor import _TAR_TYPES, _entry_for
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
@@ -354,35 +342,35 @@ def _header(region: bytes, pad: int, name: bytes) -> tuple[TarHeader, bytes]:
     pax: dict[bytes, bytes] | None = None
     long_name = long_link = b""
     while True:
-        block = region[pos : pos + BLOCK]
-        if len(block) < BLOCK:
+        block = region[pos : pos + tarread.BLOCK]
+        if len(block) < tarread.BLOCK:
             raise ChunkedError(f"tar-split: no header for {name!r}")
-        hdr = parse_header_block(block)
-        pos += BLOCK
+        hdr = tarread.parse_header_block(block)
+        pos += tarread.BLOCK
         flag = hdr.typeflag
-        if flag in (XHEADER, GNU_LONGNAME, GNU_LONGLINK):
-            if not 0 <= hdr.size <= MAX_SPECIAL_FILE or pos + hdr.size > len(region):
+        if flag in (tarread.XHEADER, tarread.GNU_LONGNAME, tarread.GNU_LONGLINK):
+            if not 0 <= hdr.size <= tarread.MAX_SPECIAL_FILE or pos + hdr.size > len(region):
                 raise ChunkedError(f"tar-split: invalid extended header before {name!r}")
             data = region[pos : pos + hdr.size]
-            pos += hdr.size + (-hdr.size % BLOCK)
-            if flag == XHEADER:
-                pax = parse_pax(data)
-            elif flag == GNU_LONGNAME:
-                long_name = _cstring(data)
+            pos += hdr.size + (-hdr.size % tarread.BLOCK)
+            if flag == tarread.XHEADER:
+                pax = tarread.parse_pax(data)
+            elif flag == tarread.GNU_LONGNAME:
+                long_name = tarread._cstring(data)
             else:
-                long_link = _cstring(data)
+                long_link = tarread._cstring(data)
             continue
         break
     if pos != len(region):
         raise ChunkedError(f"tar-split: unexpected data around the header of {name!r}")
     if pax:
-        _merge_pax(hdr, pax)
+        tarread._merge_pax(hdr, pax)
     if long_name:
         hdr.name = long_name
     if long_link:
         hdr.linkname = long_link
-    if hdr.typeflag == REGA:
-        hdr.typeflag = DIR if hdr.name.endswith(b"/") else ord("0")
+    if hdr.typeflag == tarread.REGA:
+        hdr.typeflag = tarread.DIR if hdr.name.endswith(b"/") else ord("0")
     if hdr.name != name:
         raise ChunkedError(f"tar-split: the header of {name!r} names {hdr.name!r}")
     return hdr, block
@@ -526,7 +514,6 @@ def read_estargz_toc(source: BlobSource, blob_size: int, toc_digest: str) -> Lay
         ChunkedError: the footer or TOC is malformed, or the TOC does not match its digest.
     """
     from ...errors import InvalidArchive
-    from ..tarread import TarReader
 
     if blob_size <= _ESTARGZ_FOOTER:
         raise ChunkedError("blob too small")
@@ -543,7 +530,7 @@ def read_estargz_toc(source: BlobSource, blob_size: int, toc_digest: str) -> Lay
     (member,) = _fetch(source, [(toc_offset, size)])
     out = list(_decompressed(member, True, MAX_TOC_SIZE + (1 << 20), "manifest too big", "estargz TOC"))
     data = iter(out)
-    reader = TarReader(lambda: next(data, b""))
+    reader = tarread.TarReader(lambda: next(data, b""))
     try:
         hdr = reader.next()
         if hdr is None or hdr.size > MAX_TOC_SIZE:
