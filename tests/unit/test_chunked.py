@@ -195,6 +195,16 @@ def test_reading_the_toc_checks_it_against_its_digest_and_the_tar_split(tmp_path
         read_zstd_chunked_toc(_MemorySource(bad), len(bad), toc_digest(bann) or "", bann, str(tmp_path))
 
 
+def test_a_toc_or_tar_split_larger_than_announced_is_refused(tmp_path: object) -> None:
+    blob, ann = Blob(rootfs_tar(file_contents(3, 6))).assemble()
+    for key, what in ((MANIFEST_POSITION, "the TOC"), (TARSPLIT_POSITION, "the tar-split")):
+        fields = ann[key].split(":")
+        fields[2] = str(int(fields[2]) - 1)  # the uncompressed size, one byte short
+        with pytest.raises(ChunkedError, match=f"^{what} is larger than announced"):
+            read_zstd_chunked_toc(_MemorySource(blob), len(blob), toc_digest(ann) or "",
+                                  {**ann, key: ":".join(fields)}, str(tmp_path))
+
+
 def test_estargz_toc(tmp_path: object) -> None:
     from chunkedtools import estargz_blob
 
@@ -206,6 +216,10 @@ def test_estargz_toc(tmp_path: object) -> None:
     assert all(f.chunks[-1][1] <= layer_toc.data_end for f in layer_toc.toc.files)
     with pytest.raises(ChunkedError, match="invalid manifest checksum"):
         read_estargz_toc(_MemorySource(blob), len(blob), DIGEST)
+    bad = bytearray(blob)
+    bad[-51 - 8] ^= 0xFF  # the TOC member's CRC-32
+    with pytest.raises(ChunkedError, match=r"^estargz TOC: "):
+        read_estargz_toc(_MemorySource(bytes(bad)), len(bad), toc_digest(ann) or "")
 
 
 class _MemorySource:
@@ -262,6 +276,9 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.path.endswith("/moved"):
+            self._send(307, {"Location": self.path.removesuffix("/moved")}, b"")
+            return
         spec = self.headers.get("Range", "")
         ranges = [tuple(int(x) for x in r.split("-")) for r in spec.removeprefix("bytes=").split(",") if r]
         if self.mode == "ignore" or not ranges:
@@ -314,6 +331,21 @@ def test_http_source_reads_multipart_answers(http_blob: tuple[str, type[_RangeHa
     assert [r.read() for r in source.get_blob_at([(7, 3)])] == [handler.blob[7:10]]
     with source.open() as whole:
         assert whole.read() == handler.blob
+
+
+def test_http_source_follows_redirects(http_blob: tuple[str, type[_RangeHandler]]) -> None:
+    url, handler = http_blob
+    source = HTTPBlobSource(url + "/moved")
+    assert [r.read() for r in source.get_blob_at([(7, 3), (300, 2)])] == [handler.blob[7:10],
+                                                                         handler.blob[300:302]]
+    assert source.requests == 2 and source.bytes_read > 5
+    with source.open() as whole:
+        assert whole.read() == handler.blob
+    assert source.requests == 4
+    with pytest.raises(ChunkedError, match="unsupported blob URL"):
+        HTTPBlobSource("ftp://127.0.0.1/blob").get_blob_at([(0, 1)])
+    with pytest.raises(ChunkedError, match="unsupported blob URL"):
+        HTTPBlobSource("ftp://127.0.0.1/blob").open()
 
 
 @pytest.mark.parametrize(("mode", "error"), [("ignore", FallbackToFullPull), ("refuse", BadRangeRequest),
