@@ -8,7 +8,6 @@ import stat
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -121,14 +120,15 @@ class _TreeRemover:
     """
 
     def __init__(self, top_parent_fd: int, top_name: str) -> None:
-        # A bare lock until helpers start: small trees (most deletions) never import threading.
+        # Bare _thread locks, never threading: importing threading (functools, collections, ...)
+        # costs ~1.5 ms, 3% of deleting a 6,800-entry layer on a tmpfs.
         self.lock = _thread.allocate_lock()
-        self.cond: threading.Condition | None = None
+        self.waiters: list[_thread.LockType] = []  # helpers asleep until work (or the end) comes
         self.stack: list[_Dir] = []
         self.seen = 0
         self.error: BaseException | None = None
         self.done = False
-        self.threads: list[threading.Thread] = []
+        self.threads: list[_thread.LockType] = []  # each held by its helper until it returns
         self.open_fds: set[int] = set()
         self.top_parent_fd = top_parent_fd
         self.top = _Dir(None, top_name)
@@ -232,8 +232,7 @@ class _TreeRemover:
             with self.lock:
                 while not self.stack and not self.done and self.error is None:
                     # Only helpers leave the stack empty with work still out (alone, we finish it).
-                    assert self.cond is not None
-                    self.cond.wait()
+                    self._wait()
                 if self.done or self.error is not None:
                     return
                 d = self.stack.pop()
@@ -246,23 +245,36 @@ class _TreeRemover:
                     self._notify()
                 return
 
+    def _wait(self) -> None:
+        """Sleep until ``_notify`` (threading.Condition.wait's way); called with ``lock`` held."""
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        self.waiters.append(waiter)
+        self.lock.release()
+        try:
+            waiter.acquire()
+        finally:
+            self.lock.acquire()
+
     def _notify(self, n: int | None = None) -> None:
-        """Wake waiting helpers; called with ``lock`` held."""
-        if self.cond is not None:
-            if n is None:
-                self.cond.notify_all()
-            else:
-                self.cond.notify(n)
+        """Wake ``n`` waiting helpers (all of them without ``n``); called with ``lock`` held."""
+        wake = self.waiters[:] if n is None else self.waiters[:n]
+        del self.waiters[:len(wake)]
+        for waiter in wake:
+            waiter.release()
+
+    def _helper(self, running: _thread.LockType) -> None:
+        try:
+            self._work()
+        finally:
+            running.release()
 
     def _start_helpers(self) -> None:
-        import threading
-
-        with self.lock:
-            self.cond = threading.Condition(self.lock)
-        for i in range(_REMOVE_THREADS - 1):
-            t = threading.Thread(target=self._work, name=f"remove-tree-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
+        for _ in range(_REMOVE_THREADS - 1):
+            running = _thread.allocate_lock()
+            running.acquire()
+            _thread.start_new_thread(self._helper, (running,))
+            self.threads.append(running)
 
     def run(self) -> None:
         try:
@@ -273,8 +285,8 @@ class _TreeRemover:
                 if self.error is None:
                     self.error = e
                 self._notify()
-        for t in self.threads:
-            t.join()
+        for running in self.threads:
+            running.acquire()  # the helper has returned
         if self.error is not None:
             for fd in self.open_fds:  # the directories an error left unfinished
                 os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -313,3 +314,23 @@ def test_atomic_write_syncs_the_data_as_go_does(tmp_path: Path, monkeypatch: pyt
         fsutil.atomic_write(str(target), b"newer")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.json"]
+
+
+def test_remove_tree_helpers_do_not_import_threading(tmp_path: Path) -> None:
+    """A big tree starts helper threads through _thread alone: a CLI delete does not pay for
+    importing threading (functools, collections, ...)."""
+    top = tmp_path / "big"
+    _make_tree(top, dirs=60, files=10)
+    code = (
+        "import sys, containers_storage.fsutil as f\n"
+        "f.remove_tree(sys.argv[1])\n"
+        "print(sorted(m for m in ('threading', 'functools', 'collections') if m in sys.modules))\n"
+        "print(f._unlink_entries_looked_up)\n"
+    )
+    src = str(Path(fsutil.__file__).parent.parent)
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(top)],
+                         env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert not top.exists()
+    assert out[0] == "[]", out
+    assert out[1] == "True", "the tree was too small to start the helper threads"
