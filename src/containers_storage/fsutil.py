@@ -263,18 +263,11 @@ class _TreeRemover:
         for waiter in wake:
             waiter.release()
 
-    def _helper(self, running: _thread.LockType) -> None:
-        try:
-            self._work()
-        finally:
-            running.release()
-
     def _start_helpers(self) -> None:
+        from . import lightthread
+
         for _ in range(_REMOVE_THREADS - 1):
-            running = _thread.allocate_lock()
-            running.acquire()
-            _thread.start_new_thread(self._helper, (running,))
-            self.threads.append(running)
+            self.threads.append(lightthread.start(self._work))
 
     def run(self) -> None:
         try:

@@ -15,13 +15,13 @@ symlinks planted by earlier entries reach anything outside ``dest``.
 
 from __future__ import annotations
 
-import _thread
 import errno
 import hashlib
 import os
 import stat
 from _queue import Empty, SimpleQueue
 
+from .. import lightthread
 from ..errors import InvalidArchive, InvalidMappings, StorageError
 from ..idtools import IDMap, to_host
 from ..lazylog import LazyLogger
@@ -190,13 +190,7 @@ class _Source:
         self._done = False
         # Set (before the first decompressed chunk is queued) when the consumer hashes.
         self._hash_taken: Callable[[bytes], None] | None = None
-        self._running = _thread.allocate_lock()  # held until the reader thread ends
-        self._running.acquire()
-        try:
-            _thread.start_new_thread(self._main, ())
-        except BaseException:
-            self._running.release()
-            raise
+        self._running = lightthread.start(self._run)  # held until the reader thread ends
 
     def _put(self, item: bytes | BaseException | None) -> None:
         while True:
@@ -216,12 +210,6 @@ class _Source:
                 self.raw_hash.update(data)
             self.raw_size += len(data)
         return data
-
-    def _main(self) -> None:
-        try:
-            self._run()
-        finally:
-            self._running.release()
 
     def _run(self) -> None:
         try:

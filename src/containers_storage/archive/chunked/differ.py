@@ -1021,8 +1021,9 @@ class _Opener:
     def __init__(self, items: list[tuple[int, str, str, int]]) -> None:
         """``items``: (file index, layer directory, name in it, size), in the order they are
         taken; a copy that is not a regular file of that size is not used."""
-        import _thread
         from _queue import SimpleQueue
+
+        from ... import lightthread
 
         self._items = items
         self._q: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
@@ -1031,13 +1032,7 @@ class _Opener:
             self._slots.put(None)
         self._stopped = False
         self._done = False
-        self._running = _thread.allocate_lock()  # held until the thread ends
-        self._running.acquire()
-        try:
-            _thread.start_new_thread(self._main, ())
-        except BaseException:
-            self._running.release()
-            raise
+        self._running = lightthread.start(self._main)  # held until the thread ends
 
     def _main(self) -> None:
         from _queue import Empty
@@ -1076,7 +1071,6 @@ class _Opener:
             for rfd in roots.values():
                 os.close(rfd)
             self._q.put(None)
-            self._running.release()
 
     def take(self, k: int) -> int:
         """An fd of file ``k``'s local copy (the caller closes it), or -1 if it cannot be opened.
