@@ -1002,7 +1002,12 @@ def results_from_json(doc: dict[str, Any]) -> list[Result]:
     return out
 
 
-README_START, README_END = "<!-- bench-table -->", "<!-- /bench-table -->"
+def readme_markers(table: str) -> tuple[str, str]:
+    """The HTML comments around a benchmark table in README.md."""
+    return f"<!-- {table} -->", f"<!-- /{table} -->"
+
+
+README_START, README_END = readme_markers("bench-table")
 
 
 def readme_block(doc: dict[str, Any], chart_path: str) -> str:
@@ -1032,14 +1037,16 @@ def readme_block(doc: dict[str, Any], chart_path: str) -> str:
     ])
 
 
-def update_readme(block: str) -> str:
+def update_readme(block: str, table: str = "bench-table") -> str:
+    """Replace README.md's ``table`` (markers included) with ``block``, which carries them too."""
     readme = REPO / "README.md"
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    start_marker, end_marker = readme_markers(table)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < 0:
-        return "README.md has no bench-table markers: not updated"
-    readme.write_text(text[:start] + block + text[end + len(README_END):])
-    return "README.md: benchmark table updated"
+        return f"README.md has no {table} markers: not updated"
+    readme.write_text(text[:start] + block + text[end + len(end_marker):])
+    return f"README.md: {table} updated"
 
 
 def select(ops: list[Op], patterns: list[str]) -> list[Op]:

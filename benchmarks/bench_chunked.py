@@ -38,6 +38,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "src"))
+import bench  # noqa: E402  (update_readme)
 from workload import TAR, build_inputs, drop_caches  # noqa: E402
 
 WORK = HERE / "work" / "chunked"
@@ -260,17 +261,6 @@ def markdown(doc: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(block: str) -> None:
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench-chunked-table -->", "<!-- /bench-chunked-table -->"
-    if start not in text:
-        raise SystemExit("README.md has no bench-chunked-table markers")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -297,7 +287,8 @@ def main() -> int:
     block = markdown(doc)
     print(block)
     if args.update_readme:
-        update_readme(block)
+        start, end = bench.readme_markers("bench-chunked-table")
+        print(bench.update_readme(f"{start}\n{block}\n{end}", "bench-chunked-table"))
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 

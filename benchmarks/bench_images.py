@@ -31,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bench  # noqa: E402  (update_readme)
 from workload import TREE, build_inputs, drop_caches  # noqa: E402
 
 WORK = HERE / "work" / "images"
@@ -199,17 +200,6 @@ def markdown(doc: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(block: str) -> None:
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- bench-images-table -->", "<!-- /bench-images-table -->"
-    if start not in text:
-        raise SystemExit("README.md has no bench-images-table markers")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -231,7 +221,8 @@ def main() -> int:
     block = markdown(doc)
     print(block)
     if args.update_readme:
-        update_readme(block)
+        start, end = bench.readme_markers("bench-images-table")
+        print(bench.update_readme(f"{start}\n{block}\n{end}", "bench-images-table"))
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 

@@ -49,7 +49,7 @@ REPO = HERE.parent
 USER = "csrootless"
 VENV_PYTHON = "/opt/containers-storage-rootless/venv/bin/python"
 AREA = Path("/var/tmp/cs-bench-rootless")  # the user must reach it: not under /root
-README_START, README_END = "<!-- bench-rootless-table -->", "<!-- /bench-rootless-table -->"
+README_START, README_END = bench.readme_markers("bench-rootless-table")
 
 
 class Rootless:
@@ -172,16 +172,6 @@ class _Stores:
         self.drop = drop
 
 
-def update_readme(block: str) -> str:
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < 0:
-        return "README.md has no bench-rootless-table markers: not updated"
-    readme.write_text(text[:start] + block + text[end + len(README_END):])
-    return "README.md: rootless benchmark table updated"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", default=shutil.which("go-cs-1.60") or "",
@@ -247,7 +237,7 @@ def main() -> int:
             f"containers/storage {ref_version} (Debian's 1.43 does not enter namespaces). Command "
             "(as root):",
             "", "```", f".venv/bin/{command.strip()}", "```", "", doc["markdown"], README_END])
-        print(update_readme(block))
+        print(bench.update_readme(block, "bench-rootless-table"))
     return 0
 
 
