@@ -23,15 +23,7 @@ def _full_parse(argv: list[str]) -> tuple[str, dict[str, object], list[str]]:
     name = top.args[0]
     command = find(name)
     assert command is not None
-    fs = cli_main._make_flags(name, cli_main.PROG, values, True, out)
-    for spec in command.flags:
-        if spec.kind == "bool":
-            fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
-        elif spec.kind == "list":
-            values.pop(spec.dest, None)
-            fs.add_list(spec.dest, list(spec.names), spec.usage)
-        else:
-            fs.add_string(spec.dest, list(spec.names), str(spec.default), spec.usage)
+    fs = cli_main.command_flags(name, command, cli_main.PROG, values, out)
     fs.parse(top.args[1:])
     values.pop("help", None)
     return name, values, fs.args

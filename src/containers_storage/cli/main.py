@@ -71,6 +71,21 @@ def _make_flags(name: str, prog: str, values: dict[str, object], exit_on_error: 
     return fs
 
 
+def command_flags(name: str, command: Command, prog: str, values: dict[str, object], out: Output
+                  ) -> FlagSet:
+    """A command's flag set: the global options again (Go's makeFlags), then the command's own."""
+    fs = _make_flags(name, prog, values, True, out)
+    for spec in command.flags:
+        if spec.kind == "bool":
+            fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
+        elif spec.kind == "list":
+            values.pop(spec.dest, None)
+            fs.add_list(spec.dest, list(spec.names), spec.usage)
+        else:
+            fs.add_string(spec.dest, list(spec.names), str(spec.default), spec.usage)
+    return fs
+
+
 def _global_usage(fs: FlagSet, out: Output) -> None:
     lines = ["Usage: containers-storage command [options [...]]\n\n", "Commands:\n\n"]
     lines += [f"  {command.names[0]:<30}{command.usage}\n" for command in COMMANDS]
@@ -152,15 +167,7 @@ def _run(argv: list[str], prog: str, out: Output) -> int:
         out.out(f"{name}: unrecognized command.\n")
         return 1
 
-    fs = _make_flags(name, prog, values, True, out)
-    for spec in command.flags:
-        if spec.kind == "bool":
-            fs.add_bool(spec.dest, list(spec.names), bool(spec.default), spec.usage)
-        elif spec.kind == "list":
-            values.pop(spec.dest, None)
-            fs.add_list(spec.dest, list(spec.names), spec.usage)
-        else:
-            fs.add_string(spec.dest, list(spec.names), str(spec.default), spec.usage)
+    fs = command_flags(name, command, prog, values, out)
     fs.usage = lambda: _command_usage(fs, name, command, out)
     try:
         fs.parse(args[1:])
