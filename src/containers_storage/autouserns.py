@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .idset import IDSet
 from .idtools import IDMap
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import BinaryIO

@@ -32,11 +32,10 @@ from __future__ import annotations
 import os
 import time
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .checktree import go_os_text
 from .errors import StorageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager

@@ -15,10 +15,10 @@ import os
 import stat
 import time
 
+from . import TYPE_CHECKING
 from .archive.gopath import go_clean
 from .errors import StorageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any

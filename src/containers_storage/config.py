@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import os
 
+from . import TYPE_CHECKING
 from .idtools import IDMap
 from .layout import driver_of_images_dir
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .idtools import IDMap, maps_to_json
 from .layout import STABLE, VOLATILE, Layout
 from .lockfile import get_lock_file
 from .records import Container, now_rfc3339
 from .recordstore import RWRecordStore, sha256_digest
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -17,7 +17,8 @@ found in :attr:`NotKnown.ref`::
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import ClassVar, Self
 

@@ -6,7 +6,8 @@ import _thread
 import os
 import stat
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor

@@ -7,7 +7,8 @@ Kept free of imports so the CLI's fast listing path can use it without loading t
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any

@@ -8,10 +8,9 @@ want the host's IDs) with the same mappings start from that copy instead of re-o
 
 from __future__ import annotations
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .idtools import same_maps
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

@@ -11,10 +11,9 @@ holding the same IDs compare equal whatever intervals built them.
 
 from __future__ import annotations
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .idtools import IDMap
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 

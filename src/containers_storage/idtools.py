@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from . import TYPE_CHECKING
 from .errors import InvalidMappings
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 

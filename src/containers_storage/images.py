@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .layout import Files
 from .lockfile import get_lock_file
 from .records import Image, dedupe, now_rfc3339
 from .recordstore import RecordStore, RWRecordStore, sha256_digest
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, can_stage
 from .fsutil import atomic_write, read_optional, rmtree
 from .idtools import IDMap, maps_to_json, same_maps
@@ -18,7 +18,6 @@ from .lockfile import LockFile, get_lock_file
 from .records import INCOMPLETE_FLAG, Layer, now_rfc3339
 from .recordstore import ALL_LOCATIONS, RecordStore, RWRecordStore
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, BinaryIO

@@ -6,7 +6,8 @@ weakref...), and the archive engine logs only about odd input; most runs log not
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     import logging
     from collections.abc import Callable

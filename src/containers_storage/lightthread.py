@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import _thread
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 

@@ -16,7 +16,8 @@ import fcntl
 import os
 import time
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     import threading
 

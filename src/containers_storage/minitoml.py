@@ -12,7 +12,8 @@ returns exactly what ``tomllib.loads`` returns (tests compare the two on generat
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from . import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any
 

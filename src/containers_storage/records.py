@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 
-from . import gojson
+from . import TYPE_CHECKING, gojson
 from .idtools import IDMap, maps_from_json, maps_to_json
 from .layout import big_data_file_name
 from .recordindex import image_digests
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, ClassVar

@@ -11,7 +11,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .ctx import contextmanager
 from .fsutil import atomic_write, rmtree
 from .layout import STABLE, VOLATILE, Files
@@ -19,7 +19,6 @@ from .lockfile import LockFile
 from .recordindex import RecordIndex, read_records
 from .records import Record, apply_name_operation, dedupe, dumps_records, reassign_names
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any, Generic, Self, TypeVar

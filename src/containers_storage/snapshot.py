@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 
+from . import TYPE_CHECKING
 from .layout import Files, Layout, additional_image_store_dirs
 from .recordcache import MISSING, Entry, cache_file
 from .recordindex import PackedIndex, RecordIndex, image_digests, plain_ids, read_files, records_of
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any

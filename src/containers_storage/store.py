@@ -13,7 +13,7 @@ from __future__ import annotations
 import _thread
 import os
 
-from . import errors
+from . import TYPE_CHECKING, errors
 from .config import StoreOptions
 from .containers import VOLATILE_FLAG, ContainerStore, new_container_store
 from .ctx import ExitStack, contextmanager
@@ -38,7 +38,6 @@ from .quoting import go_quote as _go_quote
 from .recordindex import layer_chain
 from .records import Container, Image, Layer, dedupe
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager as ContextManager

@@ -21,7 +21,7 @@ import os
 import stat
 from _queue import Empty, SimpleQueue
 
-from .. import lightthread
+from .. import TYPE_CHECKING, lightthread
 from ..errors import InvalidArchive, InvalidMappings, StorageError
 from ..idtools import IDMap, to_host
 from ..lazylog import LazyLogger
@@ -33,16 +33,15 @@ from .crc64 import crc64, crc64_call, crc64_zeros
 from .gopath import go_clean
 from .tarsplit import TarSplitWriter
 
-# The C loop, or None (the Python path then does it all); tests swap it for None or a proxy.
-_fastapply: Any = fastapply
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, BinaryIO, Literal, Protocol
 else:
     Any = object
     Protocol = object
+
+# The C loop, or None (the Python path then does it all); tests swap it for None or a proxy.
+_fastapply: Any = fastapply
 
 __all__ = ["ApplyOptions", "ApplyResult", "InsufficientIDs", "TarSplitSink", "apply_layer"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 
+from .. import TYPE_CHECKING
 from ..errors import InvalidArchive
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, BinaryIO, ClassVar, Protocol, cast

@@ -13,9 +13,9 @@ import errno
 import os
 import stat
 
+from .. import TYPE_CHECKING
 from .accel import fastapply
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 

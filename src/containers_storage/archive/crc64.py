@@ -7,7 +7,8 @@ pure-Python fallback keeps the module usable without it, at a small fraction of 
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from .. import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeAlias

@@ -16,6 +16,7 @@ import stat
 import time
 from collections import deque
 
+from .. import TYPE_CHECKING
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container
 from ..lazylog import LazyLogger
@@ -36,7 +37,6 @@ from .tarwrite import (
     encode_header,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import IO, TypeVar

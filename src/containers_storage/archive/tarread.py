@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from zlib import adler32 as _adler32
 
+from .. import TYPE_CHECKING
 from ..errors import InvalidArchive
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from array import array
     from collections.abc import Callable, Iterator

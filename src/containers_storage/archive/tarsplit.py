@@ -20,13 +20,13 @@ import stat
 from pybase64 import b64decode as _b64decode
 from pybase64 import b64encode as _b64encode
 
+from .. import TYPE_CHECKING
 from ..errors import InvalidArchive, StorageError
 from .confine import open_beneath, open_root
 from .crc64 import crc64 as _crc64
 from .gopath import go_clean
 from .sink import BlockSink
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from typing import IO, Protocol

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import time
 
+from .. import TYPE_CHECKING
 from ..quoting import go_quote
 from .output import Output
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import TypeVar

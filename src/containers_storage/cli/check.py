@@ -8,9 +8,9 @@ containers unless ``-f``).  As in Go, the store is shut down (forced) afterwards
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, go_error_text
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 

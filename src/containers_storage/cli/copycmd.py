@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, go_error_text
 from .flags import go_quote
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import tarfile
     from collections.abc import Callable

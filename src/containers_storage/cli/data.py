@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from .. import TYPE_CHECKING
 from ..store import Store  # loaded already: the command runs on an open store
 from .base import CommandError, Context, go_os_error, read_file
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import BinaryIO

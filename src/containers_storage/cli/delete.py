@@ -6,10 +6,10 @@ map from argument to error text, keys sorted as Go sorts map keys), and any fail
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .base import Context, go_error_text
 from .output import go_json_sorted
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, go_os_error
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 

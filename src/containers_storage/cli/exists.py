@@ -6,10 +6,10 @@ counts for the exit status.
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .base import Context
 from .output import go_json_sorted
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 

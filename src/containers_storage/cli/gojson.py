@@ -9,9 +9,9 @@ are rebuilt.
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from ..gojson import CONTAINER_FIELDS, IMAGE_FIELDS, LAYER_FIELDS, go_struct
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, found, print_created, read_file
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

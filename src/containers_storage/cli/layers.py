@@ -7,9 +7,9 @@ objects directly and builds its output as one string.
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, found, id_mappings, print_created
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

@@ -11,12 +11,12 @@ import gc
 import os
 import sys
 
+from .. import TYPE_CHECKING
 from .commands import COMMANDS, Command, find
 from .flags import FlagError, FlagSet, go_list
 from .output import Output, exit_now
 from .runner import log_sink, run_command
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..config import ConfigError, StoreOptions
 

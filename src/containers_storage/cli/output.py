@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from .. import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TextIO
 

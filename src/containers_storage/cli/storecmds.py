@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
+from .. import TYPE_CHECKING
 from .base import CommandError, Context, debug_line, go_error_text
 from .flags import go_list, go_quote
 from .output import Output
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -6,10 +6,10 @@ exporting tar streams go through the archive engine so that confinement rules li
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 from ..idtools import IDMap
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import BinaryIO, Protocol, TypeGuard

@@ -19,6 +19,7 @@ import fcntl
 import os
 import struct
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 from ..fsutil import remove_tree
 from .base import (
@@ -30,7 +31,6 @@ from .base import (
     NaiveIDMapUpdater,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..dedup import DedupResult
 

@@ -16,10 +16,10 @@ import errno
 import os
 import stat
 
+from .. import TYPE_CHECKING
 from ..errors import InvalidMappings, StorageError
 from ..idtools import IDMap, to_container, to_host_overflow
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from concurrent.futures import Future, ThreadPoolExecutor

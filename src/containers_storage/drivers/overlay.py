@@ -25,6 +25,7 @@ import fcntl
 import os
 import stat
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 from ..fsutil import rmtree
 from ..idtools import IDMap, root_pair, to_host
@@ -42,7 +43,6 @@ from .base import (
 from .overlay_links import LINK_DIR, generate_link_id, recreate_symlinks, write_file
 from .overlay_options import parse_options
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import BinaryIO, Literal

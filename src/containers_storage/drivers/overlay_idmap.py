@@ -15,9 +15,9 @@ import ctypes
 import os
 import signal
 
+from .. import TYPE_CHECKING
 from . import overlay_mount as om
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
 

@@ -12,11 +12,11 @@ import errno
 import os
 import stat
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 from ..fsutil import rmtree
 from . import overlay_mount as m
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from ..mountinfo import MountEntry
 

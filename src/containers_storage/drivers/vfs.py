@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from .. import TYPE_CHECKING
 from ..errors import DriverError
 from ..fsutil import copy_tree, remove_tree, rmtree
 from ..idtools import to_host
@@ -19,7 +20,6 @@ from .base import (
     NaiveIDMapUpdater,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import BinaryIO
 

@@ -20,12 +20,12 @@ the store as it was.
 
 from __future__ import annotations
 
+from .. import TYPE_CHECKING
 from .common import Platform, TransportError
 from .loading import LoadedImage, chain_ids
 from .names import normalize_name
 from .progress import Progress, terminal_progress
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
     from collections.abc import Sequence

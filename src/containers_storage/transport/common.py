@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 
+from .. import TYPE_CHECKING
 from ..errors import DigestMismatch, StorageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 

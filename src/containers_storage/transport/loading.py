@@ -29,11 +29,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .. import errors
+from .. import TYPE_CHECKING, errors
 from .common import TransportError, go_json
 from .progress import CountingReader, Progress
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import _thread
 
-TYPE_CHECKING = False
+from .. import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TextIO
 

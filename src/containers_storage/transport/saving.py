@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .. import errors
+from .. import TYPE_CHECKING, errors
 from ..fsutil import unlink_if_there
 from .common import (
     DOCKER_CONFIG,
@@ -37,7 +37,6 @@ from .common import (
 )
 from .progress import Progress
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, BinaryIO

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
+from .. import TYPE_CHECKING
 from .common import (
     CONFIG_TYPES,
     CONTAINERD_NAME,
@@ -42,7 +43,6 @@ from .common import (
 from .names import normalize_name
 from .tarindex import Member, TarIndex, clean_name
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, BinaryIO

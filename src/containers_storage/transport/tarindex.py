@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
+from .. import TYPE_CHECKING
 from .common import TransportError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 

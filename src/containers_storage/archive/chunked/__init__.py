@@ -20,7 +20,8 @@ Imported lazily: nothing here loads until used (the CLI's start-up stays short).
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+from ... import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from .compressor import DEFAULT_LEVEL, ChunkedBlob, compress
     from .differ import ChunkedDiffer, DifferOutput, PullOptions, new_differ

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ... import TYPE_CHECKING
 from ...records import format_time_ns
 from ..crc64 import crc64
 from . import toc as _toc
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import BinaryIO, Literal

@@ -25,6 +25,7 @@ import hashlib
 import os
 import stat
 
+from ... import TYPE_CHECKING
 from ...errors import InvalidArchive, StorageError
 from ..crc64 import crc64
 from . import toc as _toc
@@ -41,7 +42,6 @@ from .manifest import (
 from .plan import MAX_MISSING_CHUNKS, Op, Part, merge_missing_chunks, network_ranges
 from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from typing import IO, Any

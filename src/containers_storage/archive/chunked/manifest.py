@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from ... import TYPE_CHECKING
 from ...records import format_time_ns
 from .. import tarread
 from . import toc as _toc
 from .compressor import _TAR_TYPES, _entry_for
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from typing import IO

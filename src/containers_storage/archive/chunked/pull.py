@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 
+from ... import TYPE_CHECKING
 from ...errors import DigestMismatch, DuplicateID
 from .toc import FallbackToFullPull
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ... import TYPE_CHECKING
 from ..confine import open_beneath, open_root
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable
 

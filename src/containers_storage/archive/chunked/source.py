@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+from ... import TYPE_CHECKING
 from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from http.client import HTTPResponse

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
+from ... import TYPE_CHECKING
 from ...errors import InvalidArchive, StorageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
