@@ -490,25 +490,29 @@ def directory_size(path: str) -> int:
     Directories themselves count nothing; entries that vanish during the walk are skipped, a
     missing ``path`` is an error.
     """
-    os.lstat(path)
-    seen: set[int] = set()
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size
+    seen = {st.st_ino}
     total = 0
     stack = [path]
     while stack:
         current = stack.pop()
         try:
-            st = os.lstat(current)
+            it = os.scandir(current)
         except FileNotFoundError:
             continue
-        if st.st_ino in seen:
-            continue
-        seen.add(st.st_ino)
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                with os.scandir(current) as it:
-                    stack.extend(e.path for e in it)
-            except FileNotFoundError:
-                continue
-            continue
-        total += st.st_size
+        with it:
+            for entry in it:
+                try:
+                    est = entry.stat(follow_symlinks=False)  # scandir's lstat: one call an entry
+                except FileNotFoundError:
+                    continue
+                if est.st_ino in seen:
+                    continue
+                seen.add(est.st_ino)
+                if stat.S_ISDIR(est.st_mode):
+                    stack.append(entry.path)
+                else:
+                    total += est.st_size
     return total

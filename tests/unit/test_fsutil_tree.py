@@ -334,3 +334,17 @@ def test_remove_tree_helpers_do_not_import_threading(tmp_path: Path) -> None:
     assert not top.exists()
     assert out[0] == "[]", out
     assert out[1] == "True", "the tree was too small to start the helper threads"
+
+
+def test_directory_size_counts_files_and_hard_links_once(tmp_path: Path) -> None:
+    root = tmp_path / "layer"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"x" * 1000)
+    os.link(root / "a" / "b" / "f", root / "a" / "hard")
+    (root / "g").write_bytes(b"y" * 24)
+    (root / "link").symlink_to("a/b/f")  # counts its own length, not its target's
+    expected = 1000 + 24 + len("a/b/f")
+    assert fsutil.directory_size(str(root)) == expected
+    assert fsutil.directory_size(str(root / "g")) == 24
+    with pytest.raises(FileNotFoundError):
+        fsutil.directory_size(str(tmp_path / "missing"))

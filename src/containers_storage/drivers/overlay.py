@@ -27,7 +27,7 @@ import stat
 
 from .. import TYPE_CHECKING
 from ..errors import DriverError
-from ..fsutil import rmtree
+from ..fsutil import directory_size, rmtree
 from ..idtools import IDMap, root_pair, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
@@ -121,34 +121,6 @@ def _remove_all(path: str) -> None:
             except OSError:
                 pass
     remove_tree(path)
-
-
-def _directory_size(path: str) -> int:
-    """Bytes of everything but directories, counting hard links once (Go's directory.Size)."""
-    seen: set[int] = set()
-    total = 0
-    stack = [path]
-    seen.add(os.lstat(path).st_ino)  # a missing layer is an error, as in Go
-    while stack:
-        current = stack.pop()
-        try:
-            it = os.scandir(current)
-        except FileNotFoundError:
-            continue
-        with it:
-            for entry in it:
-                try:
-                    est = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if est.st_ino in seen:
-                    continue
-                seen.add(est.st_ino)
-                if stat.S_ISDIR(est.st_mode):
-                    stack.append(entry.path)
-                else:
-                    total += est.st_size
-    return total
 
 
 class _RefCounter:
@@ -978,7 +950,7 @@ class OverlayDriver(NaiveDiff):
                   parent_maps: Mappings = ((), ())) -> int:
         if not self._is_parent(id, parent):
             return super().diff_size(id, parent, maps, parent_maps)
-        return _directory_size(self._diff_path(id))
+        return directory_size(self._diff_path(id))
 
     def dedup(self, layers: list[str], hash_method: str) -> DedupResult:
         """Share the extents of identical files across the layers' diff dirs (Go's Dedup);
