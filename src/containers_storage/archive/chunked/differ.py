@@ -34,10 +34,8 @@ from .manifest import (
     UNCOMPRESSED,
     ZSTD_CHUNKED,
     LayerTOC,
-    _header,
-    check_entry,
     check_none_pending,
-    iter_tar_split,
+    checked_entries,
 )
 from .plan import MAX_MISSING_CHUNKS, Op, Part, merge_missing_chunks, network_ranges
 from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
@@ -628,7 +626,7 @@ class _Verifier:
         assert layer_toc.tar_split is not None
         self.layer_toc = layer_toc
         self.ts = layer_toc.tar_split
-        self.lines = iter_tar_split(self.ts)
+        self.lines: Iterator[tuple[int, bytes, int, bytes | None]] = iter(())  # (with the TOC)
         self.files: list[_toc.File] = []
         self.pending: dict[str, _toc.TOCEntry] | None = None
         self.k = 0
@@ -639,8 +637,6 @@ class _Verifier:
         self.hash = hashlib.sha256()
         self.crc = 0
         self.crc_want: bytes | None = None
-        self.region = bytearray()  # the raw bytes since the last header (for the next one)
-        self.pad = 0
         self.total = 0
         self.error: BaseException | None = None
 
@@ -679,17 +675,10 @@ class _Verifier:
         for typ, name, size, payload in self.lines:
             if typ == 2:
                 if payload:
-                    self.region += payload
                     self.total += len(payload)
                     self.segment, self.seg_pos, self.left, self.in_file = payload, 0, len(payload), False
                     return
                 continue
-            hdr, block = _header(bytes(self.region), self.pad, name)
-            self.region.clear()
-            if hdr.data_size() != size:
-                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
-            check_entry(self.pending, hdr, block)
-            self.pad = -size % 512
             self.total += size
             if size:
                 if self.k >= len(self.files) or self.files[self.k].entry.size != size or (
@@ -706,6 +695,7 @@ class _Verifier:
         toc = self.layer_toc.toc
         self.files = toc.files
         self.pending = {e.name: e for e in toc.entries}
+        self.lines = checked_entries(self.ts, self.pending)
 
     def _file_done(self) -> None:
         f = self.files[self.k]
@@ -827,26 +817,17 @@ class _Producer:
         assert ts is not None
         files = self.toc.files
         pending = {e.name: e for e in self.toc.entries}
-        region = bytearray()
-        pad = 0
         total = 0
         k = 0  # the next file with content
         local_fd = -1
-        for typ, name, size, payload in iter_tar_split(ts):
+        for typ, name, size, payload in checked_entries(ts, pending):
             if typ == 2:
                 if k < len(files) and k in self.plan.reused and local_fd < 0:
                     local_fd = self._register(k, files[k].entry.name.encode("utf-8", "surrogateescape"))
                 if payload:
-                    region += payload
                     total += len(payload)
                     yield payload
                 continue
-            hdr, block = _header(bytes(region), pad, name)
-            region.clear()
-            if hdr.data_size() != size:
-                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
-            check_entry(pending, hdr, block)
-            pad = -size % 512
             total += size
             if not size:
                 continue

@@ -20,7 +20,7 @@ from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-    from typing import IO
+    from typing import IO, Any
 
     from ..tarread import TarHeader
     from .source import BlobSource, RangeReader
@@ -55,8 +55,8 @@ class TarSplitFile:
     def close(self) -> None:
         self.file.close()
 
-    def lines(self) -> Iterator[bytes]:
-        """Its JSON lines, read in bounded pieces."""
+    def blocks(self) -> Iterator[bytes]:
+        """Its JSON text in bounded pieces of whole lines (the last may lack its newline)."""
         self.file.seek(0)
         rest = b""
         while True:
@@ -69,9 +69,14 @@ class TarSplitFile:
                 rest = data
                 continue
             rest = data[cut + 1 :]
-            yield from data[:cut].split(b"\n")
+            yield data[:cut]
         if rest.strip():
             yield rest
+
+    def lines(self) -> Iterator[bytes]:
+        """Its JSON lines."""
+        for block in self.blocks():
+            yield from block.split(b"\n")
 
 
 class LayerTOC:
@@ -301,38 +306,92 @@ def _b64(value: object) -> bytes | None:
         raise ChunkedError("corrupt tar-split: bad base64 payload") from None
 
 
-def iter_tar_split(ts: TarSplitFile) -> Iterator[tuple[int, bytes, int, bytes | None]]:
-    """(type, name, size, payload) of each entry; type 1 files, 2 raw segments."""
+def _decode_line(line: bytes) -> tuple[int, bytes, int, bytes | None] | None:
+    """One tar-split JSON line as (type, name, size, payload), type 1 a file, 2 raw bytes; None
+    for a blank line."""
     import orjson
 
+    if not line.strip():
+        return None
+    try:
+        e = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        raise ChunkedError(f"corrupt tar-split entry: {err}") from None
+    if not isinstance(e, dict):
+        raise ChunkedError("corrupt tar-split: an entry is not a JSON object")
+    typ = e.get("type")
+    size = e.get("size") or 0
+    if type(size) is not int or size < 0:
+        raise ChunkedError("corrupt tar-split: bad size in entry")
+    raw = _b64(e.get("name_raw"))
+    if raw:
+        name = raw
+    else:
+        text = e.get("name") or ""
+        if not isinstance(text, str):
+            raise ChunkedError("corrupt tar-split: name is not a string")
+        name = text.encode("utf-8", "surrogatepass")
+    payload = _b64(e.get("payload"))
+    if typ == 1:
+        if payload is not None and len(payload) != 8:
+            raise ChunkedError("corrupt tar-split: bad checksum in file entry")
+    elif typ != 2:
+        raise ChunkedError(f"unexpected tar-split entry type {typ!r}")
+    return typ, name, size, payload
+
+
+def checked_entries(ts: TarSplitFile, pending: dict[str, _toc.TOCEntry]
+                    ) -> Iterator[tuple[int, bytes, int, bytes | None]]:
+    """The tar-split's entries as (type, name, size, payload), type 1 a file, 2 raw bytes; a
+    file entry once the tar header before it (in the raw bytes since the previous file, after
+    that file's padding) says what the TOC entry of its name says, that entry taken out of
+    ``pending`` (Go's ensureTOCMatchesTarSplit, entry by entry; :func:`check_none_pending`
+    at the end).
+
+    With the ``_tocmatch`` extension the lines in the packer's shapes and the plain headers
+    are checked in C, a block of lines at a time, and only the others here: the same checks,
+    without a Python loop over every entry (a seventh of a whole layer's apply)."""
+
+    def check(region: bytes, pad: int, name: bytes, size: int) -> None:
+        hdr, block = _header(region, pad, name)
+        if hdr.data_size() != size:
+            raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
+        check_entry(pending, hdr, block)
+
+    scanner = _tocmatch_scanner()
+    if scanner is not None:
+        feed = scanner(pending, _decode_line, check).feed
+        for block in ts.blocks():
+            yield from feed(block)
+        return
+    region = bytearray()
+    pad = 0
     for line in ts.lines():
-        if not line.strip():
+        entry = _decode_line(line)
+        if entry is None:
             continue
-        try:
-            e = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise ChunkedError(f"corrupt tar-split entry: {err}") from None
-        if not isinstance(e, dict):
-            raise ChunkedError("corrupt tar-split: an entry is not a JSON object")
-        typ = e.get("type")
-        size = e.get("size") or 0
-        if type(size) is not int or size < 0:
-            raise ChunkedError("corrupt tar-split: bad size in entry")
-        raw = _b64(e.get("name_raw"))
-        if raw:
-            name = raw
+        typ, name, size, payload = entry
+        if typ == 2:
+            if payload:
+                region += payload
         else:
-            text = e.get("name") or ""
-            if not isinstance(text, str):
-                raise ChunkedError("corrupt tar-split: name is not a string")
-            name = text.encode("utf-8", "surrogatepass")
-        payload = _b64(e.get("payload"))
-        if typ == 1:
-            if payload is not None and len(payload) != 8:
-                raise ChunkedError("corrupt tar-split: bad checksum in file entry")
-        elif typ != 2:
-            raise ChunkedError(f"unexpected tar-split entry type {typ!r}")
-        yield typ, name, size, payload
+            check(bytes(region), pad, name, size)
+            region.clear()
+            pad = -size % 512
+        yield entry
+
+
+def _tocmatch_scanner() -> Any:
+    """The C ``Scanner``, or None: not built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``."""
+    import os
+
+    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
+        return None
+    try:
+        from ._tocmatch import Scanner  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return Scanner
 
 
 def _header(region: bytes, pad: int, name: bytes) -> tuple[TarHeader, bytes]:
@@ -374,40 +433,6 @@ def _header(region: bytes, pad: int, name: bytes) -> tuple[TarHeader, bytes]:
     if hdr.name != name:
         raise ChunkedError(f"tar-split: the header of {name!r} names {hdr.name!r}")
     return hdr, block
-
-
-def tar_headers(ts: TarSplitFile) -> Iterator[tuple[TarHeader, bytes]]:
-    """The tar headers the tar-split holds, as a tar reader sees them, with each one's raw
-    header block.  Go's packer writes one file entry per header, the raw bytes before it being
-    the previous file's padding and the header's own blocks; content never needs reading."""
-    from ...errors import InvalidArchive
-
-    region = bytearray()
-    pad = 0
-    total = 0
-    files: list[tuple[bytes, int, bytes | None]] = []
-    try:
-        for typ, name, size, payload in iter_tar_split(ts):
-            if typ == 2:
-                if payload:
-                    region += payload
-                    total += len(payload)
-                continue
-            hdr, block = _header(bytes(region), pad, name)
-            region.clear()
-            if hdr.data_size() != size:
-                raise ChunkedError(f"tar-split: the size of {name!r} is not its header's")
-            total += size
-            pad = -size % 512
-            if size:
-                files.append((name, size, payload))
-            yield hdr, block
-    except InvalidArchive as e:
-        if isinstance(e, ChunkedError):
-            raise
-        raise ChunkedError(f"tar-split: {e}") from None
-    ts.tar_size = total
-    ts.files = files
 
 
 def _time_ns(value: str | None) -> int | None:
@@ -492,9 +517,25 @@ def check_none_pending(pending: dict[str, _toc.TOCEntry]) -> None:
 
 def check_toc_matches_tar_split(toc: _toc.TOC, ts: TarSplitFile) -> None:
     """Go's ensureTOCMatchesTarSplit: exactly the same entries, with the same attributes."""
+    from ...errors import InvalidArchive
+
     pending = {e.name: e for e in toc.entries}
-    for hdr, block in tar_headers(ts):
-        check_entry(pending, hdr, block)
+    total = 0
+    files: list[tuple[bytes, int, bytes | None]] = []
+    try:
+        for typ, name, size, payload in checked_entries(ts, pending):
+            if typ == 2:
+                total += len(payload or b"")
+                continue
+            total += size
+            if size:
+                files.append((name, size, payload))
+    except InvalidArchive as e:
+        if isinstance(e, ChunkedError):
+            raise
+        raise ChunkedError(f"tar-split: {e}") from None
+    ts.tar_size = total
+    ts.files = files
     check_none_pending(pending)
     # Files with content, in the same order in both (the puller streams them in that order).
     toc_files = [(f.entry.name, f.entry.size) for f in toc.files]

@@ -1,0 +1,626 @@
+/* The tar-split of a zstd:chunked layer held to its TOC, entry by entry, in C (Go's
+ * ensureTOCMatchesTarSplit): archive/chunked/manifest.py's checked_entries.
+ *
+ * A Scanner is fed blocks of the tar-split's JSON lines and gives back each entry as
+ * (type, name, size, payload), as manifest.py's _decode_line does; before a file entry is given
+ * back, the tar header its raw bytes hold is checked against the TOC entry of that name, which
+ * is taken out of the ``pending`` dict.
+ *
+ * Only the common shapes are handled here: the lines exactly as Go's packer writes them (plain
+ * ASCII names, canonical base64) and a single ustar or GNU header whose fields all say what the
+ * TOC entry says.  Anything else -- another line shape, PAX or GNU long-name headers, base-256
+ * numbers, any field that differs -- goes to the Python callbacks (``slow_line``,
+ * ``slow_header``), which decide, and raise the errors.  So this code only ever accepts what the
+ * Python code would accept, and never has to word a refusal.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define BLOCK 512
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pending;     /* dict: TOC name (str) -> TOC entry */
+    PyObject *slow_line;   /* callable(line: bytes) -> tuple | None */
+    PyObject *slow_header; /* callable(region: bytes, pad: int, name: bytes, size: int) -> None */
+    unsigned char *region; /* raw bytes since the last file entry */
+    size_t region_len, region_cap;
+    long long pad; /* padding of the previous file at the start of region */
+} Scanner;
+
+/* -- base64 ----------------------------------------------------------------------------------- */
+
+static signed char b64_value[256];
+
+static void b64_init(void)
+{
+    const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    memset(b64_value, -1, sizeof b64_value);
+    for (int i = 0; i < 64; i++)
+        b64_value[(unsigned char)alphabet[i]] = (signed char)i;
+}
+
+/* Canonically padded standard base64 only (what Go's encoder writes); -1 for anything else. */
+static Py_ssize_t b64_decoded_len(const unsigned char *s, size_t n)
+{
+    if (n % 4)
+        return -1;
+    size_t pad = 0;
+    if (n && s[n - 1] == '=') {
+        pad = 1;
+        if (s[n - 2] == '=')
+            pad = 2;
+    }
+    for (size_t i = 0; i < n - pad; i++)
+        if (b64_value[s[i]] < 0)
+            return -1;
+    return (Py_ssize_t)(n / 4 * 3 - pad);
+}
+
+static void b64_decode(const unsigned char *s, size_t n, unsigned char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        unsigned v = 0;
+        int k = 0;
+        for (; k < 4 && s[i + k] != '='; k++)
+            v = (v << 6) | (unsigned)b64_value[s[i + k]];
+        v <<= 6 * (4 - k);
+        out[o++] = (unsigned char)(v >> 16);
+        if (k > 2)
+            out[o++] = (unsigned char)(v >> 8);
+        if (k > 3)
+            out[o++] = (unsigned char)v;
+    }
+}
+
+static PyObject *b64_bytes(const unsigned char *s, size_t n, Py_ssize_t len)
+{
+    PyObject *b = PyBytes_FromStringAndSize(NULL, len);
+    if (b)
+        b64_decode(s, n, (unsigned char *)PyBytes_AS_STRING(b));
+    return b;
+}
+
+/* -- JSON lines as Go's packer writes them ------------------------------------------------------ */
+
+static int starts(const unsigned char *p, const unsigned char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(end - p) >= n && memcmp(p, lit, n) == 0;
+}
+
+/* A JSON non-negative integer (no leading zero, at most 18 digits) at *p; -1 if none. */
+static long long json_uint(const unsigned char **p, const unsigned char *end)
+{
+    const unsigned char *q = *p;
+    long long v = 0;
+    int digits = 0;
+    while (q < end && *q >= '0' && *q <= '9') {
+        v = v * 10 + (*q - '0');
+        q++;
+        if (++digits > 18)
+            return -1;
+    }
+    if (!digits || (digits > 1 && **p == '0'))
+        return -1;
+    *p = q;
+    return v;
+}
+
+/* ``,"position":N}`` and the end of the line. */
+static int position_tail(const unsigned char *p, const unsigned char *end)
+{
+    if (!starts(p, end, ",\"position\":"))
+        return 0;
+    p += 12;
+    if (json_uint(&p, end) < 0)
+        return 0;
+    return p + 1 == end && *p == '}';
+}
+
+/* The entry of a line in one of the packer's two shapes as (type, name, size, payload);
+ * Py_None (a new reference) when the line has another shape. */
+static PyObject *fast_line(const unsigned char *p, const unsigned char *end)
+{
+    static const char seg[] = "{\"type\":2,\"payload\":\"";
+    static const char file[] = "{\"type\":1,\"name\":\"";
+    if (starts(p, end, seg)) {
+        const unsigned char *b = p + sizeof seg - 1;
+        const unsigned char *q = memchr(b, '"', (size_t)(end - b));
+        if (!q || !position_tail(q + 1, end))
+            Py_RETURN_NONE;
+        Py_ssize_t len = b64_decoded_len(b, (size_t)(q - b));
+        if (len < 0)
+            Py_RETURN_NONE;
+        PyObject *payload = b64_bytes(b, (size_t)(q - b), len);
+        if (!payload)
+            return NULL;
+        return Py_BuildValue("(iy#iN)", 2, "", (Py_ssize_t)0, 0, payload);
+    }
+    if (!starts(p, end, file))
+        Py_RETURN_NONE;
+    const unsigned char *name = p + sizeof file - 1, *q = name;
+    while (q < end && *q >= 0x20 && *q < 0x7f && *q != '"' && *q != '\\')
+        q++;
+    if (q == name || q >= end || *q != '"' || !starts(q + 1, end, ","))
+        Py_RETURN_NONE;
+    const unsigned char *name_end = q;
+    q += 2;
+    long long size = 0;
+    if (starts(q, end, "\"size\":")) {
+        q += 7;
+        size = json_uint(&q, end);
+        if (size < 0 || !starts(q, end, ","))
+            Py_RETURN_NONE;
+        q++;
+    }
+    if (!starts(q, end, "\"payload\":"))
+        Py_RETURN_NONE;
+    q += 10;
+    const unsigned char *crc = NULL;
+    size_t crc_n = 0;
+    if (starts(q, end, "null")) {
+        q += 4;
+    } else if (starts(q, end, "\"")) {
+        crc = q + 1;
+        q = memchr(crc, '"', (size_t)(end - crc));
+        if (!q)
+            Py_RETURN_NONE;
+        crc_n = (size_t)(q - crc);
+        if (b64_decoded_len(crc, crc_n) != 8)
+            Py_RETURN_NONE;
+        q++;
+    } else {
+        Py_RETURN_NONE;
+    }
+    if (!position_tail(q, end))
+        Py_RETURN_NONE;
+    PyObject *payload;
+    if (crc) {
+        payload = b64_bytes(crc, crc_n, 8);
+        if (!payload)
+            return NULL;
+    } else {
+        payload = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(iy#LN)", 1, (const char *)name, (Py_ssize_t)(name_end - name), size, payload);
+}
+
+/* -- tar headers -------------------------------------------------------------------------------- */
+
+/* Go's parseOctal as tarread.parse_numeric takes it; 0 when the field is not plain octal (the
+ * Python code decides about base-256 and malformed fields). */
+static int octal(const unsigned char *f, size_t n, long long *out)
+{
+    if (n && (f[0] & 0x80))
+        return 0;
+    size_t a = 0, b = n;
+    while (a < b && (f[a] == ' ' || f[a] == 0))
+        a++;
+    while (b > a && (f[b - 1] == ' ' || f[b - 1] == 0))
+        b--;
+    long long v = 0;
+    for (size_t i = a; i < b; i++) {
+        if (f[i] < '0' || f[i] > '7')
+            return 0;
+        v = v * 8 + (f[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static size_t cstring_len(const unsigned char *f, size_t n)
+{
+    const unsigned char *z = memchr(f, 0, n);
+    return z ? (size_t)(z - f) : n;
+}
+
+typedef struct {
+    int typeflag;
+    long long mode, uid, gid, size, mtime, atime, devmajor, devminor;
+    int has_atime;
+    unsigned char name[256 + 1 + 100];
+    size_t name_len;
+    const unsigned char *link;
+    size_t link_len;
+} Header;
+
+/* One header block as tarread.parse_header_block reads it, in the shapes handled here. */
+static int parse_block(const unsigned char *blk, Header *h)
+{
+    long long want;
+    if (!octal(blk + 148, 8, &want))
+        return 0;
+    long long sum = 8 * ' ';
+    for (int i = 0; i < BLOCK; i++)
+        if (i < 148 || i >= 156)
+            sum += blk[i];
+    if (sum != want)
+        return 0;
+    h->typeflag = blk[156];
+    if (!octal(blk + 100, 8, &h->mode) || !octal(blk + 108, 8, &h->uid) ||
+        !octal(blk + 116, 8, &h->gid) || !octal(blk + 136, 12, &h->mtime) ||
+        !octal(blk + 124, 12, &h->size))
+        return 0;
+    h->devmajor = h->devminor = 0;
+    h->has_atime = 0;
+    size_t name_len = cstring_len(blk, 100);
+    h->link = blk + 157;
+    h->link_len = cstring_len(blk + 157, 100);
+    size_t prefix_len = 0;
+    const unsigned char *prefix = NULL;
+    if (memcmp(blk + 257, "ustar\0", 6) == 0) {
+        if (!octal(blk + 329, 8, &h->devmajor) || !octal(blk + 337, 8, &h->devminor))
+            return 0;
+        if (memcmp(blk + 508, "tar\0", 4) == 0)
+            return 0; /* star's layout: left to Python */
+        if (blk[345]) {
+            prefix = blk + 345;
+            prefix_len = cstring_len(prefix, 155);
+        }
+    } else if (memcmp(blk + 257, "ustar  \0", 8) == 0) {
+        if (!octal(blk + 329, 8, &h->devmajor) || !octal(blk + 337, 8, &h->devminor))
+            return 0;
+        if (blk[357])
+            return 0; /* a GNU change time: the Python check compares it */
+        if (blk[345]) {
+            if (!octal(blk + 345, 12, &h->atime))
+                return 0;
+            h->has_atime = 1;
+        }
+    }
+    h->name_len = 0;
+    if (prefix) {
+        memcpy(h->name, prefix, prefix_len);
+        h->name[prefix_len] = '/';
+        h->name_len = prefix_len + 1;
+    }
+    memcpy(h->name + h->name_len, blk, name_len);
+    h->name_len += name_len;
+    if (h->typeflag == 0)
+        h->typeflag = h->name_len && h->name[h->name_len - 1] == '/' ? '5' : '0';
+    return 1;
+}
+
+/* Go's JSON text of a whole-second time as records.format_time_ns writes it; 0 out of range. */
+static int format_time(long long secs, char *out, size_t n)
+{
+    if (secs < 0 || secs > 253402300799LL)
+        return 0;
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm))
+        return 0;
+    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return 1;
+}
+
+static const char *toc_type(int typeflag)
+{
+    switch (typeflag) {
+    case '0': return "reg";
+    case '1': return "hardlink";
+    case '2': return "symlink";
+    case '3': return "char";
+    case '4': return "block";
+    case '5': return "dir";
+    case '6': return "fifo";
+    default: return NULL;
+    }
+}
+
+/* The TOC entry attributes read here, interned once. */
+enum { A_XATTRS, A_CHANGETIME, A_TYPE, A_MODE, A_SIZE, A_UID, A_GID, A_DEVMAJOR, A_DEVMINOR, A_MODTIME,
+       A_ACCESSTIME, A_LINKNAME, A_COUNT };
+static const char *const attr_names[A_COUNT] = {
+    "xattrs", "changetime", "type", "mode", "size", "uid", "gid", "devmajor", "devminor", "modtime",
+    "accesstime", "linkname",
+};
+static PyObject *attrs[A_COUNT];
+
+/* 1 when attribute ``attr`` of ``e`` is the int ``v``; 0 when not; -1 on error. */
+static int int_is(PyObject *e, int attr, long long v)
+{
+    PyObject *o = PyObject_GetAttr(e, attrs[attr]);
+    if (!o)
+        return -1;
+    int r = 0;
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        r = !overflow && x == v;
+    }
+    Py_DECREF(o);
+    return r;
+}
+
+/* 1 when attribute ``attr`` of ``e`` is the str ``text``; 0 when not; -1 on error. */
+static int str_is(PyObject *e, int attr, const char *text)
+{
+    PyObject *o = PyObject_GetAttr(e, attrs[attr]);
+    if (!o)
+        return -1;
+    int r = PyUnicode_CheckExact(o) && PyUnicode_CompareWithASCIIString(o, text) == 0;
+    Py_DECREF(o);
+    return r;
+}
+
+/* 1 when attribute ``attr`` of ``e`` is falsy; -1 on error. */
+static int falsy(PyObject *e, int attr)
+{
+    PyObject *o = PyObject_GetAttr(e, attrs[attr]);
+    if (!o)
+        return -1;
+    int t = PyObject_IsTrue(o);
+    Py_DECREF(o);
+    return t < 0 ? -1 : !t;
+}
+
+#define CHECK(x)                                                                                    \
+    do {                                                                                            \
+        int r_ = (x);                                                                               \
+        if (r_ <= 0) {                                                                              \
+            status = r_;                                                                            \
+            goto out;                                                                               \
+        }                                                                                           \
+    } while (0)
+
+/* The region's one header for file entry ``name`` checked against its TOC entry, which is then
+ * taken out of ``pending``: 1; 0 when the Python check must decide; -1 on error. */
+static int fast_header(Scanner *s, const unsigned char *name, size_t name_len, long long size)
+{
+    if (s->pad < 0 || (size_t)s->pad + BLOCK != s->region_len)
+        return 0;
+    Header h;
+    if (!parse_block(s->region + s->pad, &h))
+        return 0;
+    const char *type = toc_type(h.typeflag);
+    if (!type || h.name_len != name_len || memcmp(h.name, name, name_len) != 0)
+        return 0;
+    int header_only = h.typeflag != '0';
+    if ((header_only ? 0 : h.size) != size)
+        return 0;
+    char mtime[80], atime[80];
+    if (!format_time(h.mtime, mtime, sizeof mtime) ||
+        (h.has_atime && !format_time(h.atime, atime, sizeof atime)))
+        return 0;
+    int status = 0;
+    PyObject *link = NULL;
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)name, (Py_ssize_t)name_len, "replace");
+    if (!key)
+        return -1;
+    PyObject *e = PyDict_GetItemWithError(s->pending, key); /* borrowed */
+    if (!e) {
+        status = PyErr_Occurred() ? -1 : 0;
+        goto out;
+    }
+    Py_INCREF(e);
+    CHECK(falsy(e, A_XATTRS));
+    CHECK(falsy(e, A_CHANGETIME));
+    CHECK(str_is(e, A_TYPE, type));
+    CHECK(int_is(e, A_MODE, h.mode));
+    CHECK(int_is(e, A_SIZE, h.size));
+    CHECK(int_is(e, A_UID, h.uid));
+    CHECK(int_is(e, A_GID, h.gid));
+    CHECK(int_is(e, A_DEVMAJOR, h.devmajor));
+    CHECK(int_is(e, A_DEVMINOR, h.devminor));
+    CHECK(str_is(e, A_MODTIME, mtime));
+    if (h.has_atime) {
+        CHECK(str_is(e, A_ACCESSTIME, atime));
+    } else {
+        PyObject *a = PyObject_GetAttr(e, attrs[A_ACCESSTIME]);
+        if (!a) {
+            status = -1;
+            goto out_e;
+        }
+        int none = a == Py_None;
+        Py_DECREF(a);
+        if (!none)
+            goto out_e;
+    }
+    link = PyUnicode_DecodeUTF8((const char *)h.link, (Py_ssize_t)h.link_len, "replace");
+    if (!link) {
+        status = -1;
+        goto out_e;
+    }
+    {
+        PyObject *mine = PyObject_GetAttr(e, attrs[A_LINKNAME]);
+        if (!mine) {
+            status = -1;
+            goto out_e;
+        }
+        int same = PyUnicode_CheckExact(mine) ? PyUnicode_Compare(mine, link) : 1;
+        Py_DECREF(mine);
+        if (same == -1 && PyErr_Occurred()) {
+            status = -1;
+            goto out_e;
+        }
+        if (same != 0)
+            goto out_e;
+    }
+    status = PyDict_DelItem(s->pending, key) < 0 ? -1 : 1;
+out_e:
+    Py_DECREF(e);
+    e = NULL;
+out:
+    Py_XDECREF(e);
+    Py_XDECREF(link);
+    Py_DECREF(key);
+    return status;
+}
+
+static int region_add(Scanner *s, const char *data, size_t n)
+{
+    if (s->region_len + n > s->region_cap) {
+        size_t cap = s->region_cap ? s->region_cap : 4096;
+        while (cap < s->region_len + n)
+            cap *= 2;
+        unsigned char *r = PyMem_Realloc(s->region, cap);
+        if (!r) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->region = r;
+        s->region_cap = cap;
+    }
+    memcpy(s->region + s->region_len, data, n);
+    s->region_len += n;
+    return 0;
+}
+
+/* One entry: a segment's bytes go to the region, a file's header is checked. */
+static int take_entry(Scanner *s, PyObject *entry)
+{
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4) {
+        PyErr_SetString(PyExc_TypeError, "tar-split entries are (type, name, size, payload) tuples");
+        return -1;
+    }
+    long typ = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+    if (typ == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *payload = PyTuple_GET_ITEM(entry, 3);
+    if (typ == 2) {
+        if (payload != Py_None && PyBytes_Check(payload))
+            return region_add(s, PyBytes_AS_STRING(payload), (size_t)PyBytes_GET_SIZE(payload));
+        return 0;
+    }
+    PyObject *name = PyTuple_GET_ITEM(entry, 1);
+    PyObject *size_obj = PyTuple_GET_ITEM(entry, 2);
+    if (!PyBytes_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "a tar-split name is bytes");
+        return -1;
+    }
+    int overflow;
+    long long size = PyLong_AsLongLongAndOverflow(size_obj, &overflow);
+    if (size == -1 && PyErr_Occurred())
+        return -1;
+    int r = 0; /* a size beyond 64 bits is no header's: the Python check refuses it */
+    if (!overflow && size >= 0)
+        r = fast_header(s, (const unsigned char *)PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name),
+                        size);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        PyObject *region = PyBytes_FromStringAndSize((const char *)s->region, (Py_ssize_t)s->region_len);
+        if (!region)
+            return -1;
+        PyObject *res = PyObject_CallFunction(s->slow_header, "(OLOO)", region, s->pad, name, size_obj);
+        Py_DECREF(region);
+        if (!res)
+            return -1;
+        Py_DECREF(res);
+    }
+    if (overflow || size < 0) {
+        PyErr_SetString(PyExc_ValueError, "internal error: a tar-split size beyond 64 bits was accepted");
+        return -1;
+    }
+    s->region_len = 0;
+    s->pad = (512 - size % 512) % 512;
+    return 0;
+}
+
+static PyObject *Scanner_feed(Scanner *s, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (!out)
+        goto fail;
+    const unsigned char *p = view.buf, *end = p + view.len;
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *line_end = nl ? nl : end;
+        if (line_end > p) {
+            PyObject *entry = fast_line(p, line_end);
+            if (entry == Py_None) {
+                Py_DECREF(entry);
+                entry = PyObject_CallFunction(s->slow_line, "(y#)", (const char *)p, (Py_ssize_t)(line_end - p));
+            }
+            if (!entry)
+                goto fail;
+            if (entry != Py_None && (take_entry(s, entry) < 0 || PyList_Append(out, entry) < 0)) {
+                Py_DECREF(entry);
+                goto fail;
+            }
+            Py_DECREF(entry);
+        }
+        p = nl ? nl + 1 : end;
+    }
+    PyBuffer_Release(&view);
+    return out;
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"pending", "slow_line", "slow_header", NULL};
+    PyObject *pending, *slow_line, *slow_header;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO:Scanner", kwlist, &PyDict_Type, &pending,
+                                     &slow_line, &slow_header))
+        return -1;
+    Py_XSETREF(s->pending, Py_NewRef(pending));
+    Py_XSETREF(s->slow_line, Py_NewRef(slow_line));
+    Py_XSETREF(s->slow_header, Py_NewRef(slow_header));
+    s->region_len = 0;
+    s->pad = 0;
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *s)
+{
+    Py_XDECREF(s->pending);
+    Py_XDECREF(s->slow_line);
+    Py_XDECREF(s->slow_header);
+    PyMem_Free(s->region);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"feed", (PyCFunction)Scanner_feed, METH_O,
+     "feed(block) -> list of (type, name, size, payload): the entries of a block of whole JSON lines, "
+     "each file entry's header checked against (and taken out of) the pending TOC entries."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "containers_storage.archive.chunked._tocmatch.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Scanner(pending, slow_line, slow_header): a tar-split's entries checked against its TOC.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_tocmatch", "A zstd:chunked layer's tar-split held to its TOC, in C.", -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tocmatch(void)
+{
+    b64_init();
+    for (int i = 0; i < A_COUNT; i++)
+        if (!attrs[i] && !(attrs[i] = PyUnicode_InternFromString(attr_names[i])))
+            return NULL;
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

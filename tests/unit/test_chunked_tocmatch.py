@@ -1,0 +1,306 @@
+"""The tar-split held to the TOC entry by entry (Go's ensureTOCMatchesTarSplit): the C scanner
+(``archive/chunked/_tocmatch.c``) against the Python path, on the same layers and the same lies.
+
+The C code only ever accepts what the Python code accepts and hands everything else to it, so
+both must end the same way on every input here: the same entries, or the same error text.  The
+plain shapes (Go's packer lines, one ustar or GNU header) must really be taken in C, or the
+comparison would prove nothing."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import tarfile
+from collections.abc import Callable
+
+import pytest
+
+from chunkedtools import Blob
+from containers_storage.archive.chunked import manifest
+from containers_storage.archive.chunked.manifest import TarSplitFile, check_toc_matches_tar_split
+from containers_storage.archive.chunked.toc import parse_toc
+
+MTIME = 1_700_000_000
+
+needs_c = pytest.mark.skipif(
+    manifest._tocmatch_scanner() is None,
+    reason="the _tocmatch extension is not built (or CONTAINERS_STORAGE_PURE_PYTHON=1)")
+
+
+def _tar(fmt: int, long_names: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        def add(name: str, data: bytes | None = None, **kw: object) -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime = MTIME
+            info.mode = 0o644
+            for k, v in kw.items():
+                setattr(info, k, v)
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        add("etc", type=tarfile.DIRTYPE, mode=0o755)
+        add("etc/a", b"alpha\n" * 300, uid=1000, gid=1001, mode=0o4755)
+        add("etc/empty", b"")
+        add("etc/l", type=tarfile.SYMTYPE, linkname="a", mode=0o777)
+        add("etc/h", type=tarfile.LNKTYPE, linkname="etc/a")
+        add("dev", type=tarfile.DIRTYPE, mode=0o755)
+        add("dev/c", type=tarfile.CHRTYPE, devmajor=3, devminor=4, mode=0o600)
+        add("dev/b", type=tarfile.BLKTYPE, devmajor=8, devminor=1, mode=0o600)
+        add("dev/f", type=tarfile.FIFOTYPE)
+        add("tmp", type=tarfile.DIRTYPE, mode=0o1777)
+        deep = "usr/" + "d" * 90 + "/" + "n" * 60  # a ustar prefix, or a long name
+        add("usr", type=tarfile.DIRTYPE, mode=0o755)
+        add("usr/" + "d" * 90, type=tarfile.DIRTYPE, mode=0o755)
+        add(deep, b"deep")
+        if long_names:
+            add("usr/" + "x" * 200, b"long")
+        add("etc/z", b"zeta", mtime=MTIME + 7)
+    return buf.getvalue()
+
+
+def _xattr_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("x")
+        info.mtime = MTIME
+        info.size = 2
+        info.pax_headers = {"SCHILY.xattr.user.k": "v"}
+        tar.addfile(info, io.BytesIO(b"ab"))
+        plain = tarfile.TarInfo("y")
+        plain.mtime = MTIME
+        plain.size = 1
+        tar.addfile(plain, io.BytesIO(b"c"))
+    return buf.getvalue()
+
+
+_BLOBS: dict[str, Blob] = {}
+
+
+def _blob(kind: str) -> Blob:
+    if kind not in _BLOBS:
+        tar = {"gnu": lambda: _tar(tarfile.GNU_FORMAT), "ustar": lambda: _tar(tarfile.USTAR_FORMAT, False),
+               "pax": lambda: _tar(tarfile.PAX_FORMAT), "xattr": _xattr_tar}[kind]()
+        _BLOBS[kind] = Blob(tar)
+    return _BLOBS[kind]
+
+
+def _run(toc: dict[str, object], ts: bytes, data_end: int) -> tuple[str, object]:
+    """What checking the two against each other ends with: the files and size, or the error."""
+    try:
+        parsed = parse_toc(json.dumps(toc).encode(), data_end)
+        tsf = TarSplitFile(io.BytesIO(ts))
+        check_toc_matches_tar_split(parsed, tsf)
+    except Exception as e:  # the outcome compared, whatever it is
+        return "error", f"{type(e).__name__}: {e}"
+    return "ok", (tsf.tar_size, tsf.files)
+
+
+def _both(toc: dict[str, object], ts: bytes, data_end: int, monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[str, object]:
+    c = _run(toc, ts, data_end)
+    with monkeypatch.context() as m:
+        m.setattr(manifest, "_tocmatch_scanner", lambda: None)
+        python = _run(toc, ts, data_end)
+    assert c == python
+    return c
+
+
+def _lines(ts: bytes) -> list[dict[str, object]]:
+    return [json.loads(line) for line in ts.splitlines() if line.strip()]
+
+
+def _packed(entries: list[dict[str, object]]) -> bytes:
+    return b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in entries)
+
+
+def _entry(toc: dict[str, object], name: str) -> dict[str, object]:
+    return next(e for e in toc["entries"] if e["name"] == name)  # type: ignore[attr-defined]
+
+
+def _header_of(entries: list[dict[str, object]], name: str) -> int:
+    """The index of the segment holding the header of file entry ``name``."""
+    i = next(i for i, e in enumerate(entries) if e["type"] == 1 and e.get("name") == name)
+    while entries[i - 1]["type"] != 2 or not entries[i - 1].get("payload"):
+        i -= 1
+    return i - 1
+
+
+def _patch_header(entries: list[dict[str, object]], name: str, at: int, value: bytes,
+                  fix_checksum: bool = True) -> None:
+    """Overwrite bytes of ``name``'s header block (in the last 512 bytes of its segment)."""
+    i = _header_of(entries, name)
+    raw = bytearray(base64.b64decode(str(entries[i]["payload"])))
+    start = len(raw) - 512
+    raw[start + at : start + at + len(value)] = value
+    if fix_checksum:
+        raw[start + 148 : start + 156] = b" " * 8
+        raw[start + 148 : start + 156] = b"%06o\x00 " % sum(raw[start : start + 512])
+    entries[i]["payload"] = base64.b64encode(bytes(raw)).decode()
+
+
+Lie = Callable[[dict[str, object], list[dict[str, object]]], object]
+
+_TOC_LIES: dict[str, Lie] = {
+    "none": lambda toc, ts: None,
+    "mode": lambda toc, ts: _entry(toc, "etc/a").update(mode=0o755),
+    "uid": lambda toc, ts: _entry(toc, "etc/a").update(uid=0),
+    "gid": lambda toc, ts: _entry(toc, "etc/a").update(gid=7),
+    "size of a directory": lambda toc, ts: _entry(toc, "etc/").update(size=4096),
+    "devmajor": lambda toc, ts: _entry(toc, "dev/c").update(devMajor=5),
+    "devminor": lambda toc, ts: _entry(toc, "dev/b").update(devMinor=0),
+    "type": lambda toc, ts: _entry(toc, "dev/f").update(type="char"),
+    "linkname": lambda toc, ts: _entry(toc, "etc/l").update(linkName="b"),
+    "hard link target": lambda toc, ts: _entry(toc, "etc/h").update(linkName="etc/z"),
+    "modtime": lambda toc, ts: _entry(toc, "etc/z").update(modtime="2023-11-14T22:13:21Z"),
+    "modtime in another zone": lambda toc, ts: _entry(toc, "etc/z").update(
+        modtime="2023-11-14T23:13:27+01:00"),
+    "modtime with nanoseconds": lambda toc, ts: _entry(toc, "etc/z").update(
+        modtime="2023-11-14T22:13:27.000000000Z"),
+    "no modtime": lambda toc, ts: _entry(toc, "etc/z").pop("modtime"),
+    "accesstime": lambda toc, ts: _entry(toc, "etc/a").update(accesstime="2023-11-14T22:13:20Z"),
+    "changetime": lambda toc, ts: _entry(toc, "etc/a").update(changetime="2023-11-14T22:13:20Z"),
+    "xattrs": lambda toc, ts: _entry(toc, "etc/a").update(xattrs={"user.k": "dg=="}),
+    "missing entry": lambda toc, ts: toc["entries"].remove(_entry(toc, "dev/f")),  # type: ignore[attr-defined]
+    "extra entry": lambda toc, ts: toc["entries"].append(  # type: ignore[attr-defined]
+        {"type": "dir", "name": "extra", "mode": 0o755}),
+}
+
+
+def _edit_line(ts: list[dict[str, object]], who: str, **kw: object) -> None:
+    next(e for e in ts if e["type"] == 1 and e.get("name") == who).update(kw)
+
+
+_TS_LIES: dict[str, Lie] = {
+    "file size": lambda toc, ts: _edit_line(ts, "etc/z", size=5),
+    "entry type": lambda toc, ts: _edit_line(ts, "etc/l", type=3),
+    "checksum not 8 bytes": lambda toc, ts: _edit_line(ts, "etc/a", payload="AAAA"),
+    "name_raw": lambda toc, ts: _edit_line(ts, "etc/z", name_raw=base64.b64encode(b"etc/z").decode()),
+    "another name": lambda toc, ts: _edit_line(ts, "etc/z", name="etc/y"),
+    "header checksum": lambda toc, ts: _patch_header(ts, "etc/a", 0, b"etc/b", fix_checksum=False),
+    "header renamed": lambda toc, ts: _patch_header(ts, "etc/z", 0, b"etc/y"),
+    "header mode": lambda toc, ts: _patch_header(ts, "etc/a", 100, b"0000777"),
+    "header mode with 8": lambda toc, ts: _patch_header(ts, "etc/a", 100, b"0000788"),
+    "header mode base-256": lambda toc, ts: _patch_header(ts, "etc/a", 100,
+                                                          b"\x80" + (0o4755).to_bytes(7, "big")),
+    "header typeflag NUL": lambda toc, ts: _patch_header(ts, "etc/z", 156, b"\x00"),
+    "header typeflag g": lambda toc, ts: _patch_header(ts, "etc/z", 156, b"g"),
+    "header GNU atime": lambda toc, ts: _patch_header(ts, "etc/z", 345, b"%011o\x00" % (MTIME + 9)),
+    "header GNU ctime": lambda toc, ts: _patch_header(ts, "etc/z", 357, b"14524540550\x00"),
+    "header not ustar": lambda toc, ts: _patch_header(ts, "etc/a", 257, b"xxxxxxxx"),
+    "header mtime huge": lambda toc, ts: _patch_header(ts, "etc/z", 136, b"77777777777\x00"),
+    "header spaces in octal": lambda toc, ts: _patch_header(ts, "etc/a", 100, b" 0 644\x00\x00"),
+}
+
+
+def _cases(blob: Blob, lie: Lie) -> tuple[dict[str, object], bytes]:
+    toc = json.loads(json.dumps(blob.toc))
+    ts = _lines(blob.tar_split)
+    lie(toc, ts)
+    return toc, _packed(ts)
+
+
+@needs_c
+@pytest.mark.parametrize("kind", ["gnu", "ustar", "pax"])
+@pytest.mark.parametrize("lie", sorted(_TOC_LIES))
+def test_toc_lies_end_alike(kind: str, lie: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = _blob(kind)
+    toc, ts = _cases(blob, _TOC_LIES[lie])
+    outcome, detail = _both(toc, ts, len(blob.data), monkeypatch)
+    if lie in ("none", "modtime in another zone", "modtime with nanoseconds"):
+        assert outcome == "ok", detail
+    else:
+        assert outcome == "error" and "inconsistent" in str(detail), detail
+
+
+@needs_c
+@pytest.mark.parametrize("kind", ["gnu", "ustar"])
+@pytest.mark.parametrize("lie", sorted(_TS_LIES))
+def test_tar_split_lies_end_alike(kind: str, lie: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = _blob(kind)
+    toc, ts = _cases(blob, _TS_LIES[lie])
+    if lie == "header GNU atime":  # the TOC saying the same: accepted, else refused
+        _both(toc, ts, len(blob.data), monkeypatch)
+        if kind == "gnu":
+            _entry(toc, "etc/z")["accesstime"] = "2023-11-14T22:13:29Z"
+    outcome, detail = _both(toc, ts, len(blob.data), monkeypatch)
+    if lie in ("name_raw", "header mode base-256", "header typeflag NUL", "header not ustar") or (
+            lie == "header GNU ctime" and kind == "ustar") or (  # (in the prefix field, after its NUL)
+            lie == "header GNU atime" and kind == "gnu"):
+        assert outcome == "ok", detail
+    else:
+        assert outcome == "error", detail
+
+
+@needs_c
+def test_xattrs_and_other_line_shapes_end_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = _blob("xattr")
+    toc = json.loads(json.dumps(blob.toc))
+    assert _both(toc, blob.tar_split, len(blob.data), monkeypatch)[0] == "ok"
+    _entry(toc, "x")["xattrs"] = {"user.k": "dw=="}
+    outcome, detail = _both(toc, blob.tar_split, len(blob.data), monkeypatch)
+    assert outcome == "error" and "xattrs" in str(detail)
+    # Lines in shapes Go's packer does not write: JSON parsers decide, the same in both.
+    good = _blob("gnu")
+    text = good.tar_split.decode()
+    variants = {
+        "escaped slash": (text.replace('"name":"etc/a"', '"name":"etc\\/a"'), "ok"),
+        "spaces": (text.replace('{"type":2,', '{ "type": 2,'), "ok"),
+        "blank lines": (text.replace("\n", "\n\n  \n"), "ok"),
+        "carriage returns": (text.replace("\n", "\r\n"), "ok"),
+        "no newline at the end": (text.rstrip("\n"), "ok"),
+        "leading zero": (re.sub(r'"position":(\d+)}', r'"position":0\1}', text, count=3), "error"),
+        "payload not base64": (text.replace('{"type":2,"payload":"', '{"type":2,"payload":"*', 1), "any"),
+        "unpadded base64": (re.sub(r'"payload":"([A-Za-z0-9+/]*)=+"', r'"payload":"\1"', text, count=2),
+                            "any"),
+        "not JSON": (text.replace("}\n", "\n", 1), "error"),
+        "size as text": (text.replace('"size":', '"size":"', 1).replace(',"payload"', '","payload"', 1),
+                         "error"),
+    }
+    for what, (ts, want) in variants.items():
+        outcome, detail = _both(good.toc, ts.encode(), len(good.data), monkeypatch)
+        assert want == "any" or outcome == want, (what, detail)
+
+
+@needs_c
+@pytest.mark.parametrize("kind", ["gnu", "ustar"])
+def test_plain_lines_and_headers_are_taken_in_c(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the GNU long names go to Python (two in the GNU tar; the ustar one has a prefix
+    instead); every other line and header is checked in C."""
+    blob = _blob(kind)
+    calls = {"line": 0, "header": 0}
+    decode, header = manifest._decode_line, manifest._header
+
+    def counted_line(line: bytes) -> object:
+        calls["line"] += 1
+        return decode(line)
+
+    def counted_header(*args: object) -> object:
+        calls["header"] += 1
+        return header(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manifest, "_decode_line", counted_line)
+    monkeypatch.setattr(manifest, "_header", counted_header)
+    outcome, detail = _run(blob.toc, blob.tar_split, len(blob.data))
+    assert outcome == "ok", detail
+    assert calls == {"line": 0, "header": 2 if kind == "gnu" else 0}
+
+
+def test_the_python_path_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the extension (or with CONTAINERS_STORAGE_PURE_PYTHON=1) the same checks run."""
+    monkeypatch.setattr(manifest, "_tocmatch_scanner", lambda: None)
+    blob = _blob("gnu")
+    outcome, detail = _run(blob.toc, blob.tar_split, len(blob.data))
+    assert outcome == "ok", detail
+    toc = json.loads(json.dumps(blob.toc))
+    _entry(toc, "etc/a")["mode"] = 0o600
+    outcome, detail = _run(toc, blob.tar_split, len(blob.data))
+    assert outcome == "error" and "mismatch of mode" in str(detail), detail
+
+
+def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTAINERS_STORAGE_PURE_PYTHON", "1")
+    assert manifest._tocmatch_scanner() is None
