@@ -304,3 +304,86 @@ def test_the_python_path_alone(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTAINERS_STORAGE_PURE_PYTHON", "1")
     assert manifest._tocmatch_scanner() is None
+
+
+# -- TOC entries made in C --------------------------------------------------------------------
+
+_DIGEST = "sha256:" + "ab" * 32
+
+_RAW_ENTRIES: dict[str, dict[str, object]] = {
+    "plain file": {"type": "reg", "name": "a", "mode": 420, "size": 3, "modtime": "2023-11-14T22:13:20Z",
+                   "digest": _DIGEST, "offset": 10, "endOffset": 20},
+    "empty file": {"type": "reg", "name": "e"},
+    "empty file, digest null": {"type": "reg", "name": "e", "digest": None},
+    "every field": {"type": "symlink", "name": "l", "linkName": "a", "mode": 511, "uid": 4294967295,
+                    "gid": 1, "modtime": "x", "accesstime": "y", "changetime": "z", "devMajor": 1,
+                    "devMinor": 2, "xattrs": {"user.k": "dg=="}, "chunkDigest": _DIGEST,
+                    "chunkType": "zeros", "chunkSize": 5, "chunkOffset": 6},
+    "nulls": {"type": "dir", "name": "d", "linkName": None, "modtime": None, "xattrs": None},
+    "other key case": {"Type": "dir", "NAME": "d", "Mode": 493},
+    "unknown key": {"type": "dir", "name": "d", "color": "red"},
+    "bool mode": {"type": "dir", "name": "d", "mode": True},
+    "float size": {"type": "reg", "name": "f", "size": 1.0},
+    "negative uid": {"type": "dir", "name": "d", "uid": -1},
+    "uid beyond 32 bits": {"type": "dir", "name": "d", "uid": 1 << 32},
+    "offset of 2**63": {"type": "dir", "name": "d", "offset": 1 << 63},
+    "huge offset": {"type": "dir", "name": "d", "offset": 1 << 80},
+    "unknown type": {"type": "sock", "name": "s"},
+    "type not a string": {"type": 1, "name": "s"},
+    "no name": {"type": "dir"},
+    "empty name": {"type": "dir", "name": ""},
+    "NUL in name": {"type": "dir", "name": "a\x00b"},
+    "NUL in link": {"type": "symlink", "name": "l", "linkName": "a\x00"},
+    "time not a string": {"type": "dir", "name": "d", "modtime": 5},
+    "bad digest": {"type": "reg", "name": "f", "size": 1, "digest": "sha256:AB" + "ab" * 31},
+    "digest with newline": {"type": "reg", "name": "f", "size": 1, "digest": _DIGEST + "\n"},
+    "short digest": {"type": "reg", "name": "f", "size": 1, "digest": "sha256:ab"},
+    "bad chunk digest": {"type": "chunk", "name": "f", "chunkDigest": "md5:x"},
+    "bad chunk type": {"type": "chunk", "name": "f", "chunkType": "holes"},
+    "xattrs not strings": {"type": "dir", "name": "d", "xattrs": {"user.k": 1}},
+    "xattrs a list": {"type": "dir", "name": "d", "xattrs": ["a"]},
+    "not an object": ["type", "dir"],  # type: ignore[dict-item]
+}
+
+
+def _parsed(raw: object) -> tuple[str, object]:
+    from containers_storage.archive.chunked import toc as _toc
+
+    try:
+        entries = _toc._entries([raw])
+    except Exception as e:  # the outcome compared, whatever it is
+        return "error", f"{type(e).__name__}: {e}"
+    return "ok", [(type(v).__name__, v) for e in entries for v in (getattr(e, a) for a in e.__slots__)]
+
+
+@needs_c
+@pytest.mark.parametrize("case", sorted(_RAW_ENTRIES))
+def test_toc_entries_made_in_c_are_the_python_ones(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from containers_storage.archive.chunked import toc as _toc
+
+    raw = _RAW_ENTRIES[case]
+    c = _parsed(raw)
+    with monkeypatch.context() as m:
+        m.setattr(_toc, "accelerator", lambda: None)
+        python = _parsed(raw)
+    assert c == python
+    assert (c[0] == "ok") == (case in ("plain file", "empty file", "empty file, digest null", "every field",
+                                        "nulls", "other key case", "unknown key")), c
+
+
+@needs_c
+def test_toc_entries_in_the_usual_shape_are_made_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    from containers_storage.archive.chunked import toc as _toc
+
+    calls: list[int] = []
+    entry = _toc._entry
+
+    def counted(obj: object, i: int) -> object:
+        calls.append(i)
+        return entry(obj, i)
+
+    monkeypatch.setattr(_toc, "_entry", counted)
+    names = ("plain file", "empty file", "every field", "nulls", "unknown key")
+    raw: list[object] = [_RAW_ENTRIES[k] for k in names]
+    assert len(_toc._entries(raw)) == 5
+    assert calls == [4]  # only the one with a key Go's writers do not write

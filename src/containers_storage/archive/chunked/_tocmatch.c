@@ -603,8 +603,201 @@ static PyTypeObject ScannerType = {
     .tp_methods = Scanner_methods,
 };
 
+/* -- TOC entries ------------------------------------------------------------------------------- */
+
+/* The JSON keys of a TOC entry (toc.py's _INT_FIELDS, _STR_FIELDS), and the attributes set. */
+enum { K_TYPE, K_NAME, K_MODE, K_SIZE, K_UID, K_GID, K_DEVMAJOR, K_DEVMINOR, K_OFFSET, K_ENDOFFSET,
+       K_CHUNKSIZE, K_CHUNKOFFSET, K_LINKNAME, K_DIGEST, K_CHUNKDIGEST, K_CHUNKTYPE, K_MODTIME,
+       K_ACCESSTIME, K_CHANGETIME, K_XATTRS, K_COUNT };
+static const char *const key_names[K_COUNT] = {
+    "type", "name", "mode", "size", "uid", "gid", "devMajor", "devMinor", "offset", "endOffset",
+    "chunkSize", "chunkOffset", "linkName", "digest", "chunkDigest", "chunkType", "modtime",
+    "accesstime", "changetime", "xattrs",
+};
+static const char *const slot_names[K_COUNT] = {
+    "type", "name", "mode", "size", "uid", "gid", "devmajor", "devminor", "offset", "end_offset",
+    "chunk_size", "chunk_offset", "linkname", "digest", "chunk_digest", "chunk_type", "modtime",
+    "accesstime", "changetime", "xattrs",
+};
+static PyObject *keys[K_COUNT], *slots[K_COUNT];
+static PyObject *empty_str, *zero, *empty_digest;
+static const char *const toc_types[] = {"reg", "chunk", "hardlink", "symlink", "dir", "char", "block", "fifo"};
+
+static int is_str_without_nul(PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v))
+        return 0;
+    Py_ssize_t at = PyUnicode_FindChar(v, 0, 0, PyUnicode_GET_LENGTH(v), 1);
+    return at == -1 ? 1 : at == -2 ? -1 : 0;
+}
+
+/* ``sha256:`` and 64 lower-case hex digits (toc.py's _DIGEST). */
+static int is_digest(PyObject *v)
+{
+    if (!PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 71)
+        return 0;
+    const char *p = (const char *)PyUnicode_DATA(v);
+    if (memcmp(p, "sha256:", 7) != 0)
+        return 0;
+    for (int i = 7; i < 71; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* One raw TOC entry as toc._entry makes it, when it is in the shape Go's writers give (known
+ * keys, values of the right types and ranges, digests that are digests): a new TOCEntry.
+ * Py_None (new reference) when toc._entry must decide; NULL on error. */
+static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, PyObject *canonical)
+{
+    if (!PyDict_CheckExact(obj))
+        Py_RETURN_NONE;
+    PyObject *k, *v, *vals[K_COUNT];
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(obj, &pos, &k, &v)) {
+        int known = PyUnicode_CheckExact(k) ? PySet_Contains(canonical, k) : 0;
+        if (known < 0)
+            return NULL;
+        if (!known)
+            Py_RETURN_NONE;
+    }
+    for (int i = 0; i < K_COUNT; i++) {
+        vals[i] = PyDict_GetItemWithError(obj, keys[i]); /* borrowed */
+        if (!vals[i] && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *typ = vals[K_TYPE], *name = vals[K_NAME];
+    if (!typ || !PyUnicode_CheckExact(typ) || !name)
+        Py_RETURN_NONE;
+    int known_type = 0;
+    for (size_t i = 0; i < sizeof toc_types / sizeof *toc_types; i++)
+        if (PyUnicode_CompareWithASCIIString(typ, toc_types[i]) == 0)
+            known_type = 1;
+    int ok = is_str_without_nul(name);
+    if (ok < 0)
+        return NULL;
+    if (!known_type || !ok || PyUnicode_GET_LENGTH(name) == 0)
+        Py_RETURN_NONE;
+    long long ints[K_CHUNKOFFSET + 1];
+    for (int i = K_MODE; i <= K_CHUNKOFFSET; i++) {
+        if (!vals[i]) {
+            vals[i] = zero;
+            ints[i] = 0;
+            continue;
+        }
+        if (!PyLong_CheckExact(vals[i]))
+            Py_RETURN_NONE;
+        int overflow;
+        ints[i] = PyLong_AsLongLongAndOverflow(vals[i], &overflow);
+        if (ints[i] == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow || ints[i] < 0)
+            Py_RETURN_NONE;
+    }
+    if (ints[K_UID] > 0xFFFFFFFFLL || ints[K_GID] > 0xFFFFFFFFLL)
+        Py_RETURN_NONE;
+    for (int i = K_LINKNAME; i <= K_CHANGETIME; i++) {
+        if (!vals[i]) {
+            vals[i] = i < K_MODTIME ? empty_str : Py_None;
+            continue;
+        }
+        if (vals[i] == Py_None)
+            continue;
+        ok = is_str_without_nul(vals[i]);
+        if (ok < 0)
+            return NULL;
+        if (!ok)
+            Py_RETURN_NONE;
+    }
+    for (int i = K_DIGEST; i <= K_CHUNKDIGEST; i++) {
+        int t = PyObject_IsTrue(vals[i]);
+        if (t < 0)
+            return NULL;
+        if (t && !is_digest(vals[i]))
+            Py_RETURN_NONE;
+    }
+    PyObject *ct = vals[K_CHUNKTYPE];
+    if (ct != Py_None && PyUnicode_GET_LENGTH(ct) && PyUnicode_CompareWithASCIIString(ct, "zeros") != 0)
+        Py_RETURN_NONE;
+    PyObject *xattrs = vals[K_XATTRS];
+    if (xattrs && xattrs != Py_None) {
+        if (!PyDict_CheckExact(xattrs))
+            Py_RETURN_NONE;
+        pos = 0;
+        while (PyDict_Next(xattrs, &pos, &k, &v))
+            if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v))
+                Py_RETURN_NONE;
+        xattrs = PyDict_Copy(xattrs);
+    } else {
+        xattrs = PyDict_New();
+    }
+    if (!xattrs)
+        return NULL;
+    vals[K_XATTRS] = xattrs;
+    PyObject *digest = vals[K_DIGEST];
+    int empty_reg = PyUnicode_CompareWithASCIIString(typ, "reg") == 0 && ints[K_SIZE] == 0 &&
+                    (digest == Py_None || PyUnicode_GET_LENGTH(digest) == 0);
+    if (empty_reg)
+        vals[K_DIGEST] = empty_digest;
+    PyObject *e = entry_type->tp_alloc(entry_type, 0);
+    if (!e) {
+        Py_DECREF(xattrs);
+        return NULL;
+    }
+    for (int i = 0; i < K_COUNT; i++) {
+        if (PyObject_SetAttr(e, slots[i], vals[i]) < 0) {
+            Py_DECREF(e);
+            Py_DECREF(xattrs);
+            return NULL;
+        }
+    }
+    Py_DECREF(xattrs);
+    return e;
+}
+
+static PyObject *py_entries(PyObject *self, PyObject *args)
+{
+    PyObject *raw, *canonical, *slow;
+    PyTypeObject *entry_type;
+    if (!PyArg_ParseTuple(args, "O!O!O!O:entries", &PyList_Type, &raw, &PyType_Type, &entry_type,
+                          &PyFrozenSet_Type, &canonical, &slow))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(raw);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *obj = PyList_GET_ITEM(raw, i);
+        Py_INCREF(obj);
+        PyObject *e = fast_entry(obj, entry_type, canonical);
+        if (e == Py_None) {
+            Py_DECREF(e);
+            e = PyObject_CallFunction(slow, "(On)", obj, i);
+        }
+        Py_DECREF(obj);
+        if (!e) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, e);
+        if (PyList_GET_SIZE(raw) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "the TOC's entry list changed while being read");
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"entries", py_entries, METH_VARARGS,
+     "entries(raw, TOCEntry, canonical_keys, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
+     "objects, each one not in the common shape made by slow(raw_entry, index)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_tocmatch", "A zstd:chunked layer's tar-split held to its TOC, in C.", -1, NULL, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_tocmatch", "A zstd:chunked layer's tar-split held to its TOC, in C.", -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__tocmatch(void)
@@ -613,6 +806,20 @@ PyMODINIT_FUNC PyInit__tocmatch(void)
     for (int i = 0; i < A_COUNT; i++)
         if (!attrs[i] && !(attrs[i] = PyUnicode_InternFromString(attr_names[i])))
             return NULL;
+    for (int i = 0; i < K_COUNT; i++) {
+        if (!keys[i] && !(keys[i] = PyUnicode_InternFromString(key_names[i])))
+            return NULL;
+        if (!slots[i] && !(slots[i] = PyUnicode_InternFromString(slot_names[i])))
+            return NULL;
+    }
+    if (!empty_str && !(empty_str = PyUnicode_FromString("")))
+        return NULL;
+    if (!zero && !(zero = PyLong_FromLong(0)))
+        return NULL;
+    if (!empty_digest &&
+        !(empty_digest = PyUnicode_InternFromString(
+              "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")))
+        return NULL;
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -382,16 +382,9 @@ def checked_entries(ts: TarSplitFile, pending: dict[str, _toc.TOCEntry]
 
 
 def _tocmatch_scanner() -> Any:
-    """The C ``Scanner``, or None: not built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``."""
-    import os
-
-    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
-        return None
-    try:
-        from ._tocmatch import Scanner  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return Scanner
+    """The C ``Scanner``, or None (see :func:`toc.accelerator`)."""
+    accel = _toc.accelerator()
+    return None if accel is None else accel.Scanner
 
 
 def _header(region: bytes, pad: int, name: bytes) -> tuple[TarHeader, bytes]:

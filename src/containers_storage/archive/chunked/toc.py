@@ -265,6 +265,29 @@ def _entry(obj: object, index: int) -> TOCEntry:
     return e
 
 
+def _entries(raw_entries: list[object]) -> list[TOCEntry]:
+    """:func:`_entry` of each raw entry; with the C extension, the entries in the usual shape
+    are made in C (a quarter of the time) and only the others here."""
+    accel = accelerator()
+    if accel is None:
+        return [_entry(obj, i) for i, obj in enumerate(raw_entries)]
+    return accel.entries(raw_entries, TOCEntry, _CANONICAL, _entry)  # type: ignore[no-any-return]
+
+
+def accelerator() -> Any:
+    """The ``_tocmatch`` extension (TOC entries and the tar-split's check in C), or None: not
+    built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``."""
+    import os
+
+    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
+        return None
+    try:
+        from . import _tocmatch  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    return _tocmatch
+
+
 class TOC:
     """A parsed, checked table of contents.
 
@@ -322,7 +345,7 @@ def parse_toc(manifest: bytes | tuple[int, list[object], str], data_end: int, *,
     """
     loaded = load_toc(manifest) if isinstance(manifest, bytes | bytearray) else manifest
     version, raw_entries, ts_digest = loaded
-    parsed = [_entry(obj, i) for i, obj in enumerate(raw_entries)]
+    parsed = _entries(raw_entries)
     if estargz:
         # The eStargz landmark files and the TOC's own tar entry are not layer content.
         parsed = [e for e in parsed if e.name not in _ESTARGZ_SKIP]
