@@ -19,6 +19,7 @@ import pytest
 
 from chunkedtools import Blob
 from containers_storage.archive.chunked import manifest
+from containers_storage.archive.chunked import toc as _toc
 from containers_storage.archive.chunked.manifest import TarSplitFile, check_toc_matches_tar_split
 from containers_storage.archive.chunked.toc import parse_toc
 
@@ -103,7 +104,7 @@ def _both(toc: dict[str, object], ts: bytes, data_end: int, monkeypatch: pytest.
           ) -> tuple[str, object]:
     c = _run(toc, ts, data_end)
     with monkeypatch.context() as m:
-        m.setattr(manifest, "_tocmatch_scanner", lambda: None)
+        m.setattr(_toc, "accelerator", lambda: None)
         python = _run(toc, ts, data_end)
     assert c == python
     return c
@@ -347,8 +348,6 @@ _RAW_ENTRIES: dict[str, dict[str, object]] = {
 
 
 def _parsed(raw: object) -> tuple[str, object]:
-    from containers_storage.archive.chunked import toc as _toc
-
     try:
         entries = _toc._entries([raw])
     except Exception as e:  # the outcome compared, whatever it is
@@ -359,8 +358,6 @@ def _parsed(raw: object) -> tuple[str, object]:
 @needs_c
 @pytest.mark.parametrize("case", sorted(_RAW_ENTRIES))
 def test_toc_entries_made_in_c_are_the_python_ones(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from containers_storage.archive.chunked import toc as _toc
-
     raw = _RAW_ENTRIES[case]
     c = _parsed(raw)
     with monkeypatch.context() as m:
@@ -373,8 +370,6 @@ def test_toc_entries_made_in_c_are_the_python_ones(case: str, monkeypatch: pytes
 
 @needs_c
 def test_toc_entries_in_the_usual_shape_are_made_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    from containers_storage.archive.chunked import toc as _toc
-
     calls: list[int] = []
     entry = _toc._entry
 
@@ -387,3 +382,79 @@ def test_toc_entries_in_the_usual_shape_are_made_in_c(monkeypatch: pytest.Monkey
     raw: list[object] = [_RAW_ENTRIES[k] for k in names]
     assert len(_toc._entries(raw)) == 5
     assert calls == [4]  # only the one with a key Go's writers do not write
+
+
+# -- files and chunks laid out in C -----------------------------------------------------------
+
+def _chunked_blob() -> Blob:
+    if "chunks" not in _BLOBS:
+        from chunkedtools import file_contents, rootfs_tar
+
+        _BLOBS["chunks"] = Blob(rootfs_tar(file_contents(2, 12)))
+    return _BLOBS["chunks"]
+
+
+def _files(toc: dict[str, object]) -> list[dict[str, object]]:
+    return [e for e in toc["entries"] if e["type"] == "reg" and e.get("size")]  # type: ignore[attr-defined]
+
+
+def _chunks(toc: dict[str, object]) -> list[dict[str, object]]:
+    return [e for e in toc["entries"] if e["type"] == "chunk"]  # type: ignore[attr-defined]
+
+
+_LAYOUT_LIES: dict[str, Lie] = {
+    "none": lambda toc, _: None,
+    "outside": lambda toc, data_end: _files(toc)[1].update(endOffset=int(data_end) + 4096),  # type: ignore[call-overload]
+    "overlap": lambda toc, _: _files(toc)[1].update(offset=int(_files(toc)[0]["endOffset"]) - 1),  # type: ignore[call-overload]
+    "backwards": lambda toc, _: _files(toc)[0].update(offset=_files(toc)[1]["offset"]),
+    "chunk outside": lambda toc, _: _chunks(toc)[0].update(offset=10**12),
+    "chunk offset": lambda toc, _: _chunks(toc)[0].update(chunkOffset=1),
+    "chunk without size": lambda toc, _: _chunks(toc)[0].pop("chunkSize"),
+    "chunk too big": lambda toc, _: _chunks(toc)[0].update(chunkSize=10**9),
+    "chunk of another file": lambda toc, _: _chunks(toc)[0].update(name="etc/link"),
+    "duplicate": lambda toc, _: toc["entries"].append(dict(_files(toc)[0])),  # type: ignore[attr-defined]
+    "no digest": lambda toc, _: _files(toc)[2].pop("digest"),
+    "empty file with a chunk": lambda toc, _: toc["entries"].extend(  # type: ignore[attr-defined]
+        [{"type": "reg", "name": "z0"}, {"type": "chunk", "name": "z0", "offset": 1, "chunkSize": 1}]),
+    "no end offsets": lambda toc, _: [e.pop("endOffset", None) for e in toc["entries"]],  # type: ignore[attr-defined]
+    "unusual entry": lambda toc, _: _files(toc)[0].update(Color="red"),
+}
+
+
+@needs_c
+@pytest.mark.parametrize("lie", sorted(_LAYOUT_LIES))
+def test_files_and_chunks_laid_out_in_c_are_the_python_ones(lie: str, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    blob = _chunked_blob()
+    toc = json.loads(json.dumps(blob.toc))
+    _LAYOUT_LIES[lie](toc, len(blob.data))  # type: ignore[arg-type]
+
+    def parsed() -> tuple[str, object]:
+        try:
+            t = parse_toc(json.dumps(toc).encode(), len(blob.data))
+        except Exception as e:  # the outcome compared, whatever it is
+            return "error", f"{type(e).__name__}: {e}"
+        return "ok", ([[getattr(e, a) for a in e.__slots__] for e in t.entries],
+                      [(f.entry.name, f.chunks) for f in t.files])
+
+    c = parsed()
+    with monkeypatch.context() as m:
+        m.setattr(_toc, "accelerator", lambda: None)
+        python = parsed()
+    assert c == python
+    assert (c[0] == "ok") == (lie in ("none", "no end offsets", "unusual entry")), c
+
+
+@needs_c
+def test_a_valid_toc_is_laid_out_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    file_chunks = _toc._file_chunks
+
+    def counted(*args: object) -> object:
+        calls.append(args)
+        return file_chunks(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_toc, "_file_chunks", counted)
+    blob = _chunked_blob()
+    assert len(parse_toc(json.dumps(blob.toc).encode(), len(blob.data)).files) > 10
+    assert calls == []

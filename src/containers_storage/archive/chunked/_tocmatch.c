@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <structmember.h>
 #include <string.h>
 #include <time.h>
 
@@ -645,27 +646,46 @@ static int is_digest(PyObject *v)
     return 1;
 }
 
+/* Where TOCEntry keeps each attribute (its __slots__): set and read there directly, as the slot
+ * descriptors do, rather than through 20 attribute lookups per entry.  1 found; 0 when the
+ * type is not laid out so (then attributes are used); -1 on error. */
+static int slot_offsets(PyTypeObject *tp, Py_ssize_t *off)
+{
+    for (int i = 0; i < K_COUNT; i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)tp, slots[i]);
+        if (!d)
+            return -1;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
 /* One raw TOC entry as toc._entry makes it, when it is in the shape Go's writers give (known
  * keys, values of the right types and ranges, digests that are digests): a new TOCEntry.
  * Py_None (new reference) when toc._entry must decide; NULL on error. */
-static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, PyObject *canonical)
+static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, const Py_ssize_t *off)
 {
     if (!PyDict_CheckExact(obj))
         Py_RETURN_NONE;
     PyObject *k, *v, *vals[K_COUNT];
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(obj, &pos, &k, &v)) {
-        int known = PyUnicode_CheckExact(k) ? PySet_Contains(canonical, k) : 0;
-        if (known < 0)
-            return NULL;
-        if (!known)
-            Py_RETURN_NONE;
-    }
+    Py_ssize_t pos = 0, found = 0;
     for (int i = 0; i < K_COUNT; i++) {
         vals[i] = PyDict_GetItemWithError(obj, keys[i]); /* borrowed */
         if (!vals[i] && PyErr_Occurred())
             return NULL;
+        found += vals[i] != NULL;
     }
+    /* Every key one of the known ones: as many keys as were found.  (Python decides about other
+     * keys: other letter cases, or unknown ones it skips.) */
+    if (found != PyDict_GET_SIZE(obj))
+        Py_RETURN_NONE;
     PyObject *typ = vals[K_TYPE], *name = vals[K_NAME];
     if (!typ || !PyUnicode_CheckExact(typ) || !name)
         Py_RETURN_NONE;
@@ -745,7 +765,9 @@ static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, PyObject *c
         return NULL;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if (PyObject_SetAttr(e, slots[i], vals[i]) < 0) {
+        if (off) {
+            Py_XSETREF(SLOT(e, off[i]), Py_NewRef(vals[i]));
+        } else if (PyObject_SetAttr(e, slots[i], vals[i]) < 0) {
             Py_DECREF(e);
             Py_DECREF(xattrs);
             return NULL;
@@ -757,10 +779,13 @@ static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, PyObject *c
 
 static PyObject *py_entries(PyObject *self, PyObject *args)
 {
-    PyObject *raw, *canonical, *slow;
+    PyObject *raw, *slow;
     PyTypeObject *entry_type;
-    if (!PyArg_ParseTuple(args, "O!O!O!O:entries", &PyList_Type, &raw, &PyType_Type, &entry_type,
-                          &PyFrozenSet_Type, &canonical, &slow))
+    if (!PyArg_ParseTuple(args, "O!O!O:entries", &PyList_Type, &raw, &PyType_Type, &entry_type, &slow))
+        return NULL;
+    Py_ssize_t offsets[K_COUNT];
+    int laid = slot_offsets(entry_type, offsets);
+    if (laid < 0)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(raw);
     PyObject *out = PyList_New(n);
@@ -769,7 +794,7 @@ static PyObject *py_entries(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *obj = PyList_GET_ITEM(raw, i);
         Py_INCREF(obj);
-        PyObject *e = fast_entry(obj, entry_type, canonical);
+        PyObject *e = fast_entry(obj, entry_type, laid ? offsets : NULL);
         if (e == Py_None) {
             Py_DECREF(e);
             e = PyObject_CallFunction(slow, "(On)", obj, i);
@@ -789,10 +814,214 @@ static PyObject *py_entries(PyObject *self, PyObject *args)
     return out;
 }
 
+/* -- files and chunks ---------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *e; /* borrowed, as all here: the entry list holds them */
+    PyObject *type, *name, *digest, *chunk_digest, *chunk_type;
+    long long size, offset, end_offset, chunk_size, chunk_offset;
+} Ent;
+
+/* 1 read; 0 when not in the shape _entries makes (Python decides); -1 on error. */
+static int ent_read(PyObject *e, PyTypeObject *tp, const Py_ssize_t *off, Ent *x)
+{
+    if (!Py_IS_TYPE(e, tp))
+        return 0;
+    x->e = e;
+    x->type = SLOT(e, off[K_TYPE]);
+    x->name = SLOT(e, off[K_NAME]);
+    x->digest = SLOT(e, off[K_DIGEST]);
+    x->chunk_digest = SLOT(e, off[K_CHUNKDIGEST]);
+    x->chunk_type = SLOT(e, off[K_CHUNKTYPE]);
+    if (!x->type || !x->name || !x->digest || !x->chunk_digest || !x->chunk_type ||
+        !PyUnicode_CheckExact(x->type) || !PyUnicode_CheckExact(x->name))
+        return 0;
+    static const int ints[] = {K_SIZE, K_OFFSET, K_ENDOFFSET, K_CHUNKSIZE, K_CHUNKOFFSET};
+    long long *out[] = {&x->size, &x->offset, &x->end_offset, &x->chunk_size, &x->chunk_offset};
+    for (int i = 0; i < 5; i++) {
+        PyObject *v = SLOT(e, off[ints[i]]);
+        if (!v || !PyLong_CheckExact(v))
+            return 0;
+        int overflow = 0;
+        *out[i] = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (*out[i] == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow || *out[i] < 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int is_type(PyObject *type, const char *t)
+{
+    return PyUnicode_CompareWithASCIIString(type, t) == 0;
+}
+
+/* A file's chunks as toc._file_chunks makes them; NULL with no error set when any check fails. */
+static PyObject *file_chunks(Ent *g, Py_ssize_t n, long long file_end, long long data_end)
+{
+    PyObject *chunks = PyList_New(n);
+    if (!chunks)
+        return NULL;
+    long long remaining = g[0].size, prev_end = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Ent *c = &g[i];
+        long long start = c->offset;
+        long long end = i + 1 < n ? g[i + 1].offset : file_end;
+        long long size = c->chunk_size > 0 ? c->chunk_size : remaining;
+        if ((n > 1 && c->chunk_size <= 0) || c->chunk_offset != g[0].size - remaining || size <= 0 ||
+            size > remaining || !(0 < start && start < end && end <= data_end) || start < prev_end)
+            goto refuse;
+        prev_end = end;
+        remaining -= size;
+        PyObject *t = Py_BuildValue("(LLLOO)", start, end, size, c->chunk_digest, c->chunk_type);
+        if (!t) {
+            Py_DECREF(chunks);
+            return NULL;
+        }
+        PyList_SET_ITEM(chunks, i, t);
+    }
+    if (remaining)
+        goto refuse;
+    return chunks;
+refuse:
+    Py_DECREF(chunks);
+    return NULL;
+}
+
+/* toc.parse_toc's grouping of entries into files and chunks, for a TOC in which every check
+ * passes: (entries, files); None when any check fails or anything is unusual (then the Python
+ * code runs and words the error). */
+static PyObject *py_layout(PyObject *self, PyObject *args)
+{
+    PyObject *parsed, *file_type;
+    PyTypeObject *entry_type;
+    long long data_end;
+    if (!PyArg_ParseTuple(args, "O!LO!O:layout", &PyList_Type, &parsed, &data_end, &PyType_Type, &entry_type,
+                          &file_type))
+        return NULL;
+    Py_ssize_t off[K_COUNT];
+    int laid = slot_offsets(entry_type, off);
+    if (laid <= 0)
+        return laid < 0 ? NULL : Py_NewRef(Py_None);
+    Py_ssize_t n = PyList_GET_SIZE(parsed);
+    Ent *ents = PyMem_Calloc(n ? (size_t)n : 1, sizeof *ents);
+    Py_ssize_t *group_start = PyMem_Calloc(n + 1 ? (size_t)n + 1 : 1, sizeof *group_start);
+    PyObject *names = PySet_New(NULL), *entries = PyList_New(0), *files = PyList_New(0);
+    PyObject *result = NULL;
+    Py_ssize_t groups = 0;
+    int unusual = 0;
+    if (!ents || !group_start) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (!names || !entries || !files)
+        goto out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int r = ent_read(PyList_GET_ITEM(parsed, i), entry_type, off, &ents[i]);
+        if (r < 0)
+            goto out;
+        if (r == 0) {
+            unusual = 1;
+            goto out;
+        }
+        Ent *e = &ents[i];
+        if (is_type(e->type, "chunk")) {
+            Ent *head = groups ? &ents[group_start[groups - 1]] : NULL;
+            if (!head || !is_type(head->type, "reg") || PyUnicode_Compare(head->name, e->name) != 0) {
+                if (PyErr_Occurred())
+                    goto out;
+                unusual = 1;
+                goto out;
+            }
+            continue;
+        }
+        int dup = PySet_Contains(names, e->name);
+        if (dup < 0 || (!dup && PySet_Add(names, e->name) < 0))
+            goto out;
+        if (dup) {
+            unusual = 1;
+            goto out;
+        }
+        group_start[groups++] = i;
+    }
+    group_start[groups] = n;
+    long long *ends = PyMem_Calloc(groups ? (size_t)groups : 1, sizeof *ends);
+    if (!ends) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    long long last = data_end;
+    for (Py_ssize_t g = groups - 1; g >= 0; g--) {
+        Ent *head = &ents[group_start[g]];
+        ends[g] = head->end_offset ? head->end_offset : last;
+        if (head->offset)
+            last = head->offset;
+    }
+    long long last_end = 0;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        Ent *head = &ents[group_start[g]];
+        Py_ssize_t count = group_start[g + 1] - group_start[g];
+        if (PyList_Append(entries, head->e) < 0)
+            goto out_ends;
+        if (!is_type(head->type, "reg"))
+            continue;
+        if (head->size == 0) {
+            if (count > 1) {
+                unusual = 1;
+                goto out_ends;
+            }
+            continue;
+        }
+        int has_digest = PyObject_IsTrue(head->digest);
+        if (has_digest < 0)
+            goto out_ends;
+        if (!has_digest) {
+            unusual = 1;
+            goto out_ends;
+        }
+        PyObject *chunks = file_chunks(head, count, ends[g], data_end);
+        if (!chunks) {
+            if (!PyErr_Occurred())
+                unusual = 1;
+            goto out_ends;
+        }
+        PyObject *first = PyList_GET_ITEM(chunks, 0), *lastc = PyList_GET_ITEM(chunks, count - 1);
+        long long start = PyLong_AsLongLong(PyTuple_GET_ITEM(first, 0));
+        if (start < last_end) {
+            Py_DECREF(chunks);
+            unusual = 1;
+            goto out_ends;
+        }
+        last_end = PyLong_AsLongLong(PyTuple_GET_ITEM(lastc, 1));
+        PyObject *f = PyObject_CallFunction(file_type, "(ON)", head->e, chunks);
+        if (!f || PyList_Append(files, f) < 0) {
+            Py_XDECREF(f);
+            goto out_ends;
+        }
+        Py_DECREF(f);
+    }
+    result = PyTuple_Pack(2, entries, files);
+out_ends:
+    PyMem_Free(ends);
+out:
+    if (unusual && !result && !PyErr_Occurred())
+        result = Py_NewRef(Py_None);
+    PyMem_Free(ents);
+    PyMem_Free(group_start);
+    Py_XDECREF(names);
+    Py_XDECREF(entries);
+    Py_XDECREF(files);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"entries", py_entries, METH_VARARGS,
-     "entries(raw, TOCEntry, canonical_keys, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
+     "entries(raw, TOCEntry, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
      "objects, each one not in the common shape made by slow(raw_entry, index)."},
+    {"layout", py_layout, METH_VARARGS,
+     "layout(entries, data_end, TOCEntry, File) -> (entries, files) | None: parse_toc's files and chunks when every "
+     "check passes; None when the Python code must decide."},
     {NULL, NULL, 0, NULL},
 };
 
