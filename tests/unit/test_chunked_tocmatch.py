@@ -458,3 +458,84 @@ def test_a_valid_toc_is_laid_out_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
     blob = _chunked_blob()
     assert len(parse_toc(json.dumps(blob.toc).encode(), len(blob.data)).files) > 10
     assert calls == []
+
+
+# -- the layer's bytes walked against the tar-split and TOC ------------------------------------
+
+def _walk(toc: dict[str, object], ts: bytes, tar: bytes, data_end: int) -> tuple[str, object]:
+    """What differ._Verifier makes of ``tar`` (in pieces of 1000 bytes), as apply-whole feeds it."""
+    from containers_storage.archive.chunked.differ import _Verifier
+    from containers_storage.archive.chunked.manifest import ZSTD_CHUNKED, LayerTOC
+
+    manifest_bytes = json.dumps(toc).encode()
+    layer = LayerTOC(ZSTD_CHUNKED, "", manifest_bytes, _toc.load_toc(manifest_bytes),
+                     TarSplitFile(io.BytesIO(ts)), data_end)
+    verifier = _Verifier(layer)
+    try:
+        for i in range(0, len(tar), 1000):
+            verifier(tar[i : i + 1000])
+            assert (verifier.walker is not None) == (_toc.accelerator() is not None)
+        verifier.finish()
+    except Exception as e:  # the outcome compared, whatever it is
+        return "error", f"{type(e).__name__}: {e}"
+    assert layer.tar_split is not None
+    return "ok", (layer.tar_split.tar_size, verifier.k)
+
+
+def _gnu_tar() -> bytes:
+    return _tar(tarfile.GNU_FORMAT)
+
+
+def _digest_lie(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    _entry(toc, "etc/a")["digest"] = "sha256:" + "1" * 64
+
+
+def _crc_lie(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    _edit_line(ts, "etc/z", payload=base64.b64encode(b"\0" * 8).decode())
+
+
+def _content_lie(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    at = tar.find(b"alpha\n")
+    tar[at : at + 5] = b"omega"
+
+
+def _header_lie(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    at = tar.find(b"etc/z\0")
+    tar[at + 4 : at + 5] = b"y"
+
+
+def _order_lie(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    entries: list[dict[str, object]] = toc["entries"]  # type: ignore[assignment]
+    a = next(i for i, e in enumerate(entries) if e["name"] == "etc/a")
+    z = next(i for i, e in enumerate(entries) if e["name"] == "etc/z")
+    entries[a], entries[z] = entries[z], entries[a]
+
+
+def _longer(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    tar.extend(b"\0" * 2048)
+
+
+def _shorter(toc: dict[str, object], ts: list[dict[str, object]], tar: bytearray) -> None:
+    del tar[-3000:]
+
+
+_WALK_LIES = {"none": lambda toc, ts, tar: None, "digest": _digest_lie, "crc": _crc_lie,
+              "content": _content_lie, "header": _header_lie, "order": _order_lie, "longer": _longer,
+              "shorter": _shorter}
+
+
+@needs_c
+@pytest.mark.parametrize("lie", sorted(_WALK_LIES))
+def test_the_walk_in_c_ends_as_the_python_one(lie: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tar = _gnu_tar()
+    blob = _blob("gnu")
+    toc = json.loads(json.dumps(blob.toc))
+    ts = _lines(blob.tar_split)
+    raw = bytearray(tar)
+    _WALK_LIES[lie](toc, ts, raw)
+    c = _walk(toc, _packed(ts), bytes(raw), len(blob.data))
+    with monkeypatch.context() as m:
+        m.setattr(_toc, "accelerator", lambda: None)
+        python = _walk(toc, _packed(ts), bytes(raw), len(blob.data))
+    assert c == python
+    assert (c[0] == "ok") == (lie == "none"), c

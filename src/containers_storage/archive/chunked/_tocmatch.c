@@ -323,6 +323,7 @@ static const char *const attr_names[A_COUNT] = {
     "accesstime", "linkname",
 };
 static PyObject *attrs[A_COUNT];
+static PyObject *update_attr;
 
 /* 1 when attribute ``attr`` of ``e`` is the int ``v``; 0 when not; -1 on error. */
 static int int_is(PyObject *e, int attr, long long v)
@@ -1015,6 +1016,264 @@ out:
     return result;
 }
 
+/* -- the layer's bytes against the tar-split ------------------------------------------------------ */
+
+/* differ._Verifier's walk in C: every byte that is not file content must be the tar-split's,
+ * each file must come where the TOC has it, and hash to its TOC digest and tar-split CRC-64.
+ * Failures go to ``fail(what, k, got)``, which raises them in the Python code's words. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entries; /* iterator of (type, name, size, payload), headers already checked */
+    PyObject *files;   /* list of toc.File */
+    PyObject *new_hash, *crc64, *fail;
+    PyObject *hash;    /* the current file's */
+    PyObject *segment; /* bytes */
+    PyObject *crc_want; /* bytes or None */
+    Py_ssize_t seg_pos, k;
+    long long left, total;
+    unsigned long long crc;
+    int in_file;
+} Walker;
+
+static PyObject *entry_attr; /* "entry" */
+
+static int walker_fail(Walker *w, const char *what, PyObject *got)
+{
+    PyObject *r = PyObject_CallFunction(w->fail, "(snO)", what, w->k, got ? got : Py_None);
+    Py_XDECREF(r);
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "internal error: a failure was not raised");
+    return -1;
+}
+
+/* On to the next tar-split entry with bytes. */
+static int walker_next(Walker *w)
+{
+    for (;;) {
+        PyObject *t = PyIter_Next(w->entries);
+        if (!t) {
+            if (PyErr_Occurred())
+                return -1;
+            return walker_fail(w, "more", NULL);
+        }
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4) {
+            Py_DECREF(t);
+            PyErr_SetString(PyExc_TypeError, "tar-split entries are (type, name, size, payload) tuples");
+            return -1;
+        }
+        long typ = PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+        long long size = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 2));
+        if ((typ == -1 || size == -1) && PyErr_Occurred()) {
+            Py_DECREF(t);
+            return -1;
+        }
+        PyObject *payload = PyTuple_GET_ITEM(t, 3);
+        if (typ == 2) {
+            if (PyBytes_Check(payload) && PyBytes_GET_SIZE(payload)) {
+                Py_XSETREF(w->segment, Py_NewRef(payload));
+                w->seg_pos = 0;
+                w->left = PyBytes_GET_SIZE(payload);
+                w->total += w->left;
+                w->in_file = 0;
+                Py_DECREF(t);
+                return 0;
+            }
+            Py_DECREF(t);
+            continue;
+        }
+        w->total += size;
+        if (!size) {
+            Py_DECREF(t);
+            continue;
+        }
+        /* The TOC's next file must be this one. */
+        int same = 0;
+        if (w->k < PyList_GET_SIZE(w->files)) {
+            PyObject *e = PyObject_GetAttr(PyList_GET_ITEM(w->files, w->k), entry_attr);
+            PyObject *esize = e ? PyObject_GetAttr(e, attrs[A_SIZE]) : NULL;
+            PyObject *ename = esize ? PyObject_GetAttr(e, slots[K_NAME]) : NULL;
+            PyObject *name = PyTuple_GET_ITEM(t, 1);
+            PyObject *text = ename && PyBytes_Check(name)
+                                 ? PyUnicode_DecodeUTF8(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), "replace")
+                                 : NULL;
+            if (text) {
+                int overflow;
+                long long n = PyLong_AsLongLongAndOverflow(esize, &overflow);
+                same = !overflow && n == size && PyUnicode_Compare(ename, text) == 0;
+            }
+            Py_XDECREF(e);
+            Py_XDECREF(esize);
+            Py_XDECREF(ename);
+            Py_XDECREF(text);
+            if (PyErr_Occurred()) {
+                Py_DECREF(t);
+                return -1;
+            }
+        }
+        if (!same) {
+            Py_DECREF(t);
+            return walker_fail(w, "order", NULL);
+        }
+        Py_XSETREF(w->hash, PyObject_CallNoArgs(w->new_hash));
+        if (!w->hash) {
+            Py_DECREF(t);
+            return -1;
+        }
+        w->crc = 0;
+        Py_XSETREF(w->crc_want, Py_NewRef(payload));
+        w->left = size;
+        w->in_file = 1;
+        Py_DECREF(t);
+        return 0;
+    }
+}
+
+static int walker_file_done(Walker *w)
+{
+    PyObject *hex = PyObject_CallMethod(w->hash, "hexdigest", NULL);
+    if (!hex)
+        return -1;
+    PyObject *got = PyUnicode_FromFormat("sha256:%U", hex);
+    Py_DECREF(hex);
+    if (!got)
+        return -1;
+    PyObject *e = PyObject_GetAttr(PyList_GET_ITEM(w->files, w->k), entry_attr);
+    PyObject *want = e ? PyObject_GetAttr(e, slots[K_DIGEST]) : NULL;
+    Py_XDECREF(e);
+    if (!want) {
+        Py_DECREF(got);
+        return -1;
+    }
+    int same = PyUnicode_Check(want) && PyUnicode_Compare(got, want) == 0;
+    Py_DECREF(want);
+    if (PyErr_Occurred()) {
+        Py_DECREF(got);
+        return -1;
+    }
+    if (!same) {
+        int r = walker_fail(w, "checksum", got);
+        Py_DECREF(got);
+        return r;
+    }
+    Py_DECREF(got);
+    if (w->crc_want != Py_None) {
+        unsigned char be[8];
+        for (int i = 0; i < 8; i++)
+            be[i] = (unsigned char)(w->crc >> (56 - 8 * i));
+        if (!PyBytes_Check(w->crc_want) || PyBytes_GET_SIZE(w->crc_want) != 8 ||
+            memcmp(PyBytes_AS_STRING(w->crc_want), be, 8) != 0)
+            return walker_fail(w, "crc", NULL);
+    }
+    w->k++;
+    w->in_file = 0;
+    return 0;
+}
+
+static PyObject *Walker_take(Walker *w, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *p = view.buf;
+    Py_ssize_t i = 0, n = view.len;
+    while (i < n) {
+        if (!w->left && walker_next(w) < 0)
+            goto fail;
+        Py_ssize_t take = n - i < w->left ? n - i : (Py_ssize_t)w->left;
+        if (w->in_file) {
+            PyObject *part = PyMemoryView_FromMemory((char *)p + i, take, PyBUF_READ);
+            if (!part)
+                goto fail;
+            PyObject *r = PyObject_CallMethodOneArg(w->hash, update_attr, part);
+            Py_XDECREF(r);
+            PyObject *c = r ? PyLong_FromUnsignedLongLong(w->crc) : NULL;
+            PyObject *crc = c ? PyObject_CallFunctionObjArgs(w->crc64, part, c, NULL) : NULL;
+            Py_XDECREF(c);
+            Py_DECREF(part);
+            if (!crc)
+                goto fail;
+            w->crc = PyLong_AsUnsignedLongLong(crc);
+            Py_DECREF(crc);
+            if (w->crc == (unsigned long long)-1 && PyErr_Occurred())
+                goto fail;
+        } else {
+            if (memcmp(p + i, PyBytes_AS_STRING(w->segment) + w->seg_pos, (size_t)take) != 0) {
+                walker_fail(w, "headers", NULL);
+                goto fail;
+            }
+            w->seg_pos += take;
+        }
+        w->left -= take;
+        i += take;
+        if (!w->left && w->in_file && walker_file_done(w) < 0)
+            goto fail;
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"entries", "files", "new_hash", "crc64", "fail", NULL};
+    PyObject *entries, *files, *new_hash, *crc64, *fail;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!OOO:Walker", kwlist, &entries, &PyList_Type, &files,
+                                     &new_hash, &crc64, &fail))
+        return -1;
+    Py_XSETREF(w->entries, PyObject_GetIter(entries));
+    if (!w->entries)
+        return -1;
+    Py_XSETREF(w->files, Py_NewRef(files));
+    Py_XSETREF(w->new_hash, Py_NewRef(new_hash));
+    Py_XSETREF(w->crc64, Py_NewRef(crc64));
+    Py_XSETREF(w->fail, Py_NewRef(fail));
+    return 0;
+}
+
+static void Walker_dealloc(Walker *w)
+{
+    Py_XDECREF(w->entries);
+    Py_XDECREF(w->files);
+    Py_XDECREF(w->new_hash);
+    Py_XDECREF(w->crc64);
+    Py_XDECREF(w->fail);
+    Py_XDECREF(w->hash);
+    Py_XDECREF(w->segment);
+    Py_XDECREF(w->crc_want);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyObject *Walker_state(Walker *w, void *closure)
+{
+    return Py_BuildValue("(LnL)", w->left, w->k, w->total);
+}
+
+static PyMethodDef Walker_methods[] = {
+    {"take", (PyCFunction)Walker_take, METH_O, "take(piece): the next bytes of the layer's tarball."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Walker_getset[] = {
+    {"state", (getter)Walker_state, NULL, "(bytes of the current entry still to come, files done, tar size)",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject WalkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "containers_storage.archive.chunked._tocmatch.Walker",
+    .tp_basicsize = sizeof(Walker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Walker(entries, files, new_hash, crc64, fail): a layer's tarball held to its tar-split and TOC.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Walker_init,
+    .tp_dealloc = (destructor)Walker_dealloc,
+    .tp_methods = Walker_methods,
+    .tp_getset = Walker_getset,
+};
+
 static PyMethodDef module_methods[] = {
     {"entries", py_entries, METH_VARARGS,
      "entries(raw, TOCEntry, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
@@ -1049,12 +1308,17 @@ PyMODINIT_FUNC PyInit__tocmatch(void)
         !(empty_digest = PyUnicode_InternFromString(
               "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")))
         return NULL;
-    if (PyType_Ready(&ScannerType) < 0)
+    if (!update_attr && !(update_attr = PyUnicode_InternFromString("update")))
+        return NULL;
+    if (!entry_attr && !(entry_attr = PyUnicode_InternFromString("entry")))
+        return NULL;
+    if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&WalkerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0 ||
+        PyModule_AddObjectRef(m, "Walker", (PyObject *)&WalkerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

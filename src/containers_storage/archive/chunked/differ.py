@@ -42,7 +42,7 @@ from .toc import BadRangeRequest, ChunkedError, FallbackToFullPull
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-    from typing import IO, Any
+    from typing import IO, Any, NoReturn
 
     from ...store import Store
     from ..apply import ApplyOptions, ApplyResult
@@ -639,13 +639,33 @@ class _Verifier:
         self.crc_want: bytes | None = None
         self.total = 0
         self.error: BaseException | None = None
+        self.walker: Any = None  # the walk in C (_tocmatch.Walker), when built
 
     def __call__(self, piece: bytes) -> None:
         try:
-            self._take(piece)
+            if self.pending is None:  # the TOC, parsed here, in the reading thread (see _apply_whole)
+                self._next_checked_toc()
+            if self.walker is not None:
+                self.walker.take(piece)
+            else:
+                self._take(piece)
         except BaseException as e:
             self.error = e
             raise
+
+    def _fail(self, what: str, k: int, got: str | None) -> NoReturn:
+        """Raise what went wrong at file ``k`` (the walk in C calls this too)."""
+        if what == "headers":
+            raise ChunkedError("the layer's tar headers are not the ones its tar-split records")
+        if what == "order":
+            raise ChunkedError("tar-split and TOC data is inconsistent: files are in another order")
+        if what == "more":
+            raise ChunkedError("the layer holds more than its tar-split records")
+        f = self.files[k]
+        if what == "checksum":
+            raise ChunkedError(f"checksum mismatch for {f.entry.name!r} (got {got!r} instead of "
+                               f"{f.entry.digest!r})")
+        raise ChunkedError(f"content of {f.entry.name!r} does not match its tar-split checksum")
 
     def _take(self, piece: bytes) -> None:
         view = memoryview(piece)
@@ -660,7 +680,7 @@ class _Verifier:
                 self.crc = crc64(part, self.crc)
             else:
                 if part != self.segment[self.seg_pos : self.seg_pos + take]:
-                    raise ChunkedError("the layer's tar headers are not the ones its tar-split records")
+                    self._fail("headers", self.k, None)
                 self.seg_pos += take
             self.left -= take
             i += take
@@ -669,9 +689,6 @@ class _Verifier:
 
     def _next(self) -> None:
         """On to the next tar-split entry with bytes, checking the headers passed on the way."""
-        if self.pending is None:  # the TOC, parsed here, in the reading thread (see _apply_whole)
-            self._next_checked_toc()
-        assert self.pending is not None
         for typ, name, size, payload in self.lines:
             if typ == 2:
                 if payload:
@@ -683,28 +700,31 @@ class _Verifier:
             if size:
                 if self.k >= len(self.files) or self.files[self.k].entry.size != size or (
                         self.files[self.k].entry.name != name.decode("utf-8", "replace")):
-                    raise ChunkedError("tar-split and TOC data is inconsistent: files are in another order")
+                    self._fail("order", self.k, None)
                 self.hash = hashlib.sha256()
                 self.crc = 0
                 self.crc_want = payload
                 self.left, self.in_file = size, True
                 return
-        raise ChunkedError("the layer holds more than its tar-split records")
+        self._fail("more", self.k, None)
 
     def _next_checked_toc(self) -> None:
         toc = self.layer_toc.toc
         self.files = toc.files
         self.pending = {e.name: e for e in toc.entries}
         self.lines = checked_entries(self.ts, self.pending)
+        accel = _toc.accelerator()
+        if accel is not None:
+            # The same walk without a Python loop over every entry and piece of a file.
+            self.walker = accel.Walker(self.lines, self.files, hashlib.sha256, crc64, self._fail)
 
     def _file_done(self) -> None:
         f = self.files[self.k]
         got = "sha256:" + self.hash.hexdigest()
         if got != f.entry.digest:
-            raise ChunkedError(f"checksum mismatch for {f.entry.name!r} (got {got!r} instead of "
-                               f"{f.entry.digest!r})")
+            self._fail("checksum", self.k, got)
         if self.crc_want is not None and self.crc.to_bytes(8, "big") != self.crc_want:
-            raise ChunkedError(f"content of {f.entry.name!r} does not match its tar-split checksum")
+            self._fail("crc", self.k, None)
         self.k += 1
         self.in_file = False
 
@@ -713,6 +733,8 @@ class _Verifier:
         if self.pending is None:
             self._next_checked_toc()
         assert self.pending is not None
+        if self.walker is not None:
+            self.left, self.k, self.total = self.walker.state
         if self.left:
             raise ChunkedError("the layer ends before its tar-split does")
         for typ, _name, _size, payload in self.lines:
