@@ -562,6 +562,13 @@ fail:
     return NULL;
 }
 
+/* Each of ``fields`` set to a new reference to its value, or cleared without ``values``. */
+static void keep(PyObject **fields[], PyObject *values[], int n)
+{
+    for (int i = 0; i < n; i++)
+        Py_XSETREF(*fields[i], values ? Py_NewRef(values[i]) : NULL);
+}
+
 static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"pending", "slow_line", "slow_header", NULL};
@@ -569,9 +576,9 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO:Scanner", kwlist, &PyDict_Type, &pending,
                                      &slow_line, &slow_header))
         return -1;
-    Py_XSETREF(s->pending, Py_NewRef(pending));
-    Py_XSETREF(s->slow_line, Py_NewRef(slow_line));
-    Py_XSETREF(s->slow_header, Py_NewRef(slow_header));
+    PyObject **fields[] = {&s->pending, &s->slow_line, &s->slow_header};
+    PyObject *values[] = {pending, slow_line, slow_header};
+    keep(fields, values, 3);
     s->region_len = 0;
     s->pad = 0;
     return 0;
@@ -579,9 +586,8 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwds)
 
 static void Scanner_dealloc(Scanner *s)
 {
-    Py_XDECREF(s->pending);
-    Py_XDECREF(s->slow_line);
-    Py_XDECREF(s->slow_header);
+    PyObject **fields[] = {&s->pending, &s->slow_line, &s->slow_header};
+    keep(fields, NULL, 3);
     PyMem_Free(s->region);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -593,17 +599,16 @@ static PyMethodDef Scanner_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject ScannerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "containers_storage.archive.chunked._tocmatch.Scanner",
-    .tp_basicsize = sizeof(Scanner),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Scanner(pending, slow_line, slow_header): a tar-split's entries checked against its TOC.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Scanner_init,
-    .tp_dealloc = (destructor)Scanner_dealloc,
-    .tp_methods = Scanner_methods,
-};
+/* A type of this module: its C struct, constructor, destructor, methods and attributes. */
+#define TYPE(Name, doc, getset)                                                                     \
+    static PyTypeObject Name##Type = {                                                              \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "containers_storage.archive.chunked._tocmatch." #Name, \
+        .tp_basicsize = sizeof(Name), .tp_flags = Py_TPFLAGS_DEFAULT, .tp_doc = doc,                \
+        .tp_new = PyType_GenericNew, .tp_init = (initproc)Name##_init,                              \
+        .tp_dealloc = (destructor)Name##_dealloc, .tp_methods = Name##_methods, .tp_getset = getset, \
+    }
+
+TYPE(Scanner, "Scanner(pending, slow_line, slow_header): a tar-split's entries checked against its TOC.", NULL);
 
 /* -- TOC entries ------------------------------------------------------------------------------- */
 
@@ -1225,23 +1230,17 @@ static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
     Py_XSETREF(w->entries, PyObject_GetIter(entries));
     if (!w->entries)
         return -1;
-    Py_XSETREF(w->files, Py_NewRef(files));
-    Py_XSETREF(w->new_hash, Py_NewRef(new_hash));
-    Py_XSETREF(w->crc64, Py_NewRef(crc64));
-    Py_XSETREF(w->fail, Py_NewRef(fail));
+    PyObject **fields[] = {&w->files, &w->new_hash, &w->crc64, &w->fail};
+    PyObject *values[] = {files, new_hash, crc64, fail};
+    keep(fields, values, 4);
     return 0;
 }
 
 static void Walker_dealloc(Walker *w)
 {
-    Py_XDECREF(w->entries);
-    Py_XDECREF(w->files);
-    Py_XDECREF(w->new_hash);
-    Py_XDECREF(w->crc64);
-    Py_XDECREF(w->fail);
-    Py_XDECREF(w->hash);
-    Py_XDECREF(w->segment);
-    Py_XDECREF(w->crc_want);
+    PyObject **fields[] = {&w->entries, &w->files, &w->new_hash, &w->crc64, &w->fail, &w->hash, &w->segment,
+                           &w->crc_want};
+    keep(fields, NULL, 8);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -1261,18 +1260,8 @@ static PyGetSetDef Walker_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject WalkerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "containers_storage.archive.chunked._tocmatch.Walker",
-    .tp_basicsize = sizeof(Walker),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Walker(entries, files, new_hash, crc64, fail): a layer's tarball held to its tar-split and TOC.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Walker_init,
-    .tp_dealloc = (destructor)Walker_dealloc,
-    .tp_methods = Walker_methods,
-    .tp_getset = Walker_getset,
-};
+TYPE(Walker, "Walker(entries, files, new_hash, crc64, fail): a layer's tarball held to its tar-split and TOC.",
+     Walker_getset);
 
 static PyMethodDef module_methods[] = {
     {"entries", py_entries, METH_VARARGS,

@@ -293,51 +293,26 @@ def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool
 
 # -- TOC against tar-split -------------------------------------------------------------------
 
-def _b64(value: object) -> bytes | None:
-    import binascii
-
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ChunkedError("corrupt tar-split: payload is not a string")
-    try:
-        return binascii.a2b_base64(value)
-    except binascii.Error:
-        raise ChunkedError("corrupt tar-split: bad base64 payload") from None
-
-
 def _decode_line(line: bytes) -> tuple[int, bytes, int, bytes | None] | None:
-    """One tar-split JSON line as (type, name, size, payload), type 1 a file, 2 raw bytes; None
-    for a blank line."""
-    import orjson
+    """One tar-split JSON line as (type, name, size, payload), type 1 a file, 2 raw bytes, as
+    the tar-split reader decodes it (Go's JSON: strict base64, ``name_raw`` or ``name``); None
+    for a blank line.  The TOC check also wants a type it knows and 8-byte file checksums."""
+    from ...errors import InvalidArchive
+    from ..tarsplit import _decode_line as decode
 
-    if not line.strip():
-        return None
     try:
-        e = orjson.loads(line)
-    except orjson.JSONDecodeError as err:
-        raise ChunkedError(f"corrupt tar-split entry: {err}") from None
-    if not isinstance(e, dict):
-        raise ChunkedError("corrupt tar-split: an entry is not a JSON object")
-    typ = e.get("type")
-    size = e.get("size") or 0
-    if type(size) is not int or size < 0:
-        raise ChunkedError("corrupt tar-split: bad size in entry")
-    raw = _b64(e.get("name_raw"))
-    if raw:
-        name = raw
-    else:
-        text = e.get("name") or ""
-        if not isinstance(text, str):
-            raise ChunkedError("corrupt tar-split: name is not a string")
-        name = text.encode("utf-8", "surrogatepass")
-    payload = _b64(e.get("payload"))
+        entry = decode(line)
+    except InvalidArchive as e:
+        raise ChunkedError(f"tar-split: {e}") from None
+    if entry is None:
+        return None
+    typ, payload = entry.type, entry.payload
     if typ == 1:
         if payload is not None and len(payload) != 8:
             raise ChunkedError("corrupt tar-split: bad checksum in file entry")
     elif typ != 2:
         raise ChunkedError(f"unexpected tar-split entry type {typ!r}")
-    return typ, name, size, payload
+    return typ, entry.name, entry.size, payload
 
 
 def checked_entries(ts: TarSplitFile, pending: dict[str, _toc.TOCEntry]
