@@ -41,8 +41,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[test,docs]'
 # The C loop of layer apply is an optional extension (the package works without it), but the
 # tests and benchmarks are meant to run it: a failed build must not pass unnoticed here.
-if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns, containers_storage.archive.chunked._rollsum' 2>/dev/null; then
-  echo "setup: the C extensions (_fastapply, _userns, _rollsum) did not build (gcc and the Python headers?)" >&2
+if ! .venv/bin/python -c 'import containers_storage.archive._fastapply, containers_storage._userns, containers_storage.archive.chunked._rollsum, containers_storage.archive.chunked._tocmatch, containers_storage._removetree' 2>/dev/null; then
+  echo "setup: the C extensions (_fastapply, _userns, _rollsum, _tocmatch, _removetree) did not build (gcc and the Python headers?)" >&2
   exit 1
 fi
 # Every CLI call starts an interpreter: setuptools' distutils-precedence.pth (Python 3.11's venv

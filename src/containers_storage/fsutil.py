@@ -60,6 +60,18 @@ def _create_temp(path: str) -> tuple[int, str]:
             continue
 
 
+def make_temp_dir(parent: str) -> str:
+    """A new, empty 0700 directory with a random name in ``parent`` (tempfile.mkdtemp's contract
+    without its import, ~7 ms in a fresh process)."""
+    while True:
+        path = os.path.join(parent, os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def read_optional(path: str) -> bytes:
     """File contents, or empty bytes when it does not exist (Go treats both alike)."""
     try:

@@ -348,3 +348,20 @@ def test_directory_size_counts_files_and_hard_links_once(tmp_path: Path) -> None
     assert fsutil.directory_size(str(root / "g")) == 24
     with pytest.raises(FileNotFoundError):
         fsutil.directory_size(str(tmp_path / "missing"))
+
+
+def test_make_temp_dir_is_new_private_and_empty(tmp_path: Path) -> None:
+    made = {fsutil.make_temp_dir(str(tmp_path)) for _ in range(20)}
+    assert len(made) == 20
+    for path in made:
+        assert os.path.dirname(path) == str(tmp_path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700 & ~_umask()
+        assert os.listdir(path) == []
+    with pytest.raises(FileNotFoundError):
+        fsutil.make_temp_dir(str(tmp_path / "missing"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

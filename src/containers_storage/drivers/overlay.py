@@ -27,7 +27,7 @@ import stat
 
 from .. import TYPE_CHECKING
 from ..errors import DriverError
-from ..fsutil import directory_size, rmtree
+from ..fsutil import directory_size, make_temp_dir, rmtree
 from ..idtools import IDMap, root_pair, to_host
 from . import overlay_mount as om
 from . import overlay_probe as probe
@@ -1017,9 +1017,7 @@ class OverlayDriver(NaiveDiff):
         """A locked staging dir and the empty ``dir`` in it that becomes the layer's diff."""
         base_dir = os.path.join(self._home_for_image_store(), STAGING_DIR)
         os.makedirs(base_dir, mode=0o700, exist_ok=True)
-        import tempfile
-
-        layer_dir = tempfile.mkdtemp(dir=base_dir)
+        layer_dir = make_temp_dir(base_dir)
         lock_fd = os.open(os.path.join(layer_dir, STAGING_LOCK_FILE),
                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.lockf(lock_fd, fcntl.LOCK_EX)
