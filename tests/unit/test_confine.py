@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from containers_storage.archive import confine
+from containers_storage.archive import accel, confine
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -113,5 +113,71 @@ def test_parent_beneath(resolver: str, tree: Path) -> None:
         os.close(fd)
         with pytest.raises(OSError):
             confine.parent_beneath(root, "..")
+    finally:
+        os.close(root)
+
+
+@pytest.fixture(params=["c", "python-openat2", "python-walk"])
+def copies_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """open_copies through the C batch (openat2 and the extension) or file by file in Python,
+    with either resolver."""
+    confine.set_openat2_enabled(request.param != "python-walk")
+    if request.param != "python-walk" and not confine.have_openat2():
+        pytest.skip("kernel has no openat2")
+    if request.param == "c" and accel.fastapply is None:
+        pytest.skip("the C accelerator is not built or is disabled")
+    if request.param != "c":
+        monkeypatch.setattr(confine, "fastapply", None)
+    yield str(request.param)
+    confine.set_openat2_enabled(None)
+
+
+def test_open_copies_keeps_only_regular_files_of_the_size(copies_path: str, tree: Path) -> None:
+    (tree / "d" / "big").write_bytes(b"x" * 70000)
+    os.mkfifo(tree / "d" / "fifo")
+    root = confine.open_root(str(tree))
+    try:
+        items: list[tuple[int, str | bytes, int]] = [
+            (root, "d/f", 6),              # a regular file of its size: kept
+            (root, b"d/big", 70000),       # bytes names too
+            (root, "d/f", 7),              # another size: not used
+            (root, "d/missing", 0),
+            (root, "d/e", 4096),           # a directory
+            (root, "d/fifo", 0),           # never opened for reading (O_NONBLOCK), not regular
+            (root, "dl/f", 6),             # a symlink on the way is followed inside the root
+            (root, "chain", 0),            # a symlink as the last component: O_NOFOLLOW
+            (root, "../outside/f", 7),     # ".." stops at the root: root/outside/f, missing
+            (root, "abs/f", 7),            # an absolute link resolves inside the root
+            (-1, "d/f", 6),                # a layer that could not be opened
+        ]
+        fds = confine.open_copies(items)
+        assert len(fds) == len(items)
+        kept = [i for i, fd in enumerate(fds) if fd >= 0]
+        assert kept == [0, 1, 6]
+        try:
+            assert os.read(fds[0], 100) == b"inside"
+            assert os.fstat(fds[1]).st_size == 70000
+            assert os.read(fds[6], 100) == b"inside"
+            for fd in (fds[0], fds[1], fds[6]):
+                assert os.get_inheritable(fd) is False  # O_CLOEXEC
+        finally:
+            for i in kept:
+                os.close(fds[i])
+        assert confine.open_copies([]) == []
+    finally:
+        os.close(root)
+
+
+def test_open_copies_checks_its_items(tree: Path) -> None:
+    if accel.fastapply is None or not confine.have_openat2():
+        pytest.skip("the C batch needs openat2 and the extension")
+    root = confine.open_root(str(tree))
+    try:
+        with pytest.raises(ValueError, match="NUL"):
+            accel.fastapply.open_copies([(root, b"d/f\0x", 6)], os.O_RDONLY, 0)
+        with pytest.raises(TypeError):
+            accel.fastapply.open_copies([(root, b"d/f")], os.O_RDONLY, 0)
+        with pytest.raises(OverflowError):
+            accel.fastapply.open_copies([(1 << 40, b"d/f", 6)], os.O_RDONLY, 0)
     finally:
         os.close(root)

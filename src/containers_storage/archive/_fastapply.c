@@ -692,9 +692,106 @@ static PyObject *py_openat2(PyObject *self, PyObject *args)
 #endif
 }
 
+PyDoc_STRVAR(open_copies_doc,
+"open_copies(items, flags, resolve) -> list of fds\n"
+"--\n\n"
+"Open a batch of files for reading, each with openat2(dirfd, path, flags, resolve) from an\n"
+"(dirfd, path, size) item, in one call without the GIL (a partial pull's local copies: on a\n"
+"cold cache every open waits for the disk, and a thread taking the GIL back after each one\n"
+"queued behind the threads that apply the layer).  An fd is kept only for a regular file of\n"
+"that size, and the kernel is asked to start reading it (POSIX_FADV_WILLNEED); -1 stands for\n"
+"any other outcome (missing, another type or size, an error), as the caller cannot use it.");
+
+struct copy_item {
+    int dirfd;
+    const char *path;
+    long long size;
+    int fd;
+};
+
+static PyObject *py_open_copies(PyObject *self, PyObject *args)
+{
+    PyObject *items;
+    unsigned long long flags, resolve;
+    if (!PyArg_ParseTuple(args, "O!KK:open_copies", &PyList_Type, &items, &flags, &resolve))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    struct copy_item *batch = PyMem_Calloc(n ? (size_t)n : 1, sizeof *batch);
+    if (batch == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_ssize_t len;
+        char *path;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "open_copies: items are (dirfd, path, size) tuples");
+            goto fail;
+        }
+        long dirfd = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        batch[i].size = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
+        if (PyErr_Occurred())
+            goto fail;
+        if (dirfd < INT_MIN || dirfd > INT_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "open_copies: dirfd out of range");
+            goto fail;
+        }
+        batch[i].dirfd = (int)dirfd;
+        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(item, 1), &path, &len) < 0)
+            goto fail;
+        if ((Py_ssize_t)strlen(path) != len) {
+            PyErr_SetString(PyExc_ValueError, "open_copies: embedded NUL in a path");
+            goto fail;
+        }
+        batch[i].path = path; /* the list (and so its bytes) outlives the call */
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long fd = -1;
+#ifdef SYS_openat2
+        struct {
+            uint64_t flags, mode, resolve;
+        } how = {flags, 0, resolve};
+        fd = syscall(SYS_openat2, batch[i].dirfd, batch[i].path, &how, sizeof how);
+#endif
+        if (fd >= 0) {
+            struct stat st;
+            if (fstat((int)fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != batch[i].size) {
+                close((int)fd);
+                fd = -1;
+            } else {
+                (void)posix_fadvise((int)fd, 0, 0, POSIX_FADV_WILLNEED);
+            }
+        }
+        batch[i].fd = (int)fd;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        goto close_all;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(batch[i].fd);
+        if (v == NULL) {
+            Py_DECREF(out);
+            goto close_all;
+        }
+        PyList_SET_ITEM(out, i, v);
+        batch[i].fd = -1; /* the caller's now */
+    }
+    PyMem_Free(batch);
+    return out;
+close_all:
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (batch[i].fd >= 0)
+            close(batch[i].fd);
+fail:
+    PyMem_Free(batch);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"run", run, METH_VARARGS, run_doc},
     {"openat2", py_openat2, METH_VARARGS, openat2_doc},
+    {"open_copies", py_open_copies, METH_VARARGS, open_copies_doc},
     {NULL, NULL, 0, NULL},
 };
 

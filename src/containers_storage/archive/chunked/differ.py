@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 
 from ... import TYPE_CHECKING
 from ...errors import InvalidArchive, StorageError
@@ -57,7 +56,8 @@ LAYER_DATA_KEY = "zstd-chunked-layer-data"
 LAYER_DATA = b'{"format":0}'  # Go's chunkedLayerData for DifferOutputFormatDir
 
 _PIECE = 1 << 20  # stream pieces handed to the apply thread (it applies a piece at a time)
-_READ_AHEAD = 64  # local copies asked of the disk ahead of the one being read
+_READ_AHEAD = 256  # local copies asked of the disk ahead of the one being read (an fd each)
+_OPEN_BATCH = 16  # local copies opened in one call (without the GIL when it is C's)
 _ZEROS = bytes(_PIECE)
 
 
@@ -322,9 +322,17 @@ class ChunkedDiffer:
         _owners(out, toc)
         if plan is None:
             plan = _Plan(toc, self._index, self.options.use_hard_links)
-        parts, readers = self._request(plan, source)
+        # The local copies are opened (and their reading started) while the missing parts are
+        # asked for: on a cold cache their opens wait for the disk, and that can start now.
+        opener = _opener_for(plan, toc)
+        try:
+            parts, readers = self._request(plan, source)
+        except BaseException:
+            if opener is not None:
+                opener.close()
+            raise
         out.fetched_bytes = self.fetched_bytes = sum(length for _, length in network_ranges(parts))
-        stream = _Producer(layer_toc, plan, parts, readers, kind)
+        stream = _Producer(layer_toc, plan, parts, readers, kind, opener)
         from ..apply import apply_layer
 
         # Files found locally are cloned or hard linked rather than written from the stream; on
@@ -753,7 +761,7 @@ class _Producer:
     file's content from where the plan says, checked against its digests."""
 
     def __init__(self, layer_toc: LayerTOC, plan: _Plan, parts: list[Part], readers: Iterator[RangeReader],
-                 kind: str) -> None:
+                 kind: str, opener: _Opener | None) -> None:
         self.layer_toc = layer_toc
         self.toc = layer_toc.toc
         self.plan = plan
@@ -773,7 +781,7 @@ class _Producer:
                     elif p.origin is not None:
                         self.local[(op.file, j)] = p.origin
         self._net = self._network_ops(parts)
-        self._opener: _Opener | None = None  # opens the local copies ahead of the stream
+        self._opener = opener  # opens the local copies ahead of the stream (None: no copies)
 
     def close(self) -> None:
         if self._opener is not None:
@@ -821,9 +829,7 @@ class _Producer:
     def _register(self, i: int, name: bytes) -> int:
         """Before file ``i``'s header reaches the applier: hand it an fd of the local copy."""
         if self._opener is None:
-            files = self.toc.files
-            self._opener = _Opener([(k, *self.plan.reused[k][:2], files[k].entry.size)
-                                    for k in sorted(self.plan.reused)])
+            raise ChunkedError("internal error: a local copy without an opener")
         fd = self._opener.take(i)
         if fd < 0:
             root, rel, _link = self.plan.reused[i]
@@ -1013,13 +1019,34 @@ class _Producer:
             raise ChunkedError("a chunk decompresses to less data than its TOC says")
 
 
+def _opener_for(plan: _Plan, toc: _toc.TOC) -> _Opener | None:
+    """An opener of the plan's local copies, in file order; None when it takes none."""
+    if not plan.reused:
+        return None
+    files = toc.files
+    return _Opener([(k, *plan.reused[k][:2], files[k].entry.size) for k in sorted(plan.reused)])
+
+
+def _read_ahead() -> int:
+    """``_READ_AHEAD``, or a quarter of the process's file descriptor limit when that is lower."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return _READ_AHEAD
+    return max(8, min(_READ_AHEAD, soft // 4))
+
+
 class _Opener:
     """Opens the local copies a partial pull reads, in the stream's order, up to
     ``_READ_AHEAD`` ahead of it, in a thread of its own, and asks the kernel to start reading
     each (POSIX_FADV_WILLNEED): read one by one, thousands of small files of another layer
     would each wait for the disk, and their opens (confined to their layer, an ``openat2``
-    each) and the advice held up the thread that builds the stream.  Each layer directory is
-    opened once."""
+    each) and the advice held up the thread that builds the stream.  It is started before the
+    missing parts are requested, and opens up to ``_OPEN_BATCH`` copies in one call
+    (:func:`~containers_storage.archive.confine.open_copies`, without the GIL in C: one thread
+    taking the GIL back after every open waited behind the threads applying the layer).  Each
+    layer directory is opened once."""
 
     def __init__(self, items: list[tuple[int, str, str, int]]) -> None:
         """``items``: (file index, layer directory, name in it, size), in the order they are
@@ -1031,7 +1058,7 @@ class _Opener:
         self._items = items
         self._q: SimpleQueue[tuple[int, int] | None] = SimpleQueue()
         self._slots: SimpleQueue[None] = SimpleQueue()
-        for _ in range(_READ_AHEAD):
+        for _ in range(_read_ahead()):
             self._slots.put(None)
         self._stopped = False
         self._done = False
@@ -1040,12 +1067,14 @@ class _Opener:
     def _main(self) -> None:
         from _queue import Empty
 
-        from ..confine import open_beneath, open_root
+        from ..confine import open_copies, open_root
 
         roots: dict[str, int] = {}
+        items = self._items
+        i = 0
         try:
-            for k, root, rel, size in self._items:
-                while not self._stopped:
+            while i < len(items):
+                while not self._stopped:  # one free slot, then as many more as are free now
                     try:
                         self._slots.get(timeout=0.1)
                         break
@@ -1053,26 +1082,30 @@ class _Opener:
                         continue
                 if self._stopped:
                     return
-                fd = -1
-                try:
+                n = 1
+                while n < _OPEN_BATCH and i + n < len(items):
+                    try:
+                        self._slots.get_nowait()
+                    except Empty:
+                        break
+                    n += 1
+                batch = items[i:i + n]
+                i += n
+                wanted = []
+                for _, root, rel, size in batch:
                     rfd = roots.get(root)
                     if rfd is None:
-                        rfd = roots[root] = open_root(root)
-                    fd = open_beneath(rfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                    st = os.fstat(fd)
-                    if not stat.S_ISREG(st.st_mode) or st.st_size != size:  # (as its TOC says)
-                        os.close(fd)
-                        fd = -1
-                    else:
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    if fd >= 0:
-                        os.close(fd)
-                        fd = -1
-                self._q.put((k, fd))
+                        try:
+                            rfd = roots[root] = open_root(root)
+                        except OSError:
+                            rfd = -1  # (a layer gone: its copies fail to open, as each would)
+                    wanted.append((rfd, rel, size))
+                for (k, *_), fd in zip(batch, open_copies(wanted), strict=True):
+                    self._q.put((k, fd))
         finally:
             for rfd in roots.values():
-                os.close(rfd)
+                if rfd >= 0:
+                    os.close(rfd)
             self._q.put(None)
 
     def take(self, k: int) -> int:
