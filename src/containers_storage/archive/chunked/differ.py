@@ -150,15 +150,62 @@ def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: M
             raise StorageError(f"graph driver {driver.name} does not support partial pull but "
                                "convert_images requires that")
         raise FallbackToFullPull(f"graph driver {driver.name} does not support partial pull")
+    # Go builds its layers cache in NewDiffer, where no lock is held; so do we, in a thread while
+    # the TOC is fetched and parsed (reading the other layers' TOCs waits for the disk).
+    indexing = _Indexing(store)
     try:
         layer_toc = _read_toc(store, blob_size, annotations, source, opts)
     except FallbackToFullPull as e:
         if not opts.convert_images:
+            indexing.discard()
             raise
         if not e.can_convert:
+            indexing.discard()
             raise StorageError(f"neither a partial pull nor convert_images is possible: {e}") from None
-        return ChunkedDiffer(store, opts, source, blob_digest, blob_size, None)
-    return ChunkedDiffer(store, opts, source, blob_digest, blob_size, layer_toc)
+        return ChunkedDiffer(store, opts, source, blob_digest, blob_size, None, indexing.result())
+    except BaseException:
+        indexing.discard()
+        raise
+    try:
+        index = indexing.result()
+    except BaseException:
+        layer_toc.close()
+        raise
+    return ChunkedDiffer(store, opts, source, blob_digest, blob_size, layer_toc, index)
+
+
+class _Indexing:
+    """:func:`layer_index` of a store, made in a thread of its own."""
+
+    def __init__(self, store: Store) -> None:
+        from ... import lightthread
+
+        self._store = store
+        self._index: LayerIndex | None = None
+        self._error: BaseException | None = None
+        self._running = lightthread.start(self._run)
+
+    def _run(self) -> None:
+        try:
+            self._index = layer_index(self._store)
+        except BaseException as e:  # raised in the caller's thread by result()
+            self._error = e
+
+    def result(self) -> LayerIndex:
+        """The index, once made (what making it raised, raised here)."""
+        self._running.acquire()
+        self._running.release()
+        if self._error is not None:
+            raise self._error
+        assert self._index is not None
+        return self._index
+
+    def discard(self) -> None:
+        """Wait for the thread and drop what it made (the caller is failing anyway)."""
+        try:
+            self.result().close()
+        except Exception:
+            pass
 
 
 def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], source: BlobSource,
@@ -241,7 +288,7 @@ class ChunkedDiffer:
     """
 
     def __init__(self, store: Store, options: PullOptions, source: BlobSource, blob_digest: str,
-                 blob_size: int, layer_toc: LayerTOC | None) -> None:
+                 blob_size: int, layer_toc: LayerTOC | None, index: LayerIndex) -> None:
         """Use :func:`new_differ`."""
         self.options = options
         self.kind = layer_toc.kind if layer_toc is not None else "convert"
@@ -254,8 +301,7 @@ class ChunkedDiffer:
         self._used = False
         self.fetched_bytes = 0  # bytes of file data asked of the source by apply()
         self._converted: IO[bytes] | None = None  # convert_images: the rewritten blob (unnamed)
-        # Go builds its layers cache in NewDiffer, where no lock is held; so do we.
-        self._index = layer_index(store)
+        self._index = index  # the store's other partially pulled layers (closed by close())
 
     def close(self) -> None:
         """Drop the temporary files (the tar-split, a converted blob)."""
