@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -195,6 +196,7 @@ typedef struct {
 
 typedef struct {
     PyObject *cache, *stale, *dir_times, *unpacked, *uids, *gids, *seen, *crc, *lines;
+    PyObject *reuse; /* name -> (fd, hard link allowed) of a partial pull's local copies, or NULL */
     int root, chown;
     long long ts_pos;
     IdMap uid_map, gid_map;
@@ -283,9 +285,22 @@ static int write_all(int fd, const unsigned char *p, size_t n)
  * nothing was done) or FAILED with errno set, *named telling whether the os.* call that failed
  * would name the entry (1) or the link target and the entry (2); *dir_fd receives a new
  * directory's fd. */
+#define FICLONE_REQUEST 0x40049409 /* FICLONE: share the source's extents (reflink) */
+
+/* A regular file's content: a clone of the local copy src_fd where the file system shares
+ * extents (a partial pull, as apply.py's _clone) and the copy has the size, else the bytes. */
+static int fill(int fd, int src_fd, const unsigned char *data, unsigned long long size)
+{
+    struct stat st;
+    if (src_fd >= 0 && fstat(src_fd, &st) == 0 && (unsigned long long)st.st_size == size &&
+        ioctl(fd, FICLONE_REQUEST, src_fd) == 0)
+        return 0;
+    return write_all(fd, data, size);
+}
+
 static int make_entry(const Header *h, int pfd, const char *base, const char *link,
-                      const unsigned char *data, int chown, uid_t uid, gid_t gid, int *dir_fd,
-                      int *named)
+                      const unsigned char *data, int src_fd, int chown, uid_t uid, gid_t gid,
+                      int *dir_fd, int *named)
 {
     int fd, saved;
     struct timespec times[2];
@@ -300,7 +315,7 @@ static int make_entry(const Header *h, int pfd, const char *base, const char *li
         }
         times[0].tv_sec = times[1].tv_sec = (time_t)h->mtime;
         times[0].tv_nsec = times[1].tv_nsec = 0;
-        if (write_all(fd, data, h->size) < 0 || (chown && fchown(fd, uid, gid) < 0) ||
+        if (fill(fd, src_fd, data, h->size) < 0 || (chown && fchown(fd, uid, gid) < 0) ||
             fchmod(fd, h->mode & 07777) < 0 || futimens(fd, times) < 0) {
             saved = errno;
             close(fd);
@@ -534,13 +549,57 @@ static int one_entry(Ctx *c, const unsigned char *buf, Py_ssize_t len, Py_ssize_
     memcpy(link, h.link, h.link_len);
     link[h.link_len] = 0;
     const unsigned char *data = blk + BLOCK;
-    int dir_fd = -1, named, r, err = 0;
+    int dir_fd = -1, named, r, err = 0, src_fd = -1;
+    PyObject *name_key = NULL;
+    if (c->reuse && h.type == T_REG) {
+        /* A local copy to clone: keyed by the header's name, as apply.py's _write_file looks it
+         * up.  One to hard link is the Python path's (it compares owner and mode first). */
+        name_key = PyBytes_FromStringAndSize((const char *)h.name, (Py_ssize_t)h.name_len);
+        if (!name_key)
+            goto out;
+        PyObject *found = PyDict_GetItemWithError(c->reuse, name_key);
+        if (found) {
+            int hard_link = PyTuple_Check(found) && PyTuple_GET_SIZE(found) == 2
+                            ? PyObject_IsTrue(PyTuple_GET_ITEM(found, 1)) : -1;
+            if (hard_link < 0 || (src_fd = as_int(PyTuple_GET_ITEM(found, 0))) < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "run: reuse items are (fd, hard link allowed)");
+                Py_DECREF(name_key);
+                goto out;
+            }
+            if (hard_link) {
+                Py_DECREF(name_key);
+                status = FALLBACK;
+                goto out;
+            }
+        }
+        else if (PyErr_Occurred()) {
+            Py_DECREF(name_key);
+            goto out;
+        }
+        else
+            Py_CLEAR(name_key);
+    }
     Py_BEGIN_ALLOW_THREADS
-    r = make_entry(&h, pfd, base, link, data, c->chown, (uid_t)host_uid, (gid_t)host_gid, &dir_fd,
-                   &named);
+    r = make_entry(&h, pfd, base, link, data, src_fd, c->chown, (uid_t)host_uid,
+                   (gid_t)host_gid, &dir_fd, &named);
     if (r == FAILED)
         err = errno;
     Py_END_ALLOW_THREADS
+    if (name_key) {
+        /* Taken (a clone or the bytes written) or failed: either way it is used up, as in
+         * _reuse_file; a fallback leaves it for the Python path. */
+        if (r != FALLBACK) {
+            close(src_fd);
+            if (PyDict_DelItem(c->reuse, name_key) < 0) {
+                Py_DECREF(name_key);
+                if (dir_fd >= 0)
+                    close(dir_fd);
+                goto out;
+            }
+        }
+        Py_DECREF(name_key);
+    }
     if (r == FALLBACK) {
         status = FALLBACK;
         goto out;
@@ -606,24 +665,28 @@ out:
 
 PyDoc_STRVAR(run_doc,
 "run(buf, pos, pad, root, cache, stale, dir_times, unpacked, uids, gids, chown, seen, crc, ts_pos,\n"
-"    uid_map, gid_map)\n"
+"    uid_map, gid_map, reuse=None)\n"
 "--\n\n"
 "Apply the plain entries that start at buf[pos + pad:], until one is not plain or the chunk\n"
 "ends.  Returns (pos, pad, entries applied, tar-split lines, error), error being None or\n"
 "(entry name, OSError).  seen is the tar-split writer's set of names, or None without one;\n"
-"uid_map and gid_map lists of (container ID, host ID, size), or None.");
+"uid_map and gid_map lists of (container ID, host ID, size), or None.  reuse maps a regular\n"
+"file's name to (fd of a local copy, hard link allowed): the file is a clone of the copy where\n"
+"the file system can (its bytes otherwise), the entry leaves the dict and the fd is closed; one\n"
+"to hard link stops the run for the Python path.");
 
 static PyObject *run(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     Py_ssize_t pos, pad;
     Ctx c;
-    PyObject *seen, *uid_map, *gid_map;
-    if (!PyArg_ParseTuple(args, "y*nniO!O!O!OO!O!pOOLOO:run", &buf, &pos, &pad, &c.root,
+    PyObject *seen, *uid_map, *gid_map, *reuse = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nniO!O!O!OO!O!pOOLOO|O:run", &buf, &pos, &pad, &c.root,
                           &PyDict_Type, &c.cache, &PyList_Type, &c.stale, &PyList_Type,
                           &c.dir_times, &c.unpacked, &PySet_Type, &c.uids, &PySet_Type, &c.gids,
-                          &c.chown, &seen, &c.crc, &c.ts_pos, &uid_map, &gid_map))
+                          &c.chown, &seen, &c.crc, &c.ts_pos, &uid_map, &gid_map, &reuse))
         return NULL;
+    c.reuse = reuse == Py_None ? NULL : reuse;
     if (parse_map(uid_map, &c.uid_map) < 0 || parse_map(gid_map, &c.gid_map) < 0) {
         PyMem_Free(c.uid_map.ranges);
         PyMem_Free(c.gid_map.ranges);
@@ -631,7 +694,7 @@ static PyObject *run(PyObject *self, PyObject *args)
         return NULL;
     }
     if ((c.unpacked != Py_None && !PySet_Check(c.unpacked)) ||
-        (seen != Py_None && !PySet_Check(seen)) || pos < 0 || pad < 0 || pad >= BLOCK ||
+        (seen != Py_None && !PySet_Check(seen)) || (c.reuse && !PyDict_Check(c.reuse)) || pos < 0 || pad < 0 || pad >= BLOCK ||
         pos > buf.len) {
         PyMem_Free(c.uid_map.ranges);
         PyMem_Free(c.gid_map.ranges);

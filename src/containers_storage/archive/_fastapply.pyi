@@ -6,6 +6,7 @@ def run(
     gids: set[int], chown: bool, seen: set[bytes] | None,
     crc: Callable[[memoryview, int], int], ts_pos: int,
     uid_map: Sequence[tuple[int, int, int]] | None, gid_map: Sequence[tuple[int, int, int]] | None,
+    reuse: dict[bytes, tuple[int, bool]] | None = None,
 ) -> tuple[int, int, int, list[bytes], tuple[bytes, OSError] | None]: ...
 
 def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int: ...

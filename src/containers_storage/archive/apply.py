@@ -619,7 +619,7 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
         ts.add_file if ts is not None else _ignore3)
     # The C loop does what _entry does for plain entries when nothing masks them.
     fast = _fastapply
-    if ap.force_mask is not None or ap.opts.ignore_chown_errors or ap.opts.reuse is not None:
+    if ap.force_mask is not None or ap.opts.ignore_chown_errors:
         fast = None
     writer = ts if isinstance(ts, TarSplitWriter) else None
     if ts is not None and writer is None:
@@ -633,7 +633,7 @@ def _run(source: _Source, ap: _Applier, ts: TarSplitSink | None, uids: set[int],
                 pos, pad, _count, lines, err = fast.run(
                     buf, pos, pad, ap.root, ap.cache, ap.stale, ap.dir_times, unpacked, uids,
                     gids, ap.chown, seen, crc64_call, writer.entries if writer is not None else 0,
-                    ap.uid_map, ap.gid_map)
+                    ap.uid_map, ap.gid_map, ap.opts.reuse)
                 reader.advance(pos, pad)
                 if writer is not None and lines:
                     writer.add_lines(lines)
