@@ -93,6 +93,15 @@ def _mkdir_as(path: str, mode: int, uid: int, gid: int, exist_ok: bool = False) 
     os.chown(path, uid, gid)
 
 
+def _maybe_mount_root(path: str, parent: str) -> bool:
+    """False when ``path`` is missing or on ``parent``'s device, so cannot be the root of an
+    overlay or FUSE mount (each has a device of its own); then mountinfo need not be read."""
+    try:
+        return os.lstat(path).st_dev != os.lstat(parent).st_dev
+    except OSError:
+        return False
+
+
 def _remove_all(path: str) -> None:
     """Remove a layer directory even when mounts or read-only dirs are left inside it."""
     from ..fsutil import remove_tree  # threaded: a cold-cache delete of a big layer waits on I/O
@@ -649,7 +658,7 @@ class OverlayDriver(NaiveDiff):
         except OSError:
             pass
         merged = os.path.join(dir, "merged")
-        if om.is_mounted_as(merged, self._ctr.magic):
+        if _maybe_mount_root(merged, dir) and om.is_mounted_as(merged, self._ctr.magic):
             try:
                 om.unmount(merged)
             except OSError:
