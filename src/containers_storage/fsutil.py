@@ -11,6 +11,9 @@ from . import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
@@ -48,28 +51,26 @@ def unlink_if_there(path: str) -> None:
         pass
 
 
-def _create_temp(path: str) -> tuple[int, str]:
-    """A new 0600 file beside ``path`` (tempfile.mkstemp's contract; tempfile costs start-up time)."""
-    directory, base = os.path.split(path)
-    prefix = os.path.join(directory or ".", "." + base)
+def _unique(prefix: str, create: Callable[[str], _T]) -> tuple[_T, str]:
+    """``create(prefix + random hex)`` until the name is new (tempfile's loop; tempfile itself
+    costs ~7 ms of import in a fresh process)."""
     while True:
-        tmp = prefix + os.urandom(6).hex()
+        name = prefix + os.urandom(6).hex()
         try:
-            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+            return create(name), name
         except FileExistsError:
             continue
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new 0600 file beside ``path`` (tempfile.mkstemp's contract)."""
+    directory, base = os.path.split(path)
+    return _unique(os.path.join(directory or ".", "." + base), lambda p: os.open(p, _TEMP_FLAGS, 0o600))
 
 
 def make_temp_dir(parent: str) -> str:
-    """A new, empty 0700 directory with a random name in ``parent`` (tempfile.mkdtemp's contract
-    without its import, ~7 ms in a fresh process)."""
-    while True:
-        path = os.path.join(parent, os.urandom(6).hex())
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
+    """A new, empty 0700 directory with a random name in ``parent`` (tempfile.mkdtemp's contract)."""
+    return _unique(os.path.join(parent, ""), lambda p: os.mkdir(p, 0o700))[1]
 
 
 def read_optional(path: str) -> bytes:

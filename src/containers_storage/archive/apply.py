@@ -913,7 +913,7 @@ def _reuse_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, pfd: int, n
                 ap.remove_all(pfd, name)
                 fd = os.open(name, _O_NEWFILE, 0o600, dir_fd=pfd)
             try:
-                _clone(src_fd, fd, hdr.size)
+                _clone(src_fd, fd, hdr.size, st.st_size)
                 _finish_fd(ap, hdr, fd, uid, gid)
                 atime, mtime = _times(hdr)
                 os.utime(fd, ns=(_clamp_time(atime), _clamp_time(mtime)))
@@ -927,12 +927,13 @@ def _reuse_file(ap: _Applier, reader: t.TarReader, hdr: t.TarHeader, pfd: int, n
 _FICLONE = 0x40049409
 
 
-def _clone(src_fd: int, dst_fd: int, size: int) -> None:
-    """``dst_fd`` gets ``src_fd``'s first ``size`` bytes: shared extents where the file system
-    has reflinks (FICLONE), else copy_file_range (which some file systems also share)."""
+def _clone(src_fd: int, dst_fd: int, size: int, src_size: int) -> None:
+    """``dst_fd`` gets ``src_fd``'s first ``size`` bytes (of its ``src_size``): shared extents
+    where the file system has reflinks (FICLONE), else copy_file_range (which some file systems
+    also share)."""
     import fcntl
 
-    if os.fstat(src_fd).st_size == size:
+    if src_size == size:
         try:
             fcntl.ioctl(dst_fd, _FICLONE, src_fd)
             return

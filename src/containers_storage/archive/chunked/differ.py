@@ -1113,7 +1113,8 @@ class _Opener:
     def _main(self) -> None:
         from _queue import Empty
 
-        from ..confine import open_copies, open_root
+        from ..confine import open_copies
+        from .reuse import layer_root
 
         roots: dict[str, int] = {}
         items = self._items
@@ -1139,19 +1140,14 @@ class _Opener:
                 i += n
                 wanted = []
                 for _, root, rel, size in batch:
-                    rfd = roots.get(root)
-                    if rfd is None:
-                        try:
-                            rfd = roots[root] = open_root(root)
-                        except OSError:
-                            rfd = -1  # (a layer gone: its copies fail to open, as each would)
-                    wanted.append((rfd, rel, size))
+                    rfd = layer_root(root, roots)
+                    # (a layer directory gone: -1, so its copies fail to open, as each would)
+                    wanted.append((-1 if rfd is None else rfd, rel, size))
                 for (k, *_), fd in zip(batch, open_copies(wanted), strict=True):
                     self._q.put((k, fd))
         finally:
             for rfd in roots.values():
-                if rfd >= 0:
-                    os.close(rfd)
+                os.close(rfd)
             self._q.put(None)
 
     def take(self, k: int) -> int:

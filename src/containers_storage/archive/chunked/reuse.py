@@ -133,20 +133,27 @@ class LayerIndex:
         return None
 
 
+def layer_root(root: str, roots: dict[str, int]) -> int | None:
+    """The O_PATH fd of layer directory ``root`` from ``roots``, opened and kept there the first
+    time (the caller closes them); None when it cannot be opened."""
+    rfd = roots.get(root)
+    if rfd is None:
+        try:
+            rfd = roots[root] = open_root(root)
+        except OSError:
+            return None
+    return rfd
+
+
 def open_local(root: str, name: str, roots: dict[str, int] | None = None) -> int | None:
     """``name`` opened read-only beneath ``root`` (symlinks cannot lead out), or None.
 
     With ``roots`` (layer directory -> an O_PATH fd of it), the directory is opened once and
     kept there for the caller to close; without, it is opened for this call only.
     """
-    rfd = roots.get(root) if roots is not None else None
+    rfd = layer_root(root, roots if roots is not None else {})
     if rfd is None:
-        try:
-            rfd = open_root(root)
-        except OSError:
-            return None
-        if roots is not None:
-            roots[root] = rfd
+        return None
     try:
         return open_beneath(rfd, name, _FLAGS)
     except OSError:
