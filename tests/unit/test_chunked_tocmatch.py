@@ -539,3 +539,30 @@ def test_the_walk_in_c_ends_as_the_python_one(lie: str, monkeypatch: pytest.Monk
         python = _walk(toc, _packed(ts), bytes(raw), len(blob.data))
     assert c == python
     assert (c[0] == "ok") == (lie == "none"), c
+
+
+@needs_c
+def test_c_types_let_the_collector_free_cycles_through_them() -> None:
+    """A Walker or Scanner holding a bound method of its owner (as _Verifier's walker holds
+    ``self._fail``) must not keep that owner, and its TOC, alive."""
+    import gc
+    import hashlib
+    import weakref
+
+    from containers_storage.archive.crc64 import crc64
+
+    accel = _toc.accelerator()
+
+    class Owner:
+        def fail(self, *args: object) -> None:
+            pass
+
+    owner = Owner()
+    owner.walker = accel.Walker(iter(()), [], hashlib.sha256, crc64, owner.fail)  # type: ignore[attr-defined]
+    owner.scanner = accel.Scanner({}, owner.fail, owner.fail)  # type: ignore[attr-defined]
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(RuntimeError, match="not initialized"):
+        accel.Walker.__new__(accel.Walker).take(b"x")

@@ -529,6 +529,10 @@ static int take_entry(Scanner *s, PyObject *entry)
 static PyObject *Scanner_feed(Scanner *s, PyObject *arg)
 {
     Py_buffer view;
+    if (!s->pending) {
+        PyErr_SetString(PyExc_RuntimeError, "Scanner: not initialized");
+        return NULL;
+    }
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
@@ -584,10 +588,27 @@ static int Scanner_init(Scanner *s, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void Scanner_dealloc(Scanner *s)
+/* Both types hold Python callables (a bound method of their owner, say): they take part in the
+ * garbage collector, or such a cycle would keep the owner, its TOC and all, alive for good. */
+static int Scanner_traverse(Scanner *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->pending);
+    Py_VISIT(s->slow_line);
+    Py_VISIT(s->slow_header);
+    return 0;
+}
+
+static int Scanner_clear(Scanner *s)
 {
     PyObject **fields[] = {&s->pending, &s->slow_line, &s->slow_header};
     keep(fields, NULL, 3);
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *s)
+{
+    PyObject_GC_UnTrack(s);
+    Scanner_clear(s);
     PyMem_Free(s->region);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -603,7 +624,8 @@ static PyMethodDef Scanner_methods[] = {
 #define TYPE(Name, doc, getset)                                                                     \
     static PyTypeObject Name##Type = {                                                              \
         PyVarObject_HEAD_INIT(NULL, 0).tp_name = "containers_storage.archive.chunked._tocmatch." #Name, \
-        .tp_basicsize = sizeof(Name), .tp_flags = Py_TPFLAGS_DEFAULT, .tp_doc = doc,                \
+        .tp_basicsize = sizeof(Name), .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,          \
+        .tp_doc = doc, .tp_traverse = (traverseproc)Name##_traverse, .tp_clear = (inquiry)Name##_clear, \
         .tp_new = PyType_GenericNew, .tp_init = (initproc)Name##_init,                              \
         .tp_dealloc = (destructor)Name##_dealloc, .tp_methods = Name##_methods, .tp_getset = getset, \
     }
@@ -1177,6 +1199,10 @@ static int walker_file_done(Walker *w)
 static PyObject *Walker_take(Walker *w, PyObject *arg)
 {
     Py_buffer view;
+    if (!w->entries) {
+        PyErr_SetString(PyExc_RuntimeError, "Walker: not initialized");
+        return NULL;
+    }
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const char *p = view.buf;
@@ -1236,11 +1262,31 @@ static int Walker_init(Walker *w, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-static void Walker_dealloc(Walker *w)
+static int Walker_traverse(Walker *w, visitproc visit, void *arg)
+{
+    Py_VISIT(w->entries);
+    Py_VISIT(w->files);
+    Py_VISIT(w->new_hash);
+    Py_VISIT(w->crc64);
+    Py_VISIT(w->fail);
+    Py_VISIT(w->hash);
+    Py_VISIT(w->segment);
+    Py_VISIT(w->crc_want);
+    return 0;
+}
+
+static int Walker_clear(Walker *w)
 {
     PyObject **fields[] = {&w->entries, &w->files, &w->new_hash, &w->crc64, &w->fail, &w->hash, &w->segment,
                            &w->crc_want};
     keep(fields, NULL, 8);
+    return 0;
+}
+
+static void Walker_dealloc(Walker *w)
+{
+    PyObject_GC_UnTrack(w);
+    Walker_clear(w);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
