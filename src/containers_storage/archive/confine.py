@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 __all__ = [
+    "READ_FLAGS",
     "RESOLVE_IN_ROOT",
     "RESOLVE_NO_MAGICLINKS",
     "have_openat2",
@@ -141,7 +142,8 @@ def open_beneath(root_fd: int, relpath: str | bytes, flags: int, mode: int = 0o6
     return _walk_open(root_fd, _components(relpath), flags, mode)
 
 
-_COPY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Reading a file another layer holds: never its last symlink, never blocking on a FIFO.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def open_copies(items: Sequence[tuple[int, str | bytes, int]]) -> list[int]:
@@ -154,12 +156,12 @@ def open_copies(items: Sequence[tuple[int, str | bytes, int]]) -> list[int]:
     if fastapply is not None and have_openat2():
         return fastapply.open_copies(  # type: ignore[no-any-return]
             [(root, b"/".join(_components(rel)) or b".", size) for root, rel, size in items],
-            _COPY_FLAGS, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            READ_FLAGS, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     fds = []
     for root, rel, size in items:
         fd = -1
         try:
-            fd = open_beneath(root, rel, _COPY_FLAGS)
+            fd = open_beneath(root, rel, READ_FLAGS)
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and st.st_size == size:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)

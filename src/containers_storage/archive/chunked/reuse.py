@@ -15,7 +15,7 @@ import hashlib
 import os
 
 from ... import TYPE_CHECKING
-from ..confine import open_beneath, open_root
+from ..confine import READ_FLAGS, open_beneath, open_root
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -26,8 +26,6 @@ __all__ = ["LayerIndex", "hard_link_fingerprint"]
 
 MANIFEST_KEY = "zstd-chunked-manifest"
 _READ = 1 << 20
-# A local copy, opened for reading: never through a symlink, and without blocking (a FIFO).
-_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def hard_link_fingerprint(digest: str, uid: int, gid: int, mode: int, xattrs: dict[str, str]) -> str:
@@ -155,7 +153,7 @@ def open_local(root: str, name: str, roots: dict[str, int] | None = None) -> int
     if rfd is None:
         return None
     try:
-        return open_beneath(rfd, name, _FLAGS)
+        return open_beneath(rfd, name, READ_FLAGS)
     except OSError:
         return None
     finally:
