@@ -115,13 +115,15 @@ class _Frames:
 
 
 def _new_chunker() -> Callable[[], object]:
+    """``_rollsum.Chunker``, or the Python one: not built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``
+    (the same test as the other C modules')."""
+    import os
+
+    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
+        return _PyChunker
     try:
         from ._rollsum import Chunker  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return _PyChunker
-    import os
-
-    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON"):
         return _PyChunker
     return Chunker  # type: ignore[no-any-return]
 
