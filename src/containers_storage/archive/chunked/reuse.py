@@ -90,14 +90,14 @@ class LayerIndex:
 
     # -- lookups ---------------------------------------------------------------------------------
     def find_file(self, entry: TOCEntry, use_hard_links: bool) -> tuple[str, str, bool] | None:
-        """(root, name, hard link allowed) of a verified local copy of ``entry``'s content, or
+        """(root, name, hard link allowed) of a local copy of ``entry``'s content (by its layer's TOC), or
         None.  A hard link is allowed when the copy's TOC has the same owner, mode and xattrs."""
         if use_hard_links:
             fp = hard_link_fingerprint(entry.digest, entry.uid, entry.gid, entry.mode, entry.xattrs)
-            found = self._verified(self.links.get(fp, ()), entry.digest, entry.size)
+            found = _of_size(self.links.get(fp, ()), entry.size)
             if found is not None:
                 return (*found, True)
-        found = self._verified(self.files.get(entry.digest, ()), entry.digest, entry.size)
+        found = _of_size(self.files.get(entry.digest, ()), entry.size)
         return (*found, False) if found is not None else None
 
     def find_chunk(self, digest: str, size: int) -> tuple[str, str, int] | None:
@@ -117,18 +117,18 @@ class LayerIndex:
                 os.close(fd)
         return None
 
-    def _verified(self, candidates: Iterable[tuple[str, str, int]], digest: str, size: int
-                  ) -> tuple[str, str] | None:
-        """The first candidate of the size, by its layer's TOC.  It is not opened here, as Go's
-        findFileInOtherLayers does not open it (storage_linux.go): on a cold cache, opening
-        each of thousands of files here, before anything is fetched, cost ~0.1 s; the pull
-        opens it, ahead of the stream, and fails naming it if it went away, as Go's
-        copyFileFromOtherLayer does.  Its content is held to the tar-split's CRC-64 as it
-        streams (a copy that changed since its layer was pulled fails the pull there)."""
-        for root, name, csize in candidates:
-            if csize == size:
-                return root, name
-        return None
+
+def _of_size(candidates: Iterable[tuple[str, str, int]], size: int) -> tuple[str, str] | None:
+    """The first candidate of the size, by its layer's TOC.  It is not opened here, as Go's
+    findFileInOtherLayers does not open it (storage_linux.go): on a cold cache, opening each of
+    thousands of files here, before anything is fetched, cost ~0.1 s; the pull opens it, ahead
+    of the stream, and fails naming it if it went away, as Go's copyFileFromOtherLayer does.
+    Its content is held to the tar-split's CRC-64 as it streams (a copy that changed since its
+    layer was pulled fails the pull there)."""
+    for root, name, csize in candidates:
+        if csize == size:
+            return root, name
+    return None
 
 
 def layer_root(root: str, roots: dict[str, int]) -> int | None:
