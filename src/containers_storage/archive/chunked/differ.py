@@ -830,10 +830,14 @@ class _Producer:
                         self.local[(op.file, j)] = p.origin
         self._net = self._network_ops(parts)
         self._opener = opener  # opens the local copies ahead of the stream (None: no copies)
+        self._roots: dict[str, int] = {}  # layer directories the local chunks come from, opened once
 
     def close(self) -> None:
         if self._opener is not None:
             self._opener.close()
+        for rfd in self._roots.values():
+            os.close(rfd)
+        self._roots.clear()
         close = getattr(self.readers, "close", None)
         if close is not None:
             close()
@@ -1016,7 +1020,7 @@ class _Producer:
         from .reuse import open_local
 
         root, rel, off = origin
-        fd = open_local(root, rel)
+        fd = open_local(root, rel, self._roots)
         if fd is None:
             raise ChunkedError(f"the local copy of {rel!r} in {root} went away")
         try:
