@@ -526,14 +526,21 @@ static int take_entry(Scanner *s, PyObject *entry)
     return 0;
 }
 
+/* The bytes a method was given, once its object is initialized (one made by __new__ alone has
+ * NULL fields: RuntimeError); -1 with an exception set otherwise. */
+static int method_input(const void *field, const char *type, PyObject *arg, Py_buffer *view)
+{
+    if (!field) {
+        PyErr_Format(PyExc_RuntimeError, "%s: not initialized", type);
+        return -1;
+    }
+    return PyObject_GetBuffer(arg, view, PyBUF_SIMPLE);
+}
+
 static PyObject *Scanner_feed(Scanner *s, PyObject *arg)
 {
     Py_buffer view;
-    if (!s->pending) {
-        PyErr_SetString(PyExc_RuntimeError, "Scanner: not initialized");
-        return NULL;
-    }
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (method_input(s->pending, "Scanner", arg, &view) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
     if (!out)
@@ -1199,11 +1206,7 @@ static int walker_file_done(Walker *w)
 static PyObject *Walker_take(Walker *w, PyObject *arg)
 {
     Py_buffer view;
-    if (!w->entries) {
-        PyErr_SetString(PyExc_RuntimeError, "Walker: not initialized");
-        return NULL;
-    }
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (method_input(w->entries, "Walker", arg, &view) < 0)
         return NULL;
     const char *p = view.buf;
     Py_ssize_t i = 0, n = view.len;
