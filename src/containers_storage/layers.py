@@ -11,7 +11,7 @@ import os
 
 from . import TYPE_CHECKING, errors
 from .drivers.base import ApplyDiffOpts, CreateOpts, Driver, MountOpts, StagedDiff, can_stage
-from .fsutil import atomic_write, read_optional, rmtree
+from .fsutil import atomic_write, move_file, read_optional, rmtree
 from .idtools import IDMap, maps_to_json, same_maps
 from .layout import IMAGE_STORE, STABLE, VOLATILE, Files, Layout
 from .lockfile import LockFile, get_lock_file
@@ -424,9 +424,7 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
             if staged.tar_split:
                 ts_path = self.tar_split_path(layer.id)
                 os.chmod(staged.tar_split, 0o600)
-                import shutil  # the staging area may be on another file system
-
-                shutil.move(staged.tar_split, ts_path)
+                move_file(staged.tar_split, ts_path)
         finally:
             driver.cleanup_staged(staged)
         size = _record_diff(layer, staged.result, digests)

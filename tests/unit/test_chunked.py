@@ -161,6 +161,31 @@ def test_toc_checks(entries: list[dict[str, object]], message: str) -> None:
         parse_toc(_toc_json(entries), 1000)
 
 
+_ONE_FILE = (b'{"version":1,"entries":[{"type":"reg","name":"a","size":5,"offset":10,"endOffset":20,'
+             b'"digest":"' + DIGEST.encode() + b'"}]}')
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (_ONE_FILE.replace(b'"size":5', b'"size":NaN'), "TOC is not JSON: NaN is not JSON"),
+    (_ONE_FILE.replace(b'"size":5', b'"size":Infinity'), "TOC is not JSON: Infinity is not JSON"),
+    (_ONE_FILE.replace(b'"name":"a"', b'"name":"\\ud800"'), "lone UTF-16 surrogate"),
+    (_ONE_FILE.replace(b'"name":"a"', b'"name":"\xff"'), "TOC is not JSON: 'utf-8' codec"),
+    (_ONE_FILE.replace(b'"size":5', b'"size":123456789012345678901234567890'), "invalid size"),
+    (_ONE_FILE[:-1], "TOC is not JSON"),
+])
+def test_toc_json_refused(text: bytes, message: str) -> None:
+    """What is not JSON to Go either, and names that are not UTF-8 (Go would turn them into
+    U+FFFD, naming a file other than the layer's; we refuse them, as we always have)."""
+    with pytest.raises(ChunkedError, match=message):
+        parse_toc(text, 1000)
+
+
+def test_toc_json_with_escapes_that_name_files() -> None:
+    """A surrogate pair, an escaped slash and Go's HTML escapes decode to the names they stand for."""
+    text = _ONE_FILE.replace(b'"name":"a"', b'"name":"d\\/\\ud83d\\ude00\\u0026"')
+    assert [e.name for e in parse_toc(text, 1000).entries] == ["d/\U0001f600&"]
+
+
 def test_toc_digest_of_annotations() -> None:
     assert toc_digest({}) is None
     assert toc_digest({"io.github.containers.zstd-chunked.manifest-checksum": DIGEST}) == DIGEST

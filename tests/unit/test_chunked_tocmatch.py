@@ -566,3 +566,53 @@ def test_c_types_let_the_collector_free_cycles_through_them() -> None:
     assert ref() is None
     with pytest.raises(RuntimeError, match="not initialized"):
         accel.Walker.__new__(accel.Walker).take(b"x")
+
+
+@needs_c
+def test_the_reuse_index_is_the_same_from_c_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another layer's TOC indexed by the C loop and by the Python one, from entries in Go's
+    shapes and in shapes no writer makes (each skipped or taken alike)."""
+    from containers_storage.archive.chunked import reuse, toc
+
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    entries: list[object] = [
+        {"type": "dir", "name": "etc"},
+        {"type": "reg", "name": "etc/a", "size": 10, "digest": d1, "chunkSize": 4, "chunkDigest": d2},
+        {"type": "chunk", "name": "etc/a", "chunkOffset": 4, "chunkSize": 6, "chunkDigest": d1},
+        {"type": "reg", "name": "etc/b", "size": 10, "digest": d1},  # the same content again
+        {"type": "reg", "name": "empty", "size": 0, "digest": d1},
+        {"type": "reg", "name": "huge", "size": 1 << 70, "digest": d2},
+        {"type": "reg", "name": "bool", "size": True, "digest": d2},
+        {"type": "reg", "name": "neg", "size": -1, "digest": d2},
+        {"type": "reg", "name": "text size", "size": "10", "digest": d2},
+        {"type": "reg", "name": "no digest", "size": 10},
+        {"type": "reg", "name": "digest not text", "size": 10, "digest": 5},
+        {"type": "symlink", "name": "link", "size": 10, "digest": d2},
+        {"type": 7, "name": "typed", "size": 10, "digest": d2},
+        {"name": "untyped", "size": 10, "digest": d2},
+        {"type": "reg", "name": 3, "size": 10, "digest": d2},
+        {"type": "chunk", "name": "c0", "chunkSize": 3, "chunkDigest": d2, "chunkOffset": None},
+        {"type": "chunk", "name": "c1", "chunkSize": 0, "chunkDigest": d2},
+        {"type": "chunk", "name": "c2", "chunkDigest": d2},
+        {"type": "chunk", "name": "c3", "chunkSize": 3, "chunkDigest": None},
+        {"type": "chunk", "name": "c4", "chunkSize": 3, "chunkDigest": d2, "chunkOffset": 1 << 70},
+        ["not", "a", "dict"],
+        None,
+    ]
+    manifest = json.dumps({"version": 1, "entries": entries}).encode()
+
+    def built(python: bool) -> reuse.LayerIndex:
+        if python:
+            monkeypatch.setattr(toc, "accelerator", lambda: None)
+        index = reuse.LayerIndex()
+        index.add_layer("/layers/one", manifest)
+        index.add_layer("/layers/two", manifest)
+        monkeypatch.undo()
+        return index
+
+    c, py = built(False), built(True)
+    assert (c.files, c.chunks, c.layers) == (py.files, py.chunks, py.layers)
+    assert c.files[d1] == [("/layers/one", "etc/a", 10), ("/layers/one", "etc/b", 10),
+                           ("/layers/two", "etc/a", 10), ("/layers/two", "etc/b", 10)]
+    assert c.files[d2] == [("/layers/one", "huge", 1 << 70), ("/layers/two", "huge", 1 << 70)]
+    assert [x[1:] for x in c.chunks[d2]] == [("etc/a", 0, 4), ("c4", 1 << 70, 3)] * 2

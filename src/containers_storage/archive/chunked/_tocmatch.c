@@ -849,6 +849,99 @@ static PyObject *py_entries(PyObject *self, PyObject *args)
     return out;
 }
 
+/* -- another layer's TOC, indexed ----------------------------------------------------------------- */
+
+/* 1 when v is an int (not a bool) above zero, 0 when it is not, -1 on error. */
+static int positive_int(PyObject *v)
+{
+    if (!v || !PyLong_CheckExact(v))
+        return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    return overflow > 0 || (!overflow && x > 0);
+}
+
+/* index[key].append(item), the list made when missing; steals item.  0 or -1. */
+static int append_to(PyObject *index, PyObject *key, PyObject *item)
+{
+    if (!item)
+        return -1;
+    PyObject *list = PyDict_GetItemWithError(index, key); /* borrowed */
+    int r;
+    if (list) {
+        r = PyList_Append(list, item);
+    } else if (PyErr_Occurred()) {
+        r = -1;
+    } else {
+        list = PyList_New(1);
+        if (!list) {
+            Py_DECREF(item);
+            return -1;
+        }
+        PyList_SET_ITEM(list, 0, item); /* steals */
+        r = PyDict_SetItem(index, key, list);
+        Py_DECREF(list);
+        return r;
+    }
+    Py_DECREF(item);
+    return r;
+}
+
+/* reuse.LayerIndex.add_layer's loop without hard-link keys: each regular file with a digest
+ * and a size under files[digest], each chunk digest under chunks[digest]. */
+static PyObject *py_index(PyObject *self, PyObject *args)
+{
+    PyObject *raw, *root, *files, *chunks;
+    if (!PyArg_ParseTuple(args, "O!UO!O!:index", &PyList_Type, &raw, &root, &PyDict_Type, &files, &PyDict_Type,
+                          &chunks))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
+        PyObject *e = PyList_GET_ITEM(raw, i);
+        if (!PyDict_Check(e))
+            continue;
+        Py_INCREF(e);
+        PyObject *name = PyDict_GetItemWithError(e, keys[K_NAME]);
+        if (!name || !PyUnicode_Check(name))
+            goto next;
+        Py_INCREF(name);
+        PyObject *typ = PyDict_GetItemWithError(e, keys[K_TYPE]);
+        PyObject *digest = typ ? PyDict_GetItemWithError(e, keys[K_DIGEST]) : NULL;
+        PyObject *size = digest ? PyDict_GetItemWithError(e, keys[K_SIZE]) : NULL;
+        int pos;
+        if (size && PyUnicode_Check(typ) && PyUnicode_CompareWithASCIIString(typ, "reg") == 0 &&
+            PyUnicode_Check(digest) && (pos = positive_int(size)) != 0) {
+            if (pos < 0 || append_to(files, digest, PyTuple_Pack(3, root, name, size)) < 0)
+                goto fail_name;
+        }
+        if (PyErr_Occurred())
+            goto fail_name;
+        PyObject *cdigest = PyDict_GetItemWithError(e, keys[K_CHUNKDIGEST]);
+        PyObject *csize = cdigest ? PyDict_GetItemWithError(e, keys[K_CHUNKSIZE]) : NULL;
+        PyObject *coff = csize ? PyDict_GetItemWithError(e, keys[K_CHUNKOFFSET]) : NULL;
+        if (PyErr_Occurred())
+            goto fail_name;
+        if (csize && !coff)
+            coff = zero;
+        if (coff && PyUnicode_Check(cdigest) && PyLong_CheckExact(coff) && (pos = positive_int(csize)) != 0) {
+            if (pos < 0 || append_to(chunks, cdigest, PyTuple_Pack(4, root, name, coff, csize)) < 0)
+                goto fail_name;
+        }
+        Py_DECREF(name);
+    next:
+        Py_DECREF(e);
+        if (PyErr_Occurred())
+            return NULL;
+        continue;
+    fail_name:
+        Py_DECREF(name);
+        Py_DECREF(e);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- files and chunks ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1316,6 +1409,9 @@ static PyMethodDef module_methods[] = {
     {"entries", py_entries, METH_VARARGS,
      "entries(raw, TOCEntry, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
      "objects, each one not in the common shape made by slow(raw_entry, index)."},
+    {"index", py_index, METH_VARARGS,
+     "index(raw, root, files, chunks): another layer's raw TOC entries added to a reuse index, as "
+     "LayerIndex.add_layer adds them without hard-link keys."},
     {"layout", py_layout, METH_VARARGS,
      "layout(entries, data_end, TOCEntry, File) -> (entries, files) | None: parse_toc's files and chunks when every "
      "check passes; None when the Python code must decide."},
@@ -1350,6 +1446,7 @@ PyMODINIT_FUNC PyInit__tocmatch(void)
         return NULL;
     if (!entry_attr && !(entry_attr = PyUnicode_InternFromString("entry")))
         return NULL;
+
     if (PyType_Ready(&ScannerType) < 0 || PyType_Ready(&WalkerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -465,15 +465,14 @@ class ChunkedDiffer:
     def _convert(self, tmp_dir: str) -> tuple[LayerTOC, BlobSource, str]:
         """convert_images: the whole blob, checked against its digest, rewritten as an
         uncompressed zstd:chunked file to apply from (Go's convertTarToZstdChunked)."""
-        import tempfile
-
+        from ...fsutil import anonymous_file
         from ..compression import open_decompressed
         from .compressor import compress
         from .manifest import read_zstd_chunked_toc
         from .source import FileBlobSource
 
-        blob = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - closed below
-        converted = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - kept open, with the differ
+        blob = anonymous_file(tmp_dir)  # closed below
+        converted = anonymous_file(tmp_dir)  # kept open, with the differ
         try:
             h = hashlib.sha256()
             for reader in self._source.get_blob_at([(0, self._blob_size)]):
@@ -549,13 +548,13 @@ def _with_reuse(options: ApplyOptions, reused: bool) -> ApplyOptions:
 
 def _gzip_tar_split(layer_toc: LayerTOC, tmp_dir: str) -> str:
     """The layer's tar-split as the layer store keeps it (gzip), in the staging area."""
-    import tempfile
-
     from isal import isal_zlib
+
+    from ...fsutil import create_temp
 
     assert layer_toc.tar_split is not None
     f = layer_toc.tar_split.file
-    fd, path = tempfile.mkstemp(prefix="tar-split-", suffix=".gz", dir=tmp_dir)
+    fd, path = create_temp(os.path.join(tmp_dir, "tar-split.gz"))
     try:
         with os.fdopen(fd, "wb") as out:
             gz = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)

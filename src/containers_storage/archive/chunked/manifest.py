@@ -275,10 +275,10 @@ def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
 
 
 def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool) -> TarSplitFile:
-    import tempfile
+    from ...fsutil import anonymous_file
 
     limit = min(announced, MAX_TAR_SPLIT_SIZE) if announced else MAX_TAR_SPLIT_SIZE
-    f = tempfile.TemporaryFile(dir=tmp_dir)  # noqa: SIM115 - the TarSplitFile owns it
+    f = anonymous_file(tmp_dir)  # the TarSplitFile owns it
     try:
         if not compressed:
             f.write(data)

@@ -60,16 +60,20 @@ class LayerIndex:
 
     def add_layer(self, root: str, manifest: bytes) -> None:
         """Index a layer whose files are under ``root``, from its TOC (skipped when unreadable)."""
-        import orjson
+        from .toc import accelerator, json_document
 
         try:
-            doc = orjson.loads(manifest)
+            doc = json_document(manifest)
             entries = doc.get("entries") if isinstance(doc, dict) else None
-        except orjson.JSONDecodeError:
+        except ValueError:
             return
         if not isinstance(entries, list):
             return
         self.layers += 1
+        accel = accelerator()
+        if accel is not None and not self.use_hard_links:  # (the fingerprints are hashed here)
+            accel.index(entries, root, self.files, self.chunks)
+            return
         for e in entries:
             if not isinstance(e, dict):
                 continue

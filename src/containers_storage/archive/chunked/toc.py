@@ -308,14 +308,47 @@ class TOC:
         self.tar_split_digest = tar_split_digest
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_document(data: bytes) -> object:
+    """A TOC-sized JSON document (megabytes), parsed by the standard library's C scanner.
+
+    Raises ValueError: not UTF-8 or not JSON (NaN and Infinity are not JSON).  orjson is barely
+    faster on such documents (18 against 22 ms for a 4 MB TOC) and costs ~20 ms to import (it
+    loads dataclasses, uuid and inspect), which a pull in a fresh process would pay."""
+    import json
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    doc = json.loads(data.decode("utf-8"), parse_constant=refuse)
+    if b"\\u" in data and _SURROGATE_ESCAPE.search(data):
+        _refuse_lone_surrogates(doc)  # "\ud800" alone decodes, but names no file
+    return doc
+
+
+def _refuse_lone_surrogates(value: object) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone UTF-16 surrogate") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_lone_surrogates(k)
+            _refuse_lone_surrogates(v)
+    elif isinstance(value, list):
+        for v in value:
+            _refuse_lone_surrogates(v)
+
+
 def load_toc(manifest: bytes) -> tuple[int, list[object], str]:
     """The TOC's JSON: (version, raw entries, tarSplitDigest); the entries are checked by
     :func:`parse_toc`, which may run later (and elsewhere) than this."""
-    import orjson
-
     try:
-        doc = orjson.loads(manifest)
-    except orjson.JSONDecodeError as err:
+        doc = json_document(manifest)
+    except ValueError as err:
         raise ChunkedError(f"TOC is not JSON: {err}") from None
     if not isinstance(doc, dict):
         raise ChunkedError("TOC is not a JSON object")
