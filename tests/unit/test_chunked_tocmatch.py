@@ -616,3 +616,129 @@ def test_the_reuse_index_is_the_same_from_c_and_python(monkeypatch: pytest.Monke
                            ("/layers/two", "etc/a", 10), ("/layers/two", "etc/b", 10)]
     assert c.files[d2] == [("/layers/one", "huge", 1 << 70), ("/layers/two", "huge", 1 << 70)]
     assert [x[1:] for x in c.chunks[d2]] == [("etc/a", 0, 4), ("c4", 1 << 70, 3)] * 2
+
+
+# -- a TOC's JSON read in C ---------------------------------------------------------------------
+
+_D1, _D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+_GO_TOC = (
+    '{"version":1,"entries":['
+    '{"type":"dir","name":"./","mode":493,"modtime":"2026-12-07T11:44:36Z"},'
+    '{"type":"reg","name":"./etc/a","mode":420,"size":10,"modtime":"2026-12-07T11:44:36Z",'
+    '"accesstime":"2026-12-07T11:44:36Z","changetime":"2026-12-07T11:44:36Z","offset":100,"endOffset":150,'
+    '"digest":"' + _D1 + '","chunkSize":4,"chunkDigest":"' + _D2 + '"},'
+    '{"type":"chunk","name":"./etc/a","offset":150,"endOffset":170,"chunkOffset":4,"chunkSize":6,'
+    '"chunkDigest":"' + _D1 + '"},'
+    '{"type":"reg","name":"./etc/é","mode":420,"uid":1000,"gid":1000,"size":5,"offset":170,"endOffset":190,'
+    '"digest":"' + _D2 + '","xattrs":{"user.k":"dg==","security.capability":"AQAAAg=="}},'
+    '{"type":"symlink","name":"./etc/l","linkName":"a","mode":511},'
+    '{"type":"hardlink","name":"./etc/h","linkName":"./etc/a"},'
+    '{"type":"char","name":"./dev/null","devMajor":1,"devMinor":3,"mode":438},'
+    '{"type":"reg","name":"./empty","mode":420}'
+    '],"tarSplitDigest":"' + _D2 + '"}')
+
+
+def _toc_outcome(text: bytes, python: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, object]:
+    from containers_storage.archive.chunked import toc
+    from containers_storage.archive.chunked.toc import ChunkedError
+
+    if python:
+        monkeypatch.setattr(toc, "accelerator", lambda: None)
+    try:
+        parsed = toc.parse_toc(text, 10_000)
+        got: object = (parsed.version, parsed.tar_split_digest,
+                       [{k: getattr(e, k) for k in e.__slots__} for e in parsed.entries],
+                       [(f.entry.name, f.chunks) for f in parsed.files])
+        return "ok", got
+    except ChunkedError as e:
+        return "error", str(e)
+    finally:
+        monkeypatch.undo()
+
+
+def _toc_variants() -> dict[str, str]:
+    t = _GO_TOC
+    return {
+        "as Go writes it": t,
+        "whitespace": t.replace('",', '" ,\n ').replace('":', '" : ').replace("{", "{ \t").replace(
+            "]", "\r\n]"),
+        "escaped name": t.replace('"./etc/l"', '"./etc/\\u0026l"'),
+        "escaped slash": t.replace('"./etc/l"', '"./etc\\/l"'),
+        "null link": t.replace('"linkName":"a"', '"linkName":null'),
+        "null xattrs": t.replace('"xattrs":{', '"xattrs":null,"x":{'),
+        "unknown key": t.replace('"mode":511', '"mode":511,"extra":1'),
+        "key in another case": t.replace('"mode":511', '"Mode":511'),
+        "key twice": t.replace('"mode":511', '"mode":511,"mode":438'),
+        "xattr twice": t.replace('"user.k":"dg=="', '"user.k":"dg==","user.k":"dw=="'),
+        "version twice": t.replace('{"version":1,', '{"version":1,"version":2,'),
+        "top key in another case": t.replace('"tarSplitDigest"', '"TarSplitDigest"'),
+        "no version": t.replace('"version":1,', ''),
+        "no tar-split digest": t.replace(',"tarSplitDigest":"' + _D2 + '"', ''),
+        "no entries": '{"version":1}',
+        "empty entries": '{"version":1,"entries":[]}',
+        "empty object": '{}',
+        "empty entry": t.replace('{"type":"reg","name":"./empty","mode":420}', '{}'),
+        "fraction": t.replace('"mode":511', '"mode":511.0'),
+        "exponent": t.replace('"mode":511', '"mode":5e2'),
+        "leading zero": t.replace('"mode":511', '"mode":0511'),
+        "negative": t.replace('"mode":511', '"mode":-1'),
+        "minus zero": t.replace('"mode":511', '"mode":-0'),
+        "19 digits": t.replace('"mode":511', '"mode":1234567890123456789'),
+        "huge size": t.replace('"size":5,', '"size":123456789012345678901234567890,'),
+        "uid too big": t.replace('"uid":1000', '"uid":4294967296'),
+        "string for int": t.replace('"mode":511', '"mode":"511"'),
+        "int for string": t.replace('"linkName":"a"', '"linkName":7'),
+        "bool": t.replace('"mode":511', '"mode":true'),
+        "array entry": t.replace('{"type":"reg","name":"./empty","mode":420}', '[1]'),
+        "unknown type": t.replace('"type":"char"', '"type":"socket"'),
+        "bad digest": t.replace(_D1, "sha256:" + "G" * 64),
+        "chunk type zeros": t.replace('"chunkOffset":4,', '"chunkOffset":4,"chunkType":"zeros",'),
+        "chunk type other": t.replace('"chunkOffset":4,', '"chunkOffset":4,"chunkType":"other",'),
+        "trailing comma": t.replace('"mode":420}]', '"mode":420},]'),
+        "trailing data": t + " x",
+        "trailing whitespace": t + " \n",
+        "cut short": t[:-5],
+        "not an object": "[" + t + "]",
+        "control character in a name": t.replace('"./etc/l"', '"./etc/\tl"'),
+        "NUL escape in a name": t.replace('"./etc/l"', '"./etc/\\u0000l"'),
+        "NaN": t.replace('"mode":511', '"mode":NaN'),
+        "lone surrogate": t.replace('"./etc/l"', '"./etc/\\ud800l"'),
+        "duplicate name": t.replace('"./etc/h"', '"./etc/l"'),
+    }
+
+
+@needs_c
+@pytest.mark.parametrize("variant", list(_toc_variants()))
+def test_toc_json_read_in_c_or_python_alike(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _toc_variants()[variant].encode()
+    assert _toc_outcome(text, False, monkeypatch) == _toc_outcome(text, True, monkeypatch)
+
+
+@needs_c
+def test_toc_json_in_c_takes_what_writers_write() -> None:
+    """The document as Go writes it (and non-ASCII names) is read in C, not handed back."""
+    from containers_storage.archive.chunked import toc
+
+    for text in (_GO_TOC, _toc_variants()["whitespace"], _toc_variants()["empty entries"]):
+        assert toc.accelerator().toc_json(text.encode(), toc.TOCEntry) is not None
+    for bad in (b"\xff", _GO_TOC.encode().replace(b"./etc/l", b"./etc/\xc3l")):  # invalid UTF-8
+        assert toc.accelerator().toc_json(bad, toc.TOCEntry) is None
+
+
+@needs_c
+@pytest.mark.parametrize("variant", list(_toc_variants()))
+def test_reuse_index_from_json_in_c_or_python_alike(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from containers_storage.archive.chunked import reuse, toc
+
+    text = _toc_variants()[variant].encode()
+
+    def built(python: bool) -> tuple[object, ...]:
+        if python:
+            monkeypatch.setattr(toc, "accelerator", lambda: None)
+        index = reuse.LayerIndex()
+        index.add_layer("/layers/one", text)
+        index.add_layer("/layers/two", text)
+        monkeypatch.undo()
+        return index.files, index.chunks, index.layers
+
+    assert built(False) == built(True)

@@ -658,6 +658,7 @@ static const char *const slot_names[K_COUNT] = {
 static PyObject *keys[K_COUNT], *slots[K_COUNT];
 static PyObject *empty_str, *zero, *empty_digest;
 static const char *const toc_types[] = {"reg", "chunk", "hardlink", "symlink", "dir", "char", "block", "fifo"};
+static PyObject *type_strs[sizeof toc_types / sizeof *toc_types]; /* the same, interned */
 
 static int is_str_without_nul(PyObject *v)
 {
@@ -705,12 +706,14 @@ static int slot_offsets(PyTypeObject *tp, Py_ssize_t *off)
 /* One raw TOC entry as toc._entry makes it, when it is in the shape Go's writers give (known
  * keys, values of the right types and ranges, digests that are digests): a new TOCEntry.
  * Py_None (new reference) when toc._entry must decide; NULL on error. */
+static PyObject *build_entry(PyObject **vals, PyTypeObject *entry_type, const Py_ssize_t *off);
+
 static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, const Py_ssize_t *off)
 {
     if (!PyDict_CheckExact(obj))
         Py_RETURN_NONE;
-    PyObject *k, *v, *vals[K_COUNT];
-    Py_ssize_t pos = 0, found = 0;
+    PyObject *vals[K_COUNT];
+    Py_ssize_t found = 0;
     for (int i = 0; i < K_COUNT; i++) {
         vals[i] = PyDict_GetItemWithError(obj, keys[i]); /* borrowed */
         if (!vals[i] && PyErr_Occurred())
@@ -721,13 +724,20 @@ static PyObject *fast_entry(PyObject *obj, PyTypeObject *entry_type, const Py_ss
      * keys: other letter cases, or unknown ones it skips.) */
     if (found != PyDict_GET_SIZE(obj))
         Py_RETURN_NONE;
+    return build_entry(vals, entry_type, off);
+}
+
+/* The entry of these values (borrowed; NULL for a key not given), as fast_entry describes. */
+static PyObject *build_entry(PyObject **vals, PyTypeObject *entry_type, const Py_ssize_t *off)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
     PyObject *typ = vals[K_TYPE], *name = vals[K_NAME];
     if (!typ || !PyUnicode_CheckExact(typ) || !name)
         Py_RETURN_NONE;
     int known_type = 0;
-    for (size_t i = 0; i < sizeof toc_types / sizeof *toc_types; i++)
-        if (PyUnicode_CompareWithASCIIString(typ, toc_types[i]) == 0)
-            known_type = 1;
+    for (size_t i = 0; i < sizeof toc_types / sizeof *toc_types && !known_type; i++)
+        known_type = typ == type_strs[i] || PyUnicode_CompareWithASCIIString(typ, toc_types[i]) == 0;
     int ok = is_str_without_nul(name);
     if (ok < 0)
         return NULL;
@@ -849,6 +859,346 @@ static PyObject *py_entries(PyObject *self, PyObject *args)
     return out;
 }
 
+/* -- a TOC's JSON, in the shape Go's writers give -------------------------------------------------- */
+
+/* A JSON parser for the TOC documents writers make: an object of "version", "entries" and
+ * "tarSplitDigest", each entry an object of the known keys (toc.py's) with strings, integers
+ * and an xattrs object of strings.  Anything else -- a backslash escape, null, a fraction or an
+ * exponent, a key in another case or unknown, a key given twice, invalid UTF-8 -- and the
+ * document goes to the json module and the Python checks, which decide (BAD below).  So this
+ * never words a refusal, and accepts only what that path accepts. */
+
+typedef struct {
+    const unsigned char *p, *end;
+    PyObject *last_time[3]; /* the last modtime, accesstime and changetime read, and their bytes */
+    const unsigned char *last_raw[3];
+    Py_ssize_t last_n[3];
+} JSON;
+
+static void json_done(JSON *j)
+{
+    for (int t = 0; t < 3; t++)
+        Py_CLEAR(j->last_time[t]);
+}
+
+#define BAD ((PyObject *)&_Py_NoneStruct) /* (not a new reference: compared, never returned) */
+
+static void json_ws(JSON *j)
+{
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
+}
+
+static int json_byte(JSON *j, unsigned char c)
+{
+    json_ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string's bytes (without escapes or control characters): 1 and its span, or 0. */
+static int json_raw_string(JSON *j, const unsigned char **s, Py_ssize_t *n)
+{
+    if (!json_byte(j, '"'))
+        return 0;
+    const unsigned char *start = j->p, *quote = memchr(start, '"', (size_t)(j->end - start));
+    if (!quote)
+        return 0;
+    /* No control character or backslash before it: eight bytes at a time (a byte below 0x20
+     * borrows into its top bit when 0x20 is subtracted; a backslash is zero after the xor). */
+    const unsigned char *q = start;
+    uint64_t bad = 0;
+    for (; quote - q >= 8; q += 8) {
+        uint64_t w, x;
+        memcpy(&w, q, 8);
+        x = w ^ 0x5c5c5c5c5c5c5c5cULL;
+        bad |= ((w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL) | ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL);
+    }
+    for (; q < quote; q++)
+        bad |= (*q < 0x20) | (*q == '\\');
+    if (bad)
+        return 0;
+    *s = start;
+    *n = quote - start;
+    j->p = quote + 1;
+    return 1;
+}
+
+/* A new str, BAD, or NULL on error. */
+static PyObject *json_string(JSON *j)
+{
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (!json_raw_string(j, &s, &n))
+        return BAD;
+    PyObject *v = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (!v && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        return BAD;
+    }
+    return v;
+}
+
+/* A new int (up to 18 digits, no fraction or exponent), BAD, or NULL on error. */
+static PyObject *json_int(JSON *j)
+{
+    json_ws(j);
+    int neg = j->p < j->end && *j->p == '-';
+    const unsigned char *start = j->p += neg;
+    long long x = 0;
+    while (j->p < j->end && *j->p >= '0' && *j->p <= '9' && j->p - start < 18)
+        x = x * 10 + (*j->p++ - '0');
+    Py_ssize_t digits = j->p - start;
+    if (!digits || (digits > 1 && *start == '0') ||
+        (j->p < j->end && ((*j->p >= '0' && *j->p <= '9') || *j->p == '.' || *j->p == 'e' || *j->p == 'E')))
+        return BAD;
+    return PyLong_FromLongLong(neg ? -x : x);
+}
+
+static size_t key_lens[K_COUNT];
+
+/* The key names' index (K_*) for an entry key, -1 for any other. */
+static int entry_key(const unsigned char *s, Py_ssize_t n)
+{
+    for (int i = 0; i < K_COUNT; i++)
+        if ((size_t)n == key_lens[i] && *s == (unsigned char)key_names[i][0] &&
+            memcmp(s, key_names[i], (size_t)n) == 0)
+            return i;
+    return -1;
+}
+
+/* A string value of key k: the type names and a time repeated from the entry before are the
+ * same objects (a TOC has thousands of each); a new reference, BAD, or NULL on error. */
+static PyObject *json_value_string(JSON *j, int k)
+{
+    const unsigned char *s;
+    Py_ssize_t n;
+    json_ws(j);
+    const unsigned char *at = j->p;
+    if (!json_raw_string(j, &s, &n))
+        return BAD;
+    if (k == K_TYPE) {
+        for (size_t i = 0; i < sizeof toc_types / sizeof *toc_types; i++)
+            if ((size_t)n == strlen(toc_types[i]) && memcmp(s, toc_types[i], (size_t)n) == 0)
+                return Py_NewRef(type_strs[i]);
+    } else if (k >= K_MODTIME && k <= K_CHANGETIME) {
+        int t = k - K_MODTIME;
+        if (j->last_time[t] && j->last_n[t] == n && memcmp(j->last_raw[t], s, (size_t)n) == 0)
+            return Py_NewRef(j->last_time[t]);
+    }
+    j->p = at;
+    PyObject *v = json_string(j);
+    if (v && v != BAD && k >= K_MODTIME && k <= K_CHANGETIME) {
+        int t = k - K_MODTIME;
+        Py_XSETREF(j->last_time[t], Py_NewRef(v));
+        j->last_raw[t] = s;
+        j->last_n[t] = n;
+    }
+    return v;
+}
+
+/* An object of strings: a new dict, BAD, or NULL on error. */
+static PyObject *json_xattrs(JSON *j)
+{
+    if (!json_byte(j, '{'))
+        return BAD;
+    PyObject *d = PyDict_New(), *result = BAD;
+    if (!d || json_byte(j, '}'))
+        return d;
+    do {
+        PyObject *k = json_string(j);
+        if (!k || k == BAD) {
+            result = k;
+            goto fail;
+        }
+        PyObject *v = json_byte(j, ':') ? json_string(j) : BAD;
+        if (!v || v == BAD) {
+            Py_DECREF(k);
+            result = v;
+            goto fail;
+        }
+        int there = PyDict_Contains(d, k);
+        int r = there ? there : PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (r < 0) {
+            result = NULL;
+            goto fail;
+        }
+        if (there) /* given twice */
+            goto fail;
+    } while (json_byte(j, ','));
+    if (json_byte(j, '}'))
+        return d;
+fail:
+    Py_DECREF(d);
+    return result;
+}
+
+/* One entry object, read into vals (new references; the caller releases them): 1, 0 (BAD) or
+ * -1 on error. */
+static int json_entry(JSON *j, PyObject **vals)
+{
+    if (!json_byte(j, '{'))
+        return 0;
+    if (json_byte(j, '}'))
+        return 1;
+    do {
+        const unsigned char *s;
+        Py_ssize_t n;
+        if (!json_raw_string(j, &s, &n) || !json_byte(j, ':'))
+            return 0;
+        int k = entry_key(s, n);
+        if (k < 0 || vals[k])
+            return 0;
+        PyObject *v = k == K_XATTRS ? json_xattrs(j)
+                      : (k >= K_MODE && k <= K_CHUNKOFFSET) ? json_int(j)
+                                                             : json_value_string(j, k);
+        if (!v)
+            return -1;
+        if (v == BAD)
+            return 0;
+        vals[k] = v;
+    } while (json_byte(j, ','));
+    return json_byte(j, '}');
+}
+
+static void release(PyObject **vals)
+{
+    for (int i = 0; i < K_COUNT; i++)
+        Py_CLEAR(vals[i]);
+}
+
+/* Each entry of the "entries" array handed to take(vals, arg): 1 taken, 0 BAD, -1 error. */
+typedef int (*entry_taker)(PyObject **vals, void *arg);
+
+/* The whole document: 1 with *version and *ts_digest (new references, NULL when not given) and
+ * *seen_entries set, 0 BAD, -1 error. */
+static int json_toc(JSON *j, entry_taker take, void *arg, PyObject **version, PyObject **ts_digest,
+                    int *seen_entries)
+{
+    int r = 0;
+    *seen_entries = 0;
+    *version = *ts_digest = NULL;
+    if (!json_byte(j, '{'))
+        return 0;
+    if (!json_byte(j, '}')) {
+        do {
+            const unsigned char *s;
+            Py_ssize_t n;
+            if (!json_raw_string(j, &s, &n) || !json_byte(j, ':'))
+                goto bad;
+            PyObject **field = NULL, *v;
+            if (n == 7 && memcmp(s, "version", 7) == 0 && !*version) {
+                field = version;
+                v = json_int(j);
+            } else if (n == 14 && memcmp(s, "tarSplitDigest", 14) == 0 && !*ts_digest) {
+                field = ts_digest;
+                v = json_string(j);
+            } else if (n == 7 && memcmp(s, "entries", 7) == 0 && !*seen_entries) {
+                *seen_entries = 1;
+                if (!json_byte(j, '['))
+                    goto bad;
+                if (json_byte(j, ']'))
+                    continue;
+                do {
+                    PyObject *vals[K_COUNT] = {NULL};
+                    r = json_entry(j, vals);
+                    if (r > 0)
+                        r = take(vals, arg);
+                    release(vals);
+                    if (r <= 0)
+                        goto out;
+                } while (json_byte(j, ','));
+                if (!json_byte(j, ']'))
+                    goto bad;
+                continue;
+            } else {
+                goto bad;
+            }
+            if (!v) {
+                r = -1;
+                goto out;
+            }
+            if (v == BAD)
+                goto bad;
+            *field = v;
+        } while (json_byte(j, ','));
+        if (!json_byte(j, '}'))
+            goto bad;
+    }
+    json_ws(j);
+    if (j->p != j->end)
+        goto bad;
+    return 1;
+bad:
+    r = 0;
+out:
+    Py_CLEAR(*version);
+    Py_CLEAR(*ts_digest);
+    return r;
+}
+
+typedef struct {
+    PyObject *list;
+    PyTypeObject *entry_type;
+    const Py_ssize_t *off;
+} EntryList;
+
+static int take_toc_entry(PyObject **owned, void *arg)
+{
+    EntryList *l = arg;
+    PyObject *vals[K_COUNT];
+    memcpy(vals, owned, sizeof vals); /* build_entry fills in defaults: borrowed, owned stays */
+    PyObject *e = build_entry(vals, l->entry_type, l->off);
+    if (!e)
+        return -1;
+    if (e == Py_None) {
+        Py_DECREF(e);
+        return 0;
+    }
+    int r = PyList_Append(l->list, e);
+    Py_DECREF(e);
+    return r < 0 ? -1 : 1;
+}
+
+static PyObject *py_toc_json(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    PyTypeObject *entry_type;
+    if (!PyArg_ParseTuple(args, "y*O!:toc_json", &buf, &PyType_Type, &entry_type))
+        return NULL;
+    Py_ssize_t offsets[K_COUNT];
+    int laid = slot_offsets(entry_type, offsets);
+    PyObject *out = NULL, *version, *ts_digest;
+    EntryList l = {PyList_New(0), entry_type, laid > 0 ? offsets : NULL};
+    if (laid < 0 || !l.list)
+        goto done;
+    JSON j = {buf.buf, (const unsigned char *)buf.buf + buf.len, {NULL}, {NULL}, {0}};
+    int seen;
+    int r = json_toc(&j, take_toc_entry, &l, &version, &ts_digest, &seen);
+    json_done(&j);
+    if (r > 0) {
+        if (!version)
+            version = PyLong_FromLong(0);
+        if (!ts_digest)
+            ts_digest = Py_NewRef(empty_str);
+        if (version)
+            out = PyTuple_Pack(3, version, l.list, ts_digest);
+        Py_XDECREF(version);
+        Py_DECREF(ts_digest);
+    } else if (r == 0) {
+        out = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(l.list);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 /* -- another layer's TOC, indexed ----------------------------------------------------------------- */
 
 /* 1 when v is an int (not a bool) above zero, 0 when it is not, -1 on error. */
@@ -889,8 +1239,30 @@ static int append_to(PyObject *index, PyObject *key, PyObject *item)
     return r;
 }
 
-/* reuse.LayerIndex.add_layer's loop without hard-link keys: each regular file with a digest
- * and a size under files[digest], each chunk digest under chunks[digest]. */
+/* One entry's values (borrowed; NULL when not given) added to the index as
+ * reuse.LayerIndex.add_layer adds them without hard-link keys: a regular file with a digest and a
+ * size under files[digest], a chunk digest under chunks[digest].  0 or -1. */
+static int index_vals(PyObject **vals, PyObject *root, PyObject *files, PyObject *chunks)
+{
+    PyObject *name = vals[K_NAME], *typ = vals[K_TYPE], *digest = vals[K_DIGEST], *size = vals[K_SIZE];
+    int pos;
+    if (!name || !PyUnicode_Check(name))
+        return 0;
+    if (typ && digest && size && PyUnicode_Check(typ) && PyUnicode_CompareWithASCIIString(typ, "reg") == 0 &&
+        PyUnicode_Check(digest) && (pos = positive_int(size)) != 0) {
+        if (pos < 0 || append_to(files, digest, PyTuple_Pack(3, root, name, size)) < 0)
+            return -1;
+    }
+    PyObject *cdigest = vals[K_CHUNKDIGEST], *csize = vals[K_CHUNKSIZE], *coff = vals[K_CHUNKOFFSET];
+    if (!coff)
+        coff = zero;
+    if (cdigest && csize && PyUnicode_Check(cdigest) && PyLong_CheckExact(coff) && (pos = positive_int(csize)) != 0) {
+        if (pos < 0 || append_to(chunks, cdigest, PyTuple_Pack(4, root, name, coff, csize)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *py_index(PyObject *self, PyObject *args)
 {
     PyObject *raw, *root, *files, *chunks;
@@ -898,48 +1270,77 @@ static PyObject *py_index(PyObject *self, PyObject *args)
                           &chunks))
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
-        PyObject *e = PyList_GET_ITEM(raw, i);
+        PyObject *e = PyList_GET_ITEM(raw, i), *vals[K_COUNT];
         if (!PyDict_Check(e))
             continue;
         Py_INCREF(e);
-        PyObject *name = PyDict_GetItemWithError(e, keys[K_NAME]);
-        if (!name || !PyUnicode_Check(name))
-            goto next;
-        Py_INCREF(name);
-        PyObject *typ = PyDict_GetItemWithError(e, keys[K_TYPE]);
-        PyObject *digest = typ ? PyDict_GetItemWithError(e, keys[K_DIGEST]) : NULL;
-        PyObject *size = digest ? PyDict_GetItemWithError(e, keys[K_SIZE]) : NULL;
-        int pos;
-        if (size && PyUnicode_Check(typ) && PyUnicode_CompareWithASCIIString(typ, "reg") == 0 &&
-            PyUnicode_Check(digest) && (pos = positive_int(size)) != 0) {
-            if (pos < 0 || append_to(files, digest, PyTuple_Pack(3, root, name, size)) < 0)
-                goto fail_name;
-        }
-        if (PyErr_Occurred())
-            goto fail_name;
-        PyObject *cdigest = PyDict_GetItemWithError(e, keys[K_CHUNKDIGEST]);
-        PyObject *csize = cdigest ? PyDict_GetItemWithError(e, keys[K_CHUNKSIZE]) : NULL;
-        PyObject *coff = csize ? PyDict_GetItemWithError(e, keys[K_CHUNKOFFSET]) : NULL;
-        if (PyErr_Occurred())
-            goto fail_name;
-        if (csize && !coff)
-            coff = zero;
-        if (coff && PyUnicode_Check(cdigest) && PyLong_CheckExact(coff) && (pos = positive_int(csize)) != 0) {
-            if (pos < 0 || append_to(chunks, cdigest, PyTuple_Pack(4, root, name, coff, csize)) < 0)
-                goto fail_name;
-        }
-        Py_DECREF(name);
-    next:
+        int r = 0;
+        for (int k = 0; k < K_COUNT && r == 0; k++)
+            if (!(vals[k] = PyDict_GetItemWithError(e, keys[k])) && PyErr_Occurred())
+                r = -1;
+        if (r == 0)
+            r = index_vals(vals, root, files, chunks);
         Py_DECREF(e);
-        if (PyErr_Occurred())
+        if (r < 0)
             return NULL;
-        continue;
-    fail_name:
-        Py_DECREF(name);
-        Py_DECREF(e);
-        return NULL;
     }
     Py_RETURN_NONE;
+}
+
+typedef struct {
+    PyObject *root, *files, *chunks;
+} IndexTarget;
+
+static int take_index(PyObject **vals, void *arg)
+{
+    IndexTarget *t = arg;
+    return index_vals(vals, t->root, t->files, t->chunks) < 0 ? -1 : 1;
+}
+
+/* into[key] += lists[key] for every key; 0 or -1. */
+static int merge_lists(PyObject *into, PyObject *lists)
+{
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(lists, &pos, &k, &v)) {
+        PyObject *there = PyDict_GetItemWithError(into, k);
+        if (there) {
+            Py_ssize_t n = PyList_GET_SIZE(there);
+            if (PyList_SetSlice(there, n, n, v) < 0)
+                return -1;
+        } else if (PyErr_Occurred() || PyDict_SetItem(into, k, v) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_index_json(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *root, *files, *chunks, *out = NULL, *version, *ts_digest;
+    if (!PyArg_ParseTuple(args, "y*UO!O!:index_json", &buf, &root, &PyDict_Type, &files, &PyDict_Type, &chunks))
+        return NULL;
+    /* Into new dicts, merged once the whole document proved readable here. */
+    IndexTarget t = {root, PyDict_New(), PyDict_New()};
+    if (t.files && t.chunks) {
+        JSON j = {buf.buf, (const unsigned char *)buf.buf + buf.len, {NULL}, {NULL}, {0}};
+        int seen;
+        int r = json_toc(&j, take_index, &t, &version, &ts_digest, &seen);
+        json_done(&j);
+        if (r > 0) {
+            Py_XDECREF(version);
+            Py_XDECREF(ts_digest);
+            if (merge_lists(files, t.files) == 0 && merge_lists(chunks, t.chunks) == 0)
+                out = PyBool_FromLong(seen);
+        } else if (r == 0) {
+            out = Py_NewRef(Py_None);
+        }
+    }
+    Py_XDECREF(t.files);
+    Py_XDECREF(t.chunks);
+    PyBuffer_Release(&buf);
+    return out;
 }
 
 /* -- files and chunks ---------------------------------------------------------------------------- */
@@ -1409,6 +1810,13 @@ static PyMethodDef module_methods[] = {
     {"entries", py_entries, METH_VARARGS,
      "entries(raw, TOCEntry, slow) -> list: the TOC's raw entries (dicts) as TOCEntry "
      "objects, each one not in the common shape made by slow(raw_entry, index)."},
+    {"toc_json", py_toc_json, METH_VARARGS,
+     "toc_json(data, TOCEntry) -> (version, entries, tarSplitDigest) | None: a TOC's JSON in the shape "
+     "writers give, its entries made as entries() makes them; None when the json module and the Python "
+     "checks must decide."},
+    {"index_json", py_index_json, METH_VARARGS,
+     "index_json(data, root, files, chunks) -> bool | None: index() of a TOC's JSON in the shape writers "
+     "give (whether it has an entries list); None, with nothing added, when the json module must read it."},
     {"index", py_index, METH_VARARGS,
      "index(raw, root, files, chunks): another layer's raw TOC entries added to a reuse index, as "
      "LayerIndex.add_layer adds them without hard-link keys."},
@@ -1428,7 +1836,11 @@ PyMODINIT_FUNC PyInit__tocmatch(void)
     for (int i = 0; i < A_COUNT; i++)
         if (!attrs[i] && !(attrs[i] = PyUnicode_InternFromString(attr_names[i])))
             return NULL;
+    for (size_t i = 0; i < sizeof toc_types / sizeof *toc_types; i++)
+        if (!type_strs[i] && !(type_strs[i] = PyUnicode_InternFromString(toc_types[i])))
+            return NULL;
     for (int i = 0; i < K_COUNT; i++) {
+        key_lens[i] = strlen(key_names[i]);
         if (!keys[i] && !(keys[i] = PyUnicode_InternFromString(key_names[i])))
             return NULL;
         if (!slots[i] && !(slots[i] = PyUnicode_InternFromString(slot_names[i])))
