@@ -26,7 +26,6 @@ import os
 
 from ... import TYPE_CHECKING
 from ...errors import InvalidArchive, StorageError
-from ...gcpause import Paused
 from ..crc64 import crc64
 from . import toc as _toc
 from .manifest import (
@@ -151,29 +150,28 @@ def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: M
             raise StorageError(f"graph driver {driver.name} does not support partial pull but "
                                "convert_images requires that")
         raise FallbackToFullPull(f"graph driver {driver.name} does not support partial pull")
-    with Paused():  # (the TOCs' objects hold no cycles: see gcpause)
-        # Go builds its layers cache in NewDiffer, where no lock is held; so do we, in a thread while
-        # the TOC is fetched and parsed (reading the other layers' TOCs waits for the disk).
-        indexing = _Indexing(store)
-        try:
-            layer_toc = _read_toc(store, blob_size, annotations, source, opts)
-        except FallbackToFullPull as e:
-            if not opts.convert_images:
-                indexing.discard()
-                raise
-            if not e.can_convert:
-                indexing.discard()
-                raise StorageError(f"neither a partial pull nor convert_images is possible: {e}") from None
-            return ChunkedDiffer(store, opts, source, blob_digest, blob_size, None, indexing.result())
-        except BaseException:
+    # Go builds its layers cache in NewDiffer, where no lock is held; so do we, in a thread while
+    # the TOC is fetched and parsed (reading the other layers' TOCs waits for the disk).
+    indexing = _Indexing(store)
+    try:
+        layer_toc = _read_toc(store, blob_size, annotations, source, opts)
+    except FallbackToFullPull as e:
+        if not opts.convert_images:
             indexing.discard()
             raise
-        try:
-            index = indexing.result()
-        except BaseException:
-            layer_toc.close()
-            raise
-        return ChunkedDiffer(store, opts, source, blob_digest, blob_size, layer_toc, index)
+        if not e.can_convert:
+            indexing.discard()
+            raise StorageError(f"neither a partial pull nor convert_images is possible: {e}") from None
+        return ChunkedDiffer(store, opts, source, blob_digest, blob_size, None, indexing.result())
+    except BaseException:
+        indexing.discard()
+        raise
+    try:
+        index = indexing.result()
+    except BaseException:
+        layer_toc.close()
+        raise
+    return ChunkedDiffer(store, opts, source, blob_digest, blob_size, layer_toc, index)
 
 
 class _Indexing:
@@ -353,8 +351,7 @@ class ChunkedDiffer:
         whole = kind == ZSTD_CHUNKED and layer_toc.tar_split is not None
         plan: _Plan | None = None
         if whole and (self._index.files or self._index.chunks):
-            with Paused():
-                plan = _Plan(layer_toc.toc, self._index, self.options.use_hard_links)
+            plan = _Plan(layer_toc.toc, self._index, self.options.use_hard_links)
             whole = plan.all_fetched
         if whole:
             # Nothing in the store to reuse: the blob's frames, applied as a .tar.zst is (the TOC
@@ -367,11 +364,10 @@ class ChunkedDiffer:
             out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
             _owners(out, layer_toc.toc)
             return out
-        with Paused():
-            toc = layer_toc.toc
-            _owners(out, toc)
-            if plan is None:
-                plan = _Plan(toc, self._index, self.options.use_hard_links)
+        toc = layer_toc.toc
+        _owners(out, toc)
+        if plan is None:
+            plan = _Plan(toc, self._index, self.options.use_hard_links)
         # The local copies are opened (and their reading started) while the missing parts are
         # asked for: on a cold cache their opens wait for the disk, and that can start now.
         opener = _opener_for(plan, toc)
