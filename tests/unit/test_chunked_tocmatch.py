@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from chunkedtools import Blob
-from containers_storage.archive.chunked import manifest
+from containers_storage.archive.chunked import manifest, reuse
 from containers_storage.archive.chunked import toc as _toc
 from containers_storage.archive.chunked.manifest import TarSplitFile, check_toc_matches_tar_split
 from containers_storage.archive.chunked.toc import parse_toc
@@ -568,12 +568,23 @@ def test_c_types_let_the_collector_free_cycles_through_them() -> None:
         accel.Walker.__new__(accel.Walker).take(b"x")
 
 
+def _two_layers_indexed(manifest: bytes, python: bool, monkeypatch: pytest.MonkeyPatch) -> reuse.LayerIndex:
+    """A reuse index of two layers with this TOC, made in C or (``python``) without the extension."""
+    from containers_storage.archive.chunked import toc
+
+    if python:
+        monkeypatch.setattr(toc, "accelerator", lambda: None)
+    index = reuse.LayerIndex()
+    index.add_layer("/layers/one", manifest)
+    index.add_layer("/layers/two", manifest)
+    monkeypatch.undo()
+    return index
+
+
 @needs_c
 def test_the_reuse_index_is_the_same_from_c_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another layer's TOC indexed by the C loop and by the Python one, from entries in Go's
     shapes and in shapes no writer makes (each skipped or taken alike)."""
-    from containers_storage.archive.chunked import reuse, toc
-
     d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     entries: list[object] = [
         {"type": "dir", "name": "etc"},
@@ -600,17 +611,8 @@ def test_the_reuse_index_is_the_same_from_c_and_python(monkeypatch: pytest.Monke
         None,
     ]
     manifest = json.dumps({"version": 1, "entries": entries}).encode()
-
-    def built(python: bool) -> reuse.LayerIndex:
-        if python:
-            monkeypatch.setattr(toc, "accelerator", lambda: None)
-        index = reuse.LayerIndex()
-        index.add_layer("/layers/one", manifest)
-        index.add_layer("/layers/two", manifest)
-        monkeypatch.undo()
-        return index
-
-    c, py = built(False), built(True)
+    c = _two_layers_indexed(manifest, False, monkeypatch)
+    py = _two_layers_indexed(manifest, True, monkeypatch)
     assert (c.files, c.chunks, c.layers) == (py.files, py.chunks, py.layers)
     assert c.files[d1] == [("/layers/one", "etc/a", 10), ("/layers/one", "etc/b", 10),
                            ("/layers/two", "etc/a", 10), ("/layers/two", "etc/b", 10)]
@@ -728,20 +730,9 @@ def test_toc_json_in_c_takes_what_writers_write() -> None:
 @needs_c
 @pytest.mark.parametrize("variant", list(_toc_variants()))
 def test_reuse_index_from_json_in_c_or_python_alike(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from containers_storage.archive.chunked import reuse, toc
-
     text = _toc_variants()[variant].encode()
-
-    def built(python: bool) -> tuple[object, ...]:
-        if python:
-            monkeypatch.setattr(toc, "accelerator", lambda: None)
-        index = reuse.LayerIndex()
-        index.add_layer("/layers/one", text)
-        index.add_layer("/layers/two", text)
-        monkeypatch.undo()
-        return index.files, index.chunks, index.layers
-
-    assert built(False) == built(True)
+    c, py = _two_layers_indexed(text, False, monkeypatch), _two_layers_indexed(text, True, monkeypatch)
+    assert (c.files, c.chunks, c.layers) == (py.files, py.chunks, py.layers)
 
 
 @needs_c
@@ -750,7 +741,7 @@ def test_objects_made_by_the_thousand_are_left_to_reference_counting() -> None:
     not followed by the cyclic collector (walking them cost a pull ~20 ms of collections)."""
     import gc
 
-    from containers_storage.archive.chunked import reuse, toc
+    from containers_storage.archive.chunked import toc
 
     parsed = toc.parse_toc(_GO_TOC.encode(), 10_000)
     assert parsed.entries and not any(gc.is_tracked(e) for e in parsed.entries)
@@ -758,6 +749,8 @@ def test_objects_made_by_the_thousand_are_left_to_reference_counting() -> None:
     assert not any(gc.is_tracked(c) for f in parsed.files for c in f.chunks)
     index = reuse.LayerIndex()
     index.add_layer("/layers/one", _GO_TOC.encode())
-    held = [*index.files.values(), *index.chunks.values()]
-    assert held and not any(gc.is_tracked(x) for x in held)
-    assert not any(gc.is_tracked(t) for x in held for t in x)
+    files, chunks = list(index.files.values()), list(index.chunks.values())  # (the lists themselves)
+    assert files and not any(gc.is_tracked(x) for x in files)
+    assert chunks and not any(gc.is_tracked(x) for x in chunks)
+    assert not any(gc.is_tracked(t) for x in files for t in x)
+    assert not any(gc.is_tracked(t) for x in chunks for t in x)
