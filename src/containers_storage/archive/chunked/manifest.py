@@ -15,7 +15,6 @@ from ... import TYPE_CHECKING
 from ...records import format_time_ns
 from .. import tarread
 from . import toc as _toc
-from .compressor import _TAR_TYPES, _entry_for
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
 if TYPE_CHECKING:
@@ -428,6 +427,8 @@ def _time_ns(value: str | None) -> int | None:
 def check_entry(pending: dict[str, _toc.TOCEntry], hdr: TarHeader, block: bytes) -> None:
     """The TOC's entry for the tar header ``hdr`` (taken out of ``pending``) says what the header
     says: Go's ensureFileMetadataAttributesMatch."""
+    from .compressor import _TAR_TYPES, _entry_for  # (the writer's module: only this path needs it)
+
     name = hdr.name.decode("utf-8", "replace")
     e = pending.pop(name, None)
     if e is None:
