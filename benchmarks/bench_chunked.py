@@ -244,7 +244,7 @@ def markdown(doc: dict[str, object]) -> str:
         f"{doc['workload']}. Command:",
         "",
         "```",
-        ".venv/bin/python benchmarks/bench_chunked.py",
+        str(doc.get("command", ".venv/bin/python benchmarks/bench_chunked.py")),
         "```",
         "",
         "| operation | ours (s) | against | it (s) | ours/it | target | bytes served / blob | status |",
@@ -274,7 +274,13 @@ def main() -> int:
         results.append(bench_apply_whole(blobs, args.runs))
     if "pull-second" in ops:
         results.extend(bench_pull_second(blobs, args.runs))
+    command = ".venv/bin/python benchmarks/bench_chunked.py"
+    if args.runs != parser.get_default("runs"):
+        command += f" --runs {args.runs}"
+    if args.ops != parser.get_default("ops"):
+        command += f" --ops {args.ops}"
     doc = {
+        "command": command,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
         "workload": (f"rootfs {TAR.stat().st_size / 1e6:.0f} MB as zstd:chunked "
