@@ -134,20 +134,16 @@ _REMOVE_THREADS_AFTER = 64  # entries
 
 
 def _c_unlink_entries() -> Callable[[int], tuple[list[str], int] | None] | None:
-    """The C loop of one directory (``_removetree.unlink_entries``), or None: built without a
-    compiler, or turned off with ``CONTAINERS_STORAGE_PURE_PYTHON=1``.  Imported once a tree is
-    big enough to use it, so that deleting a small layer does not load it."""
+    """The C loop of one directory (``_removetree.unlink_entries``), or None (see
+    :mod:`containers_storage.native`).  Imported once a tree is big enough to use it, so that
+    deleting a small layer does not load it."""
     global _unlink_entries, _unlink_entries_looked_up
     if not _unlink_entries_looked_up:
-        _unlink_entries_looked_up = True
-        try:
-            if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
-                raise ImportError("pure Python asked for")
-            from ._removetree import unlink_entries
+        from .native import load
 
-            _unlink_entries = unlink_entries
-        except ImportError:
-            _unlink_entries = None
+        _unlink_entries_looked_up = True
+        removetree = load("containers_storage._removetree")
+        _unlink_entries = None if removetree is None else removetree.unlink_entries
     return _unlink_entries
 
 

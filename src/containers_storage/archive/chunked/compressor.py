@@ -115,17 +115,11 @@ class _Frames:
 
 
 def _new_chunker() -> Callable[[], object]:
-    """``_rollsum.Chunker``, or the Python one: not built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``
-    (the same test as the other C modules')."""
-    import os
+    """``_rollsum.Chunker``, or the Python one (see :mod:`containers_storage.native`)."""
+    from ...native import load
 
-    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
-        return _PyChunker
-    try:
-        from ._rollsum import Chunker  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _PyChunker
-    return Chunker  # type: ignore[no-any-return]
+    rollsum = load("containers_storage.archive.chunked._rollsum")
+    return _PyChunker if rollsum is None else rollsum.Chunker
 
 
 class _PyChunker:

@@ -281,17 +281,11 @@ def _entries(raw_entries: list[object]) -> list[TOCEntry]:
 
 
 def accelerator() -> Any:
-    """The ``_tocmatch`` extension (TOC entries and the tar-split's check in C), or None: not
-    built, or ``CONTAINERS_STORAGE_PURE_PYTHON=1``."""
-    import os
+    """The ``_tocmatch`` extension (TOC entries and the tar-split's check in C), or None: see
+    :mod:`containers_storage.native`."""
+    from ...native import load
 
-    if os.environ.get("CONTAINERS_STORAGE_PURE_PYTHON") == "1":
-        return None
-    try:
-        from . import _tocmatch  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return _tocmatch
+    return load("containers_storage.archive.chunked._tocmatch")
 
 
 class TOC:
