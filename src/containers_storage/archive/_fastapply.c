@@ -725,6 +725,20 @@ static PyObject *run(PyObject *self, PyObject *args)
     return Py_BuildValue("nnnNN", pos, pad, count, c.lines, error ? error : Py_NewRef(Py_None));
 }
 
+/* openat2(2): an fd, or -1 with errno set (ENOSYS where the kernel or the C library has none). */
+static long sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve)
+{
+#ifdef SYS_openat2
+    struct {
+        uint64_t flags, mode, resolve;
+    } how = {flags, mode, resolve};
+    return syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
 PyDoc_STRVAR(openat2_doc,
 "openat2(dirfd, path, flags, mode, resolve) -> fd\n"
 "--\n\n"
@@ -738,21 +752,13 @@ static PyObject *py_openat2(PyObject *self, PyObject *args)
     unsigned long long flags, mode, resolve;
     if (!PyArg_ParseTuple(args, "iyKKK:openat2", &dirfd, &path, &flags, &mode, &resolve))
         return NULL;
-#ifdef SYS_openat2
-    struct {
-        uint64_t flags, mode, resolve;
-    } how = {flags, mode, resolve};
     long fd;
     Py_BEGIN_ALLOW_THREADS
-    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    fd = sys_openat2(dirfd, path, flags, mode, resolve);
     Py_END_ALLOW_THREADS
     if (fd < 0)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 1));
     return PyLong_FromLong(fd);
-#else
-    errno = ENOSYS;
-    return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, PyTuple_GET_ITEM(args, 1));
-#endif
 }
 
 PyDoc_STRVAR(open_copies_doc,
@@ -809,13 +815,7 @@ static PyObject *py_open_copies(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        long fd = -1;
-#ifdef SYS_openat2
-        struct {
-            uint64_t flags, mode, resolve;
-        } how = {flags, 0, resolve};
-        fd = syscall(SYS_openat2, batch[i].dirfd, batch[i].path, &how, sizeof how);
-#endif
+        long fd = sys_openat2(batch[i].dirfd, batch[i].path, flags, 0, resolve);
         if (fd >= 0) {
             struct stat st;
             if (fstat((int)fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != batch[i].size) {
