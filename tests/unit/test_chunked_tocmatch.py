@@ -470,14 +470,18 @@ def _walk(toc: dict[str, object], ts: bytes, tar: bytes, data_end: int) -> tuple
     manifest_bytes = json.dumps(toc).encode()
     layer = LayerTOC(ZSTD_CHUNKED, "", manifest_bytes, _toc.load_toc(manifest_bytes),
                      TarSplitFile(io.BytesIO(ts)), data_end)
-    verifier = _Verifier(layer)
+    ended: list[bool] = []
+    verifier = _Verifier(layer, lambda: ended.append(True))
     try:
         for i in range(0, len(tar), 1000):
             verifier(tar[i : i + 1000])
             assert (verifier.walker is not None) == (_toc.accelerator() is not None)
-        verifier.finish()
+        assert not ended
+        verifier(b"")  # the end, as the reading thread signals it
     except Exception as e:  # the outcome compared, whatever it is
+        assert not ended  # (nothing is made of a layer that failed its check)
         return "error", f"{type(e).__name__}: {e}"
+    assert ended == [True]
     assert layer.tar_split is not None
     return "ok", (layer.tar_split.tar_size, verifier.k)
 
