@@ -496,3 +496,57 @@ def test_aufs_target_writes_whiteouts_and_aufs_metadata_as_files(tmp_path: Path)
     assert os.stat(dest / "bin" / "sh").st_ino == os.stat(dest / ".wh..wh.plnk" / "1234.5678").st_ino
     assert not os.listxattr(dest / "opaque")
 
+
+
+# --- the tap (a partial pull's check of the stream) ---------------------------------------
+
+class _Pieces(io.RawIOBase):
+    """A stream read a megabyte at a time, as the apply reads its input."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1, /) -> bytes:
+        n = len(self._data) - self._pos if n < 0 else n
+        piece = bytes(self._data[self._pos : self._pos + n])
+        self._pos += len(piece)
+        return piece
+
+
+def _big_tar(files: int, size: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(files):
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes([i % 251]) * size))
+    return buf.getvalue()
+
+
+def test_the_tap_sees_every_piece_in_order_then_the_end_once(tmp_path: Path) -> None:
+    from containers_storage.archive.apply import TAP_LAG
+
+    data = _big_tar(40, 1 << 20)  # more pieces than the tap runs behind
+    seen: list[bytes] = []
+    result = apply_layer(_Pieces(data), str(tmp_path),  # type: ignore[arg-type]
+                         ApplyOptions(detect_compression=False, tap=seen.append))
+    assert len(seen) > TAP_LAG + 1
+    assert seen[-1] == b"" and b"" not in seen[:-1]
+    assert b"".join(seen) == data
+    assert result.uncompressed_digest == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_tap_failing_at_the_end_fails_the_apply(tmp_path: Path) -> None:
+    data = _big_tar(3, 4096)
+
+    def tap(piece: bytes) -> None:
+        if not piece:
+            raise InvalidArchive("the check failed at the end")
+
+    with pytest.raises(InvalidArchive, match="the check failed at the end"):
+        apply_layer(_Pieces(data), str(tmp_path),  # type: ignore[arg-type]
+                    ApplyOptions(detect_compression=False, tap=tap))
