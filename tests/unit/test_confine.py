@@ -168,6 +168,32 @@ def test_open_copies_keeps_only_regular_files_of_the_size(copies_path: str, tree
         os.close(root)
 
 
+def test_open_copies_cleans_paths_as_open_beneath_does(copies_path: str, tree: Path) -> None:
+    # Empty and "." components are dropped, a trailing slash too; a name that is not UTF-8
+    # comes as a str with surrogate escapes (os.fsdecode) or as bytes.
+    odd = os.fsdecode(b"d/caf\xe9")
+    (tree / "d" / os.fsdecode(b"caf\xe9")).write_bytes(b"latin-1")
+    root = confine.open_root(str(tree))
+    try:
+        items: list[tuple[int, str | bytes, int]] = [
+            (root, "./d//./f", 6), (root, "/d/f", 6), (root, "d/f/", 6), (root, b".//d/./f", 6),
+            (root, odd, 7), (root, os.fsencode(odd), 7),
+            (root, "", 4096), (root, "./", 4096),  # the root itself: a directory, not used
+            (root, "d/./g", 6),
+        ]
+        fds = confine.open_copies(items)
+        kept = [i for i, fd in enumerate(fds) if fd >= 0]
+        try:
+            assert kept == [0, 1, 2, 3, 4, 5]
+            assert {os.read(fds[i], 100) for i in (0, 1, 2, 3)} == {b"inside"}
+            assert {os.read(fds[i], 100) for i in (4, 5)} == {b"latin-1"}
+        finally:
+            for i in kept:
+                os.close(fds[i])
+    finally:
+        os.close(root)
+
+
 def test_open_copies_checks_its_items(tree: Path) -> None:
     if accel.fastapply is None or not confine.have_openat2():
         pytest.skip("the C batch needs openat2 and the extension")
@@ -179,5 +205,9 @@ def test_open_copies_checks_its_items(tree: Path) -> None:
             accel.fastapply.open_copies([(root, b"d/f")], os.O_RDONLY, 0)
         with pytest.raises(OverflowError):
             accel.fastapply.open_copies([(1 << 40, b"d/f", 6)], os.O_RDONLY, 0)
+        with pytest.raises(ValueError, match="NUL"):
+            accel.fastapply.open_copies([(root, "d/f\0x", 6)], os.O_RDONLY, 0)
+        with pytest.raises(TypeError):
+            accel.fastapply.open_copies([(root, 5, 6)], os.O_RDONLY, 0)
     finally:
         os.close(root)

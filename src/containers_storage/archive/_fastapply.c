@@ -765,7 +765,8 @@ PyDoc_STRVAR(open_copies_doc,
 "open_copies(items, flags, resolve) -> list of fds\n"
 "--\n\n"
 "Open a batch of files for reading, each with openat2(dirfd, path, flags, resolve) from an\n"
-"(dirfd, path, size) item, in one call without the GIL (a partial pull's local copies: on a\n"
+"(dirfd, path, size) item, path a str (encoded as os.fsencode does) or bytes, its empty and '.'\n"
+"components dropped, in one call without the GIL (a partial pull's local copies: on a\n"
 "cold cache every open waits for the disk, and a thread taking the GIL back after each one\n"
 "queued behind the threads that apply the layer).  An fd is kept only for a regular file of\n"
 "that size, and the kernel is asked to start reading it (POSIX_FADV_WILLNEED); -1 stands for\n"
@@ -773,10 +774,38 @@ PyDoc_STRVAR(open_copies_doc,
 
 struct copy_item {
     int dirfd;
-    const char *path;
+    char *path; /* normalized, owned */
     long long size;
     int fd;
 };
+
+/* ``raw`` without empty and "." components (as confine._components joins them), "." if none
+ * is left; NULL when out of memory. */
+static char *clean_path(const char *raw, Py_ssize_t len)
+{
+    char *out = PyMem_Malloc((size_t)len + 2);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    Py_ssize_t i = 0;
+    while (i < len) {
+        Py_ssize_t j = i;
+        while (j < len && raw[j] != '/')
+            j++;
+        Py_ssize_t n = j - i;
+        if (n > 0 && !(n == 1 && raw[i] == '.')) {
+            if (o)
+                out[o++] = '/';
+            memcpy(out + o, raw + i, (size_t)n);
+            o += (size_t)n;
+        }
+        i = j + 1;
+    }
+    if (!o)
+        out[o++] = '.';
+    out[o] = '\0';
+    return out;
+}
 
 static PyObject *py_open_copies(PyObject *self, PyObject *args)
 {
@@ -805,13 +834,29 @@ static PyObject *py_open_copies(PyObject *self, PyObject *args)
             goto fail;
         }
         batch[i].dirfd = (int)dirfd;
-        if (PyBytes_AsStringAndSize(PyTuple_GET_ITEM(item, 1), &path, &len) < 0)
+        PyObject *name = PyTuple_GET_ITEM(item, 1);
+        PyObject *encoded = NULL;
+        if (PyUnicode_Check(name)) {
+            encoded = PyUnicode_EncodeFSDefault(name);
+            if (encoded == NULL)
+                goto fail;
+            name = encoded;
+        }
+        if (PyBytes_AsStringAndSize(name, &path, &len) < 0) {
+            Py_XDECREF(encoded);
             goto fail;
+        }
         if ((Py_ssize_t)strlen(path) != len) {
+            Py_XDECREF(encoded);
             PyErr_SetString(PyExc_ValueError, "open_copies: embedded NUL in a path");
             goto fail;
         }
-        batch[i].path = path; /* the list (and so its bytes) outlives the call */
+        batch[i].path = clean_path(path, len);
+        Py_XDECREF(encoded);
+        if (batch[i].path == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -840,6 +885,8 @@ static PyObject *py_open_copies(PyObject *self, PyObject *args)
         PyList_SET_ITEM(out, i, v);
         batch[i].fd = -1; /* the caller's now */
     }
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyMem_Free(batch[i].path);
     PyMem_Free(batch);
     return out;
 close_all:
@@ -847,6 +894,8 @@ close_all:
         if (batch[i].fd >= 0)
             close(batch[i].fd);
 fail:
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyMem_Free(batch[i].path); /* (NULL for those not reached: calloc) */
     PyMem_Free(batch);
     return NULL;
 }
