@@ -22,6 +22,7 @@ import pytest
 from chunkedtools import Blob, changed_files, estargz_blob, file_contents, rootfs_tar, tree
 from containers_storage.archive.chunked import (
     BadRangeRequest,
+    ChunkedError,
     FileBlobSource,
     compress,
     new_differ,
@@ -394,3 +395,54 @@ def test_a_partial_layer_on_a_parent(stores: list[Store], tmp_path: Path) -> Non
     assert layer.parent == lower.layer.id  # type: ignore[attr-defined]
     assert _diff(store, layer.id) == upper_tar
     assert os.stat(_diff_dir(store, layer.id)).st_mode & 0o7777 == 0o751
+
+
+def test_a_toc_read_late_is_held_to_the_same_checks(stores: list[Store], tmp_path: Path) -> None:
+    """A store with nothing to reuse reads a layer's TOC only once the apply has started: a TOC
+    naming no tar-split still falls back to a full pull (as Go does when it reads it first); one
+    naming another tar-split, or no JSON at all, is refused; nothing is left behind."""
+    import hashlib
+
+    tar = rootfs_tar(file_contents(5, 12), whiteout=False)
+    parts = Blob(tar)
+    no_ts = json.dumps({k: v for k, v in parts.toc.items() if k != "tarSplitDigest"}).encode()
+    other_ts = json.dumps({**parts.toc, "tarSplitDigest": "sha256:" + "1" * 64}).encode()
+    store = _store(stores, tmp_path / "s")
+
+    def blob(manifest: bytes, name: str) -> tuple[Path, dict[str, str], str]:
+        data, ann = parts.assemble(manifest=manifest)
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path, ann, "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def nothing_left() -> None:
+        assert store.layers() == []
+        staging = Path(store.graph_root) / "overlay" / "staging"
+        assert not staging.exists() or list(staging.iterdir()) == []
+
+    path, ann, digest = blob(b'{"version":1,"entries":[', "not-json")
+    with FileBlobSource(path) as source:  # read late: new_differ does not see it yet
+        new_differ(store, blob_digest=digest, blob_size=path.stat().st_size, annotations=ann,
+                   source=source).close()
+    with pytest.raises(ChunkedError, match="read zstd:chunked manifest: TOC is not JSON"):
+        _pull(store, path, ann, digest)
+    nothing_left()
+    path, ann, digest = blob(other_ts, "other-tar-split")
+    with pytest.raises(ChunkedError, match="tar-split: invalid blob checksum, expected checksum sha256:1111"):
+        _pull(store, path, ann, digest)
+    nothing_left()
+    path, ann, digest = blob(no_ts, "no-tar-split")
+    result, _ = _pull(store, path, ann, digest)
+    assert not result.partial and "without tar-split" in result.fallback_reason  # type: ignore[attr-defined]
+    full = _store(stores, tmp_path / "full")
+    assert tree(_diff_dir(store, result.layer.id)) == tree(  # type: ignore[attr-defined]
+        _diff_dir(full, full.put_layer(io.BytesIO(tar)).layer.id))
+    # And the same layer as it should be: applied whole, partially.
+    data, ann = parts.assemble()
+    path, digest = tmp_path / "good", "sha256:" + hashlib.sha256(data).hexdigest()
+    path.write_bytes(data)
+    store.delete_layer(result.layer.id)  # type: ignore[attr-defined]
+    result, _ = _pull(store, path, ann, digest)
+    assert result.partial  # type: ignore[attr-defined]
+    assert tree(_diff_dir(store, result.layer.id)) == tree(  # type: ignore[attr-defined]
+        _diff_dir(full, full.layers()[0].id))

@@ -153,8 +153,14 @@ def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: M
     # Go builds its layers cache in NewDiffer, where no lock is held; so do we, in a thread while
     # the TOC is fetched and parsed (reading the other layers' TOCs waits for the disk).
     indexing = _Indexing(store)
+
+    def nothing_to_reuse() -> bool:
+        # A layer the store holds nothing of is applied whole, its TOC read as it streams.
+        index = indexing.result()
+        return not (index.files or index.chunks)
+
     try:
-        layer_toc = _read_toc(store, blob_size, annotations, source, opts)
+        layer_toc = _read_toc(store, blob_size, annotations, source, opts, nothing_to_reuse)
     except FallbackToFullPull as e:
         if not opts.convert_images:
             indexing.discard()
@@ -209,7 +215,7 @@ class _Indexing:
 
 
 def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], source: BlobSource,
-              opts: PullOptions) -> LayerTOC:
+              opts: PullOptions, nothing_to_reuse: Callable[[], bool]) -> LayerTOC:
     from .manifest import read_estargz_toc, read_zstd_chunked_toc
 
     digest = _toc.toc_digest(annotations)
@@ -227,7 +233,10 @@ def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], sour
         except (ChunkedError, FallbackToFullPull) as e:
             raise type(e)(f"read zstd:chunked manifest: {e}") from e
     try:
-        layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root, check=False)
+        # (Read late only where a TOC without a tar-split would fall back as Go does.)
+        late = not (opts.insecure_allow_unpredictable_image_contents or opts.convert_images)
+        layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root, check=False,
+                                          defer=nothing_to_reuse if late else None)
     except ChunkedError as e:
         raise ChunkedError(f"read zstd:chunked manifest: {e}") from e
     except FallbackToFullPull as e:
@@ -347,7 +356,6 @@ class ChunkedDiffer:
             kind = UNCOMPRESSED
         else:
             out.toc_digest = layer_toc.toc_digest
-        out.big_data = {MANIFEST_KEY: layer_toc.manifest, LAYER_DATA_KEY: LAYER_DATA}
         whole = kind == ZSTD_CHUNKED and layer_toc.tar_split is not None
         plan: _Plan | None = None
         if whole and (self._index.files or self._index.chunks):
@@ -355,14 +363,15 @@ class ChunkedDiffer:
             whole = plan.all_fetched
         if whole:
             # Nothing in the store to reuse: the blob's frames, applied as a .tar.zst is (the TOC
-            # is parsed and checked on the way, in the reading thread).
-            result, out.tar_split = self._apply_whole(layer_toc, source, dest, options, tmp_dir)
+            # is read, parsed and checked on the way, in the reading thread).
+            result = self._apply_whole(layer_toc, source, dest, options, tmp_dir, out)
+            out.big_data = {MANIFEST_KEY: layer_toc.manifest, LAYER_DATA_KEY: LAYER_DATA}
             assert layer_toc.tar_split is not None
             out.uncompressed_digest = result.uncompressed_digest
             out.size = layer_toc.tar_split.tar_size
             out.fetched_bytes = self.fetched_bytes = layer_toc.data_end
-            _owners(out, layer_toc.toc)
             return out
+        out.big_data = {MANIFEST_KEY: layer_toc.manifest, LAYER_DATA_KEY: LAYER_DATA}
         toc = layer_toc.toc
         _owners(out, toc)
         if plan is None:
@@ -412,18 +421,21 @@ class ChunkedDiffer:
         return out
 
     def _apply_whole(self, layer_toc: LayerTOC, source: BlobSource, dest: str, options: ApplyOptions,
-                     tmp_dir: str) -> tuple[ApplyResult, str]:
+                     tmp_dir: str, out: DifferOutput) -> ApplyResult:
         """A layer the store has nothing of: its frames are the layer's tarball compressed, so
         they are fetched in one range and applied as a .tar.zst is, while a check in the
         reading thread holds every byte to the tar-split and every file to its TOC digest (the
         same checks as file by file).  The check in a thread of its own was tried: with three
         threads on two CPUs and the GIL, the apply took longer (medians of 6: 1.05 s against
-        0.95 s with the check here).  Returns the result and the gzipped tar-split's path (made
-        by the reading thread once the check passed, while the apply finishes)."""
+        0.95 s with the check here).  Once the check passed, the reading thread also gzips the
+        tar-split and collects the owners into ``out``, while the apply finishes."""
         from ..apply import ApplyOptions, apply_layer
 
-        gzipped: list[str] = []
-        verifier = _Verifier(layer_toc, lambda: gzipped.append(_gzip_tar_split(layer_toc, tmp_dir)))
+        def end() -> None:
+            out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
+            _owners(out, layer_toc.toc)
+
+        verifier = _Verifier(layer_toc, end)
         readers = source.get_blob_at([(0, layer_toc.data_end)])
         try:
             reader = next(iter(readers), None)
@@ -446,9 +458,9 @@ class ChunkedDiffer:
             close = getattr(readers, "close", None)
             if close is not None:
                 close()
-        if not gzipped:  # pragma: no cover - the tap ends before the apply can
+        if not out.tar_split:  # pragma: no cover - the tap ends before the apply can
             raise ChunkedError("internal error: the layer's check did not end")
-        return result, gzipped[0]
+        return result
 
     def _request(self, plan: _Plan, source: BlobSource) -> tuple[list[Part], Iterator[RangeReader]]:
         """The missing chunks in one request, merged as Go merges them; fewer if refused."""
