@@ -155,9 +155,10 @@ def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: M
     indexing = _Indexing(store)
 
     def nothing_to_reuse() -> bool:
-        # A layer the store holds nothing of is applied whole, its TOC read as it streams.
-        index = indexing.result()
-        return not (index.files or index.chunks)
+        # A store without partially pulled layers has nothing to reuse: the layer is applied
+        # whole, its TOC read as it streams.  (Only the list of those layers is waited for: with
+        # some, their TOCs are read into the index while this TOC is read, now.)
+        return indexing.listed() == 0
 
     try:
         layer_toc = _read_toc(store, blob_size, annotations, source, opts, nothing_to_reuse)
@@ -184,18 +185,40 @@ class _Indexing:
     """:func:`layer_index` of a store, made in a thread of its own."""
 
     def __init__(self, store: Store) -> None:
+        import _thread
+
         from ... import lightthread
 
         self._store = store
         self._index: LayerIndex | None = None
         self._error: BaseException | None = None
+        self._count = -1  # the layers it reads the TOCs of; -1 until known (or on an error)
+        self._listing = _thread.allocate_lock()
+        self._listing.acquire()  # released once _count is known
         self._running = lightthread.start(self._run)
 
     def _run(self) -> None:
+        told = False
+
+        def listed(count: int) -> None:
+            nonlocal told
+            self._count = count
+            told = True
+            self._listing.release()
+
         try:
-            self._index = layer_index(self._store)
+            self._index = layer_index(self._store, listed)
         except BaseException as e:  # raised in the caller's thread by result()
             self._error = e
+        finally:
+            if not told:
+                self._listing.release()
+
+    def listed(self) -> int:
+        """How many layers' TOCs the index reads, once that is known; -1 after an error."""
+        self._listing.acquire()
+        self._listing.release()
+        return self._count
 
     def result(self) -> LayerIndex:
         """The index, once made (what making it raised, raised here)."""
@@ -248,8 +271,9 @@ def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], sour
     return layer_toc
 
 
-def layer_index(store: Store) -> LayerIndex:
-    """The store's partially pulled layers, indexed by file and chunk digest."""
+def layer_index(store: Store, listed: Callable[[int], None] | None = None) -> LayerIndex:
+    """The store's partially pulled layers, indexed by file and chunk digest; ``listed`` is told
+    how many there are before their TOCs are read."""
     from ...errors import BigDataUnknown
     from .reuse import LayerIndex
 
@@ -258,6 +282,8 @@ def layer_index(store: Store) -> LayerIndex:
     with rl.reading():
         candidates = [(layer.id, rl.driver) for layer in rl.records
                       if MANIFEST_KEY in layer.big_data_names and not layer.incomplete]
+    if listed is not None:
+        listed(len(candidates))
     for layer_id, driver in candidates:
         try:
             manifest = store.layer_big_data(layer_id, MANIFEST_KEY)
