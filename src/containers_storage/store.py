@@ -1737,7 +1737,10 @@ class Store:
         Raises:
             NotSupported: the driver cannot stage layers, or cannot take partial pulls (vfs).
             ~containers_storage.archive.chunked.ChunkedError: a partial pull whose content does
-                not match its TOC; nothing is left behind.
+                not match its TOC, or whose TOC (read late, see ``new_differ``) is malformed;
+                nothing is left behind.
+            ~containers_storage.archive.chunked.FallbackToFullPull: a TOC read late names no
+                tar-split: pull the whole blob instead (``pull_layer`` does).
         """
         driver = self.driver
         opts = ApplyDiffOpts(uid_map=list(uid_map or []), gid_map=list(gid_map or []))

@@ -136,7 +136,10 @@ def new_differ(store: Store, *, blob_digest: str, blob_size: int, annotations: M
     Raises:
         FallbackToFullPull: a partial pull is not possible (disabled, no TOC, a driver without
             staging, a registry without ranges, ...): pull the whole blob instead.
-        ChunkedError: the layer announces a TOC that is malformed or does not match its digest.
+        ChunkedError: the layer announces a TOC that does not match its digest, or one that is
+            malformed (in a store with no partially pulled layers, where the layer is applied
+            whole, the TOC is read while it is applied: its faults, and a TOC that names no
+            tar-split, which falls back as here, come from ``prepare_staged_layer`` then).
         StorageError: ``convert_images`` demands a partial pull that cannot be done.
     """
     from ...drivers.base import can_stage_differ
