@@ -230,6 +230,23 @@ def test_a_toc_or_tar_split_larger_than_announced_is_refused(tmp_path: object) -
                                   {**ann, key: ":".join(fields)}, str(tmp_path))
 
 
+def test_a_toc_read_late_words_its_faults_once(tmp_path: object) -> None:
+    """Read late (``defer``), a TOC's faults surface when it is first used, worded as when it
+    is read at once (the caller, differ._read_toc, adds the one "read zstd:chunked manifest")."""
+    blob, ann = Blob(rootfs_tar(file_contents(3, 6))).assemble()
+    fields = ann[MANIFEST_POSITION].split(":")
+    fields[2] = str(int(fields[2]) - 1)  # the uncompressed size, one byte short
+    late = read_zstd_chunked_toc(_MemorySource(blob), len(blob), toc_digest(ann) or "",
+                                 {**ann, MANIFEST_POSITION: ":".join(fields)}, str(tmp_path), check=False,
+                                 defer=lambda: True)
+    try:
+        with pytest.raises(ChunkedError) as caught:
+            late.toc  # noqa: B018
+        assert str(caught.value) == "read zstd:chunked manifest: the TOC is larger than announced"
+    finally:
+        late.close()
+
+
 def test_estargz_toc(tmp_path: object) -> None:
     from chunkedtools import estargz_blob
 

@@ -242,7 +242,7 @@ class _Indexing:
 
 def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], source: BlobSource,
               opts: PullOptions, nothing_to_reuse: Callable[[], bool]) -> LayerTOC:
-    from .manifest import read_estargz_toc, read_zstd_chunked_toc
+    from .manifest import NO_TAR_SPLIT, read_estargz_toc, read_zstd_chunked_toc, reading_manifest
 
     digest = _toc.toc_digest(annotations)
     if digest is None:
@@ -264,13 +264,12 @@ def _read_toc(store: Store, blob_size: int, annotations: Mapping[str, str], sour
         layer_toc = read_zstd_chunked_toc(source, blob_size, digest, annotations, store.run_root, check=False,
                                           defer=nothing_to_reuse if late else None)
     except ChunkedError as e:
-        raise ChunkedError(f"read zstd:chunked manifest: {e}") from e
+        raise reading_manifest(e) from e
     except FallbackToFullPull as e:
         raise FallbackToFullPull(f"read zstd:chunked manifest: {e}", can_convert=e.can_convert) from e
     if layer_toc.tar_split is None and not opts.insecure_allow_unpredictable_image_contents:
         layer_toc.close()
-        raise FallbackToFullPull("zstd:chunked layers without tar-split data don't support partial pulls "
-                                 "with guaranteed consistency with non-partial pulls", can_convert=True)
+        raise FallbackToFullPull(NO_TAR_SPLIT, can_convert=True)
     return layer_toc
 
 

@@ -37,6 +37,22 @@ _ESTARGZ_FOOTER = 51
 MAX_TAR_SPLIT_SIZE = 1 << 33
 
 
+# Why a layer without a trusted tar-split is pulled whole (unless the insecure option is set).
+NO_TAR_SPLIT = ("zstd:chunked layers without tar-split data don't support partial pulls with guaranteed "
+                "consistency with non-partial pulls")
+
+
+def reading_manifest(e: ChunkedError) -> ChunkedError:
+    """``e``, found reading a zstd:chunked TOC, worded as Go words it."""
+    return ChunkedError(f"read zstd:chunked manifest: {e}")
+
+
+def _check_tar_split_digest(named: str, got: str) -> None:
+    if got != named:
+        raise ChunkedError(f"validating and decompressing tar-split: invalid blob checksum, expected "
+                           f"checksum {named}, got {got}")
+
+
 class TarSplitFile:
     """The layer's tar-split, uncompressed JSON lines in an unnamed temporary file.
 
@@ -130,7 +146,7 @@ class LayerTOC:
             try:
                 self._manifest = b"".join(_zstd_decompress(self._manifest_z, self._manifest_size, "the TOC"))
             except ChunkedError as e:
-                raise ChunkedError(f"read zstd:chunked manifest: {e}") from None
+                raise reading_manifest(e) from None
             self._manifest_z = b""
         return self._manifest
 
@@ -147,19 +163,15 @@ class LayerTOC:
     def _load(self) -> tuple[int, list[object], str]:
         """The TOC read late (see read_zstd_chunked_toc's ``defer``), with the checks made
         there otherwise, and what they raise there."""
+        manifest = self.manifest  # (its faults are worded already)
         try:
-            loaded = _toc.load_toc(self.manifest)
+            loaded = _toc.load_toc(manifest)
+            if loaded[2]:
+                _check_tar_split_digest(loaded[2], self._tar_split_digest)
         except ChunkedError as e:
-            raise ChunkedError(f"read zstd:chunked manifest: {e}") from None
-        named = loaded[2]
-        if not named:
-            # Go would have ignored the tar-split, and so fallen back to a full pull.
-            raise FallbackToFullPull("zstd:chunked layers without tar-split data don't support partial "
-                                     "pulls with guaranteed consistency with non-partial pulls",
-                                     can_convert=True)
-        if named != self._tar_split_digest:
-            raise ChunkedError(f"read zstd:chunked manifest: validating and decompressing tar-split: invalid "
-                               f"blob checksum, expected checksum {named}, got {self._tar_split_digest}")
+            raise reading_manifest(e) from None
+        if not loaded[2]:  # Go would have ignored the tar-split, and so pulled the layer whole
+            raise FallbackToFullPull(NO_TAR_SPLIT, can_convert=True)
         return loaded
 
     def close(self) -> None:
@@ -316,10 +328,7 @@ def read_zstd_chunked_toc(source: BlobSource, blob_size: int, toc_digest: str,
             raise ChunkedError(f"TOC requires a tar-split, but the {_toc.TARSPLIT_POSITION} annotation does "
                                "not describe a position")
         ts_z = blobs[1]
-        got = _sha256(ts_z)
-        if got != tar_split_digest:
-            raise ChunkedError(f"validating and decompressing tar-split: invalid blob checksum, expected "
-                               f"checksum {tar_split_digest}, got {got}")
+        _check_tar_split_digest(tar_split_digest, _sha256(ts_z))
         tar_split = _write_tar_split(ts_z, ts_chunk[2], tmp_dir, compressed)
     # (A tar-split the TOC does not name a digest for cannot be trusted: ignored, as in Go.)
     layer_toc = LayerTOC(ZSTD_CHUNKED if compressed else UNCOMPRESSED, toc_digest, manifest, loaded,
