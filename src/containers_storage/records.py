@@ -337,7 +337,7 @@ class Container(_BigDataSized, _IDMapped):
 def dumps_records(records: Iterable[Record]) -> bytes:
     """A JSON array of records, byte-compatible with Go's json.Marshal of the slice."""
     objs = [r.to_json() for r in records]
-    return gojson.dumps(objs, large=len(objs) > 500)
+    return gojson.dumps(objs)
 
 
 def apply_name_operation(old: list[str], params: list[str], op: str) -> list[str]:

@@ -20,19 +20,14 @@ def go_json(value: Any) -> bytes:
     """Go's ``json.NewEncoder(w).Encode(value)``: compact, HTML-escaped, newline-terminated.
 
     Dicts are written in their own order: callers pass records in Go's struct order and plain
-    maps through ``go_json_sorted``.  orjson is used when it is loaded already or the value is
-    big enough to pay for importing it; otherwise gojson's import-free encoder (same bytes).
+    maps through ``go_json_sorted``.
     """
     from .. import gojson  # here: text output never needs it
 
-    large = isinstance(value, list) and len(value) > _ORJSON_MIN_ITEMS
     try:
-        return gojson.dumps(value, large=large) + b"\n"
-    except (TypeError, UnicodeEncodeError):  # lone surrogates from non-UTF-8 names
-        return gojson.dumps(_scrub(value), large=large) + b"\n"
-
-
-_ORJSON_MIN_ITEMS = 2000
+        return gojson.dumps(value) + b"\n"
+    except UnicodeEncodeError:  # lone surrogates from non-UTF-8 names
+        return gojson.dumps(_scrub(value)) + b"\n"
 
 
 def go_json_sorted(value: dict[str, Any]) -> bytes:
