@@ -17,7 +17,14 @@ cd "$(dirname "$0")/.."
 # (zstd:chunked) pulls beside skopeo; the tests start it with their own config and stop it.
 debs=(containers-storage fuse-overlayfs bats skopeo podman runc busybox-static gcc uidmap python3-venv
       btrfs-progs xfsprogs libbtrfs-dev docker-registry)
-if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+# The venv's interpreter: Debian's python3 when the machine has it.  Debian builds it with PGO and
+# LTO and links libpython into the binary; a pyenv or --enable-shared build is neither, and every
+# CLI call pays for that in its start-up (the launcher below links the same static libpython).
+python=python3
+if [ -x /usr/bin/python3 ]; then
+  python=/usr/bin/python3
+fi
+if ! "$python" -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   debs+=(python3-dev)
 fi
 missing=()
@@ -35,7 +42,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,docs]'
