@@ -35,7 +35,7 @@ from containers_storage.archive.chunked import (
     toc_digest,
 )
 from containers_storage.archive.chunked import compressor as comp
-from containers_storage.archive.chunked.manifest import read_estargz_toc, read_zstd_chunked_toc
+from containers_storage.archive.chunked.manifest import LayerTOC, read_estargz_toc, read_zstd_chunked_toc
 from containers_storage.archive.chunked.plan import Op, Part, merge_missing_chunks, network_ranges
 from containers_storage.archive.chunked.pull import PullResult, layer_id
 from containers_storage.archive.chunked.toc import parse_toc
@@ -245,6 +245,58 @@ def test_a_toc_read_late_words_its_faults_once(tmp_path: object) -> None:
         assert str(caught.value) == "read zstd:chunked manifest: the TOC is larger than announced"
     finally:
         late.close()
+
+
+def test_a_tar_split_is_decompressed_as_it_is_first_read(tmp_path: object) -> None:
+    """The first read of a tar-split decompresses it as it goes, in a small first block (a
+    partial pull streams its first file early); a read left half way, or failing, keeps
+    nothing half written: the next read starts again and gets all of it, or the same error."""
+    files = {f"usr/share/f{i:04d}": b"%d\n" % i for i in range(400)}
+    blob, ann = Blob(rootfs_tar(files)).assemble()
+    off, length, _raw = (int(x) for x in ann[TARSPLIT_POSITION].split(":"))
+    whole = zstd.decompress(blob[off : off + length])
+    assert len(whole) > 4 * (64 << 10)
+
+    def read() -> LayerTOC:
+        return read_zstd_chunked_toc(_MemorySource(blob), len(blob), toc_digest(ann) or "", ann,
+                                     str(tmp_path), check=False)
+
+    layer_toc = read()
+    ts = layer_toc.tar_split
+    assert ts is not None
+    try:
+        blocks = ts.blocks()
+        first = next(blocks)
+        assert 0 < len(first) <= 64 << 10 and whole.startswith(first + b"\n")
+        blocks.close()  # left after one block
+        ts.file.seek(0)
+        assert ts.file.read() == whole
+        assert b"\n".join(ts.blocks()) == whole.rstrip(b"\n")
+    finally:
+        layer_toc.close()
+    layer_toc = read()
+    ts = layer_toc.tar_split
+    assert ts is not None
+    try:
+        assert b"\n".join(ts.blocks()) == whole.rstrip(b"\n")  # a first read to the end
+        ts.file.seek(0)
+        assert ts.file.read() == whole
+    finally:
+        layer_toc.close()
+
+    fields = ann[TARSPLIT_POSITION].split(":")
+    fields[2] = str(int(fields[2]) - 1)  # one byte less than it decompresses to
+    ann = {**ann, TARSPLIT_POSITION: ":".join(fields)}
+    layer_toc = read()
+    ts = layer_toc.tar_split
+    assert ts is not None
+    try:
+        for _ in range(2):
+            with pytest.raises(ChunkedError, match=r"^the tar-split is larger than announced"):
+                for _block in ts.blocks():
+                    pass
+    finally:
+        layer_toc.close()
 
 
 def test_estargz_toc(tmp_path: object) -> None:

@@ -18,7 +18,7 @@ from . import toc as _toc
 from .toc import MAX_TOC_SIZE, ChunkedError, FallbackToFullPull
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Generator, Iterator, Mapping
     from typing import IO, Any
 
     from ..tarread import TarHeader
@@ -35,6 +35,7 @@ _LEGACY_FOOTER_MAGIC = b"GnUlInUx"  # Go 1.43's 40-byte footer
 _ESTARGZ_FOOTER = 51
 # A tar-split larger than this (uncompressed) is refused rather than written to disk.
 MAX_TAR_SPLIT_SIZE = 1 << 33
+_FIRST_BLOCK = 64 << 10  # the first block of a tar-split read as it is decompressed
 
 
 # Why a layer without a trusted tar-split is pulled whole (unless the insecure option is set).
@@ -63,8 +64,10 @@ class TarSplitFile:
         files: ``(name, size, crc)`` of its file entries with content, in order.
     """
 
-    def __init__(self, file: IO[bytes] | None = None, *, fill: Callable[[], IO[bytes]] | None = None
-                 ) -> None:
+    def __init__(self, file: IO[bytes] | None = None, *,
+                 fill: tuple[Callable[[], IO[bytes]], Callable[[], Iterator[bytes]]] | None = None) -> None:
+        """``file`` as it is, or ``fill``: (a new empty file, the decompressed pieces to write
+        to it), called when the tar-split is first read."""
         assert (file is None) != (fill is None)
         self._file = file
         self._fill = fill
@@ -74,25 +77,55 @@ class TarSplitFile:
     @property
     def file(self) -> IO[bytes]:
         if self._file is None:
-            assert self._fill is not None
-            self._file = self._fill()
-            self._fill = None
+            for _ in self._filling():
+                pass
+        assert self._file is not None
         return self._file
+
+    def _filling(self) -> Iterator[bytes]:
+        """Write the file, yielding each piece as it is written.  Left before its end (an error,
+        or a reader that stops), the part written is dropped and the next read starts again."""
+        assert self._fill is not None
+        new_file, pieces = self._fill
+        f = new_file()
+        try:
+            for piece in pieces():
+                f.write(piece)
+                yield piece
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+        self._fill = None
 
     def close(self) -> None:
         self._fill = None
         if self._file is not None:
             self._file.close()
 
-    def blocks(self) -> Iterator[bytes]:
-        """Its JSON text in bounded pieces of whole lines (the last may lack its newline)."""
-        self.file.seek(0)
+    def blocks(self) -> Generator[bytes, None, None]:
+        """Its JSON text in bounded pieces of whole lines (the last may lack its newline).
+
+        The first read decompresses as it goes (and keeps what it decompressed in the file), and
+        its first block is a small one: a partial pull's first file is streamed once the lines
+        before it are checked, not once the whole tar-split is decompressed and its first MiB
+        checked (~25 and ~15 ms of the benchmark's layer)."""
+        if self._file is None:
+            pieces = self._filling()
+            first = _FIRST_BLOCK
+        else:
+            self._file.seek(0)
+            pieces = iter(lambda: self.file.read(1 << 20), b"")
+            first = 0
         rest = b""
-        while True:
-            block = self.file.read(1 << 20)
-            if not block:
-                break
-            data = rest + block
+        for block in pieces:
+            data = rest + block if rest else block
+            if first and len(data) > first:
+                cut = data.rfind(b"\n", 0, first)
+                if cut >= 0:
+                    yield data[:cut]
+                    data = data[cut + 1 :]
+                first = 0
             cut = data.rfind(b"\n")
             if cut < 0:
                 rest = data
@@ -352,20 +385,15 @@ def _write_tar_split(data: bytes, announced: int, tmp_dir: str, compressed: bool
 
     limit = min(announced, MAX_TAR_SPLIT_SIZE) if announced else MAX_TAR_SPLIT_SIZE
 
-    def fill() -> IO[bytes]:
-        f = anonymous_file(tmp_dir)  # the TarSplitFile owns it
-        try:
-            if not compressed:
-                f.write(data)
-            else:
-                for piece in _zstd_decompress(data, limit, "the tar-split"):
-                    f.write(piece)
-        except BaseException:
-            f.close()
-            raise
-        return f
+    def new_file() -> IO[bytes]:
+        return anonymous_file(tmp_dir)  # the TarSplitFile owns it
 
-    return TarSplitFile(fill=fill)
+    def pieces() -> Iterator[bytes]:
+        if not compressed:
+            return iter((data,))
+        return _zstd_decompress(data, limit, "the tar-split")
+
+    return TarSplitFile(fill=(new_file, pieces))
 
 
 # -- TOC against tar-split -------------------------------------------------------------------
