@@ -11,7 +11,7 @@ from . import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor
-    from typing import BinaryIO, TypeVar
+    from typing import Any, BinaryIO, TypeVar
 
     _T = TypeVar("_T")
 
@@ -133,22 +133,20 @@ _REMOVE_THREADS = 4
 _REMOVE_THREADS_AFTER = 64  # entries
 
 
-def _c_unlink_entries() -> Callable[[int], tuple[list[str], int] | None] | None:
-    """The C loop of one directory (``_removetree.unlink_entries``), or None (see
-    :mod:`containers_storage.native`).  Imported once a tree is big enough to use it, so that
-    deleting a small layer does not load it."""
-    global _unlink_entries, _unlink_entries_looked_up
-    if not _unlink_entries_looked_up:
+def _c_removetree() -> Any:
+    """The ``_removetree`` extension, or None (see :mod:`containers_storage.native`).  Loaded
+    once a tree is big enough to use it, so that deleting a small layer does not load it."""
+    global _removetree, _removetree_looked_up
+    if not _removetree_looked_up:
         from .native import load
 
-        _unlink_entries_looked_up = True
-        removetree = load("containers_storage._removetree")
-        _unlink_entries = None if removetree is None else removetree.unlink_entries
-    return _unlink_entries
+        _removetree_looked_up = True
+        _removetree = load("containers_storage._removetree")
+    return _removetree
 
 
-_unlink_entries: Callable[[int], tuple[list[str], int] | None] | None = None
-_unlink_entries_looked_up = False
+_removetree: Any = None
+_removetree_looked_up = False
 
 
 class _Dir:
@@ -205,8 +203,8 @@ class _TreeRemover:
         if self.threads:
             # In C, without the GIL: in this loop the GIL changed hands around every unlink, and
             # the threads spent more time queueing for it than the kernel spent unlinking.
-            fast = _c_unlink_entries()
-            got = fast(d.fd) if fast is not None else None
+            fast = _c_removetree()
+            got = fast.unlink_entries(d.fd) if fast is not None else None
             if got is not None:
                 names, count = got
                 self.seen += count
@@ -270,16 +268,41 @@ class _TreeRemover:
             d = d.parent
 
     def _process(self, d: _Dir) -> None:
-        self._open(d)
+        try:
+            self._open(d)
+        except FileNotFoundError:
+            if d.parent is None:
+                raise
+            self._finish(d.parent)  # removed meanwhile (by _in_c, or by another remover)
+            return
         subdirs = self._scan(d)
         if subdirs:
             with self.lock:
                 d.pending += len(subdirs)
                 self.stack.extend(subdirs)
                 self._notify(len(subdirs))
-            if not self.threads and self.seen >= _REMOVE_THREADS_AFTER:
+            if not self.threads and self.seen >= _REMOVE_THREADS_AFTER and not self._in_c():
                 self._start_helpers()
         self._finish(d)
+
+    def _in_c(self) -> bool:
+        """Once the tree proves big (no helpers yet): every queued subtree removed in C, in
+        threads of its own, with the GIL given up once rather than once per directory (the
+        benchmark's rootfs on a tmpfs, medians of 11: 44.8 -> 38.4 ms; 2, 4 or 8 threads alike).
+        False when it cannot: the extension is missing, or an error stopped it (a directory we
+        may not write, a mount point), and then the Python loop goes on with what is left and
+        reports what fails."""
+        fast = _c_removetree()
+        if fast is None:
+            return False
+        todo, self.stack = self.stack, []  # (no helpers: no other thread uses it)
+        parents = [d.parent for d in todo if d.parent is not None]  # (all of them: subdirectories)
+        if fast.remove_trees([(p.fd, d.name) for p, d in zip(parents, todo, strict=True)], _REMOVE_THREADS):
+            self.stack = todo
+            return False
+        for parent in parents:
+            self._finish(parent)
+        return True
 
     # -- the work loop ---------------------------------------------------------------------------
     def _work(self) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -109,8 +112,8 @@ def test_remove_tree_error_closes_fds(tmp_path: Path, monkeypatch: pytest.Monkey
         real_unlink(path, dir_fd=dir_fd)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "unlink", failing_unlink)
-    monkeypatch.setattr(fsutil, "_unlink_entries", None)  # the Python loop (the C one is below)
-    monkeypatch.setattr(fsutil, "_unlink_entries_looked_up", True)
+    monkeypatch.setattr(fsutil, "_removetree", None)  # the Python loop (the C one is below)
+    monkeypatch.setattr(fsutil, "_removetree_looked_up", True)
     before = _open_fds()
     with pytest.raises(OSError, match="Input/output error"):
         fsutil.remove_tree(str(top))
@@ -120,11 +123,15 @@ def test_remove_tree_error_closes_fds(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not top.exists()
 
 
-def _unlink_entries() -> Callable[[int], tuple[list[str], int] | None]:
-    fast = fsutil._c_unlink_entries()
+def _removetree() -> Any:
+    fast = fsutil._c_removetree()
     if fast is None:
         pytest.skip("the _removetree extension is not built (or CONTAINERS_STORAGE_PURE_PYTHON=1)")
     return fast
+
+
+def _unlink_entries() -> Callable[[int], tuple[list[str], int] | None]:
+    return _removetree().unlink_entries  # type: ignore[no-any-return]
 
 
 def test_c_unlink_entries_unlinks_all_but_directories(tmp_path: Path) -> None:
@@ -175,15 +182,27 @@ def test_c_unlink_entries_declines_an_error_and_rewinds(tmp_path: Path) -> None:
         subprocess.run(["chattr", "-i", str(top / "f3")], check=True)
 
 
-@pytest.mark.parametrize("c_loop", [True, False])
-def test_remove_tree_big_tree_with_and_without_the_c_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          c_loop: bool) -> None:
-    """Past the threshold the helpers start and (when built) use the C loop: same result."""
-    if c_loop:
-        _unlink_entries()
+@pytest.mark.parametrize("mode", ["c-trees", "c-loop", "python"])
+def test_remove_tree_big_tree_in_c_or_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             mode: str) -> None:
+    """Past the threshold the queued subtrees go to C whole (``remove_trees``); when that stops
+    (here: at once, "c-loop") the Python helpers start and use the C loop per directory; without
+    the extension, the Python loop: the same result every way."""
+    if mode == "c-loop":
+        real = _removetree()
+        calls = []
+
+        def refuse(items: list[tuple[int, str]], threads: int) -> int:
+            calls.append(len(items))
+            return errno.EIO
+
+        monkeypatch.setattr(fsutil, "_removetree", SimpleNamespace(unlink_entries=real.unlink_entries,
+                                                                   remove_trees=refuse))
+    elif mode == "c-trees":
+        _removetree()
     else:
-        monkeypatch.setattr(fsutil, "_unlink_entries", None)
-        monkeypatch.setattr(fsutil, "_unlink_entries_looked_up", True)
+        monkeypatch.setattr(fsutil, "_removetree", None)
+        monkeypatch.setattr(fsutil, "_removetree_looked_up", True)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep").write_text("precious")
@@ -195,10 +214,36 @@ def test_remove_tree_big_tree_with_and_without_the_c_loop(tmp_path: Path, monkey
     assert not top.exists()
     assert _open_fds() == before
     assert (outside / "keep").read_text() == "precious"
+    if mode == "c-loop":
+        assert calls and calls[0] > 0
 
 
-def test_remove_tree_c_loop_error_is_reported(tmp_path: Path) -> None:
-    _unlink_entries()
+def test_c_remove_trees_removes_whole_subtrees_never_following_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "keep").write_text("precious")
+    _make_tree(tmp_path / "b", dirs=3)  # not asked for: stays
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    before = _open_fds()
+    try:
+        for threads in (4, 1):
+            _make_tree(tmp_path / "a", dirs=30, files=5)
+            os.symlink(outside, tmp_path / "a" / "d2" / "out")
+            (tmp_path / "c").mkdir()  # empty
+            assert _removetree().remove_trees([(fd, "a"), (fd, "c")], threads) == 0
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "outside"]
+            assert _open_fds() == before
+        assert _removetree().remove_trees([(fd, "gone")], 4) == errno.ENOENT
+    finally:
+        os.close(fd)
+    assert (outside / "keep").read_text() == "precious" and (outside / "inner").is_dir()
+    assert (tmp_path / "b" / "d0" / "sub0" / "f1").read_bytes() == b"x"
+
+
+def test_remove_tree_c_error_is_reported(tmp_path: Path) -> None:
+    """What stops remove_trees (an immutable file) is left to the Python loop, which reports
+    it; the subtrees C removed whole before are skipped."""
+    _removetree()
     top = tmp_path / "layer"
     _make_tree(top, dirs=40, files=10)
     stuck = top / "d4" / "sub39" / "f3"
@@ -325,7 +370,7 @@ def test_remove_tree_helpers_do_not_import_threading(tmp_path: Path) -> None:
         "import sys, containers_storage.fsutil as f\n"
         "f.remove_tree(sys.argv[1])\n"
         "print(sorted(m for m in ('threading', 'functools', 'collections') if m in sys.modules))\n"
-        "print(f._unlink_entries_looked_up)\n"
+        "print(f._removetree_looked_up)\n"
     )
     src = str(Path(fsutil.__file__).parent.parent)
     out = subprocess.run([sys.executable, "-S", "-c", code, str(top)],
