@@ -42,6 +42,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    python=python3  # Debian's without python3-venv (setup not run as root): whichever python3 there is
+  fi
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
