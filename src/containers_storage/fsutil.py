@@ -22,6 +22,17 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
     Temporary file in the same directory, fdatasync (skipped for volatile files), rename — what Go's
     ioutils.AtomicWriteFile does, so a crash leaves either version intact.
     """
+    tmp = write_temp(path, data, mode, sync)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        unlink_if_there(tmp)
+        raise
+
+
+def write_temp(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> str:
+    """``data`` in a new file named ``path`` and a random suffix, fdatasync'd unless ``sync`` is
+    False; its name (nothing is left behind when this raises)."""
     fd, tmp = create_temp(path)
     try:
         try:
@@ -34,10 +45,10 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -
                 os.fdatasync(fd)  # what Go's AtomicFileWriter calls: the data and the size, not the times
         finally:
             os.close(fd)
-        os.rename(tmp, path)
     except BaseException:
         unlink_if_there(tmp)
         raise
+    return tmp
 
 
 _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -420,20 +420,27 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
         if not can_stage(driver):
             raise errors.NotSupported()
         try:
-            driver.commit_staged(layer.id, layer.parent, staged)
-            if staged.tar_split:
-                ts_path = self.tar_split_path(layer.id)
-                os.chmod(staged.tar_split, 0o600)
-                move_file(staged.tar_split, ts_path)
+            try:
+                driver.commit_staged(layer.id, layer.parent, staged)
+                if staged.tar_split:
+                    ts_path = self.tar_split_path(layer.id)
+                    os.chmod(staged.tar_split, 0o600)
+                    move_file(staged.tar_split, ts_path)
+            finally:
+                driver.cleanup_staged(staged)
+            size = _record_diff(layer, staged.result, digests)
+            # A partial pull (Go's applyDiffFromStagingDirectory): its TOC digest and big data.
+            if staged.toc_digest or layer.raw.get("toc-digest"):
+                layer.raw["toc-digest"] = staged.toc_digest
+            for key, path in staged.big_data_files.items():  # written and synced already
+                os.makedirs(self.data_dir(layer.id), mode=0o700, exist_ok=True)
+                move_file(path, self.big_data_path(layer.id, key))
+                layer.add_big_data_name(key)
+            for key, data in staged.big_data.items():
+                self._write_big_data(layer, key, data)
+                layer.add_big_data_name(key)
         finally:
-            driver.cleanup_staged(staged)
-        size = _record_diff(layer, staged.result, digests)
-        # A partial pull (Go's applyDiffFromStagingDirectory): its TOC digest and its big data.
-        if staged.toc_digest or layer.raw.get("toc-digest"):
-            layer.raw["toc-digest"] = staged.toc_digest
-        for key, data in staged.big_data.items():
-            self._write_big_data(layer, key, data)
-            layer.add_big_data_name(key)
+            staged.drop_big_data_files()  # (none left after the moves above)
         return size
 
     # -- big data ------------------------------------------------------------------------------

@@ -1794,9 +1794,12 @@ class Store:
     def cleanup_staged_layer(self, staged: StagedDiff) -> None:
         """Remove what :meth:`prepare_staged_layer` staged, when it will not be applied."""
         driver = self.driver
-        if can_stage(driver):
-            with self.layer_store.writing():
-                driver.cleanup_staged(staged)
+        try:
+            if can_stage(driver):
+                with self.layer_store.writing():
+                    driver.cleanup_staged(staged)
+        finally:
+            staged.drop_big_data_files()
 
     # -- per-digest locks ----------------------------------------------------------------------
     def digest_lock(self, digest: str) -> LockFile:

@@ -446,3 +446,48 @@ def test_a_toc_read_late_is_held_to_the_same_checks(stores: list[Store], tmp_pat
     assert result.partial  # type: ignore[attr-defined]
     assert tree(_diff_dir(store, result.layer.id)) == tree(  # type: ignore[attr-defined]
         _diff_dir(full, full.layers()[0].id))
+
+
+def _staged_big_data(store: Store) -> list[str]:
+    layers_dir = Path(store.graph_root) / "overlay-layers"
+    return [p.name for p in layers_dir.iterdir() if p.name.startswith(".staged")]
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["applied-whole", "file-by-file"])
+def test_the_manifest_is_staged_and_never_left_behind(stores: list[Store], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, reuse: bool) -> None:
+    """The TOC is written (and synced) beside the records as the apply ends and renamed into
+    place by the commit; a pull that fails after writing it, and one that finds its layer made
+    already, leave no copy of it behind."""
+    from containers_storage.archive.chunked import differ as differ_mod
+
+    store = _store(stores, tmp_path / "s")
+    files = file_contents(5, 12)
+    if reuse:  # a partially pulled layer to reuse files from: the file-by-file path
+        path, ann, digest = _blob_file(tmp_path, rootfs_tar(files), "seed")
+        _pull(store, path, ann, digest)
+    tar = rootfs_tar(changed_files(files))
+    path, ann, digest = _blob_file(tmp_path, tar)
+    real = differ_mod.ChunkedDiffer._stage_manifest
+    staged: list[str] = []
+
+    def stage_then_fail(self: object, layer_toc: object, out: object) -> None:
+        real(self, layer_toc, out)  # type: ignore[arg-type]
+        staged.extend(out.big_data_files.values())  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(differ_mod.ChunkedDiffer, "_stage_manifest", stage_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        _pull(store, path, ann, digest)
+    assert staged and not os.path.exists(staged[0])
+    assert _staged_big_data(store) == [] and _staging_left(store) == []
+    monkeypatch.undo()
+    result, _ = _pull(store, path, ann, digest)
+    layer = result.layer  # type: ignore[attr-defined]
+    manifest = store.layer_big_data(layer.id, MANIFEST_KEY)
+    assert json.loads(manifest)["entries"] and store.layer(layer.id).big_data_names == [
+        MANIFEST_KEY, "zstd-chunked-layer-data"]
+    again, _ = _pull(store, path, ann, digest)  # made already: what it staged is dropped
+    assert again.layer.id == layer.id  # type: ignore[attr-defined]
+    assert store.layer_big_data(layer.id, MANIFEST_KEY) == manifest
+    assert _staged_big_data(store) == [] and _staging_left(store) == []

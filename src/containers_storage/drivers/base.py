@@ -178,7 +178,15 @@ class StagedDiff:
         # the root directory's mode when the layer sets it (else the parent's is kept).
         self.toc_digest = ""
         self.big_data: dict[str, bytes] = {}
+        self.big_data_files: dict[str, str] = {}  # key -> a synced temporary file to rename in
         self.root_dir_mode: int | None = None
+
+    def drop_big_data_files(self) -> None:
+        """Remove the staged big data files that were not moved into a layer."""
+        from ..fsutil import unlink_if_there
+
+        for path in self.big_data_files.values():
+            unlink_if_there(path)
 
 
 class StagingDiffer(Protocol):
@@ -197,6 +205,7 @@ class DifferResult(Protocol):
     uids: list[int]
     gids: list[int]
     big_data: dict[str, bytes]
+    big_data_files: dict[str, str]
     tar_split: str
     root_dir_mode: int | None
 

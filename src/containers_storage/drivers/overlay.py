@@ -1019,6 +1019,7 @@ class OverlayDriver(NaiveDiff):
         staged = StagedDiff(directory=apply_dir, result=result, tar_split=out.tar_split, lock_fd=lock_fd)
         staged.toc_digest = out.toc_digest
         staged.big_data = dict(out.big_data)
+        staged.big_data_files = dict(out.big_data_files)
         staged.root_dir_mode = out.root_dir_mode
         return staged
 
