@@ -433,8 +433,7 @@ class LayerStore(ROLayerStore, RWRecordStore[Layer]):
             if staged.toc_digest or layer.raw.get("toc-digest"):
                 layer.raw["toc-digest"] = staged.toc_digest
             for key, path in staged.big_data_files.items():  # written and synced already
-                os.makedirs(self.data_dir(layer.id), mode=0o700, exist_ok=True)
-                move_file(path, self.big_data_path(layer.id, key))
+                self._move_in_big_data(layer, key, path)
                 layer.add_big_data_name(key)
             for key, data in staged.big_data.items():
                 self._write_big_data(layer, key, data)

@@ -13,7 +13,7 @@ import os
 
 from . import TYPE_CHECKING, errors
 from .ctx import contextmanager
-from .fsutil import atomic_write, rmtree
+from .fsutil import atomic_write, move_file, rmtree
 from .layout import STABLE, VOLATILE, Files
 from .lockfile import LockFile
 from .recordindex import RecordIndex, read_records
@@ -335,10 +335,18 @@ class RWRecordStore(RecordStore[R]):
         self.save_for(rec)
 
     def _write_big_data(self, rec: R, key: str, data: bytes) -> None:
+        atomic_write(self._big_data_target(rec, key), data)
+
+    def _move_in_big_data(self, rec: R, key: str, path: str) -> None:
+        """Make the file ``path`` (written and synced already) big data item ``key`` of ``rec``."""
+        move_file(path, self._big_data_target(rec, key))
+
+    def _big_data_target(self, rec: R, key: str) -> str:
+        """Where ``rec``'s item ``key`` goes, its directory made."""
         if not key:
             raise errors.InvalidBigDataName.after(f"can't set empty name for {self.kind} big data item")
         os.makedirs(self.data_dir(rec.id), mode=0o700, exist_ok=True)
-        atomic_write(self.big_data_path(rec.id, key), data)
+        return self.big_data_path(rec.id, key)
 
     def delete(self, ref: str) -> None:
         rec = self.get(ref)

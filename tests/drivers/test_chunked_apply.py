@@ -468,15 +468,15 @@ def test_the_manifest_is_staged_and_never_left_behind(stores: list[Store], tmp_p
         _pull(store, path, ann, digest)
     tar = rootfs_tar(changed_files(files))
     path, ann, digest = _blob_file(tmp_path, tar)
-    real = differ_mod.ChunkedDiffer._stage_manifest
+    real = differ_mod.ChunkedDiffer._stream_ended
     staged: list[str] = []
 
-    def stage_then_fail(self: object, layer_toc: object, out: object) -> None:
-        real(self, layer_toc, out)  # type: ignore[arg-type]
+    def stage_then_fail(self: object, layer_toc: object, tmp_dir: str, out: object) -> None:
+        real(self, layer_toc, tmp_dir, out)  # type: ignore[arg-type]
         staged.extend(out.big_data_files.values())  # type: ignore[attr-defined]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(differ_mod.ChunkedDiffer, "_stage_manifest", stage_then_fail)
+    monkeypatch.setattr(differ_mod.ChunkedDiffer, "_stream_ended", stage_then_fail)
     with pytest.raises(OSError, match="No space left"):
         _pull(store, path, ann, digest)
     assert staged and not os.path.exists(staged[0])

@@ -398,6 +398,7 @@ class ChunkedDiffer:
             kind = UNCOMPRESSED
         else:
             out.toc_digest = layer_toc.toc_digest
+        out.big_data = {LAYER_DATA_KEY: LAYER_DATA}  # (the manifest is staged: see _stream_ended)
         whole = kind == ZSTD_CHUNKED and layer_toc.tar_split is not None
         plan: _Plan | None = None
         if whole and (self._index.files or self._index.chunks):
@@ -407,13 +408,11 @@ class ChunkedDiffer:
             # Nothing in the store to reuse: the blob's frames, applied as a .tar.zst is (the TOC
             # is read, parsed and checked on the way, in the reading thread).
             result = self._apply_whole(layer_toc, source, dest, options, tmp_dir, out)
-            out.big_data = {LAYER_DATA_KEY: LAYER_DATA}  # (the manifest is staged: see _stage_manifest)
             assert layer_toc.tar_split is not None
             out.uncompressed_digest = result.uncompressed_digest
             out.size = layer_toc.tar_split.tar_size
             out.fetched_bytes = self.fetched_bytes = layer_toc.data_end
             return out
-        out.big_data = {LAYER_DATA_KEY: LAYER_DATA}  # (the manifest is staged: see _stage_manifest)
         toc = layer_toc.toc
         _owners(out, toc)
         if plan is None:
@@ -428,16 +427,8 @@ class ChunkedDiffer:
                 opener.close()
             raise
         out.fetched_bytes = self.fetched_bytes = sum(length for _, length in network_ranges(parts))
-
-        def end() -> None:
-            # In the reading thread, once it handed the last chunk on: the tar-split is gzipped
-            # and the manifest staged while the apply writes what is queued (~9 ms off the
-            # pull's tail, and the manifest's write), as for a layer applied whole.
-            if layer_toc.tar_split is not None:
-                out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
-            self._stage_manifest(layer_toc, out)
-
-        stream = _Producer(layer_toc, plan, parts, readers, kind, opener, end)
+        stream = _Producer(layer_toc, plan, parts, readers, kind, opener,
+                           lambda: self._stream_ended(layer_toc, tmp_dir, out))
         from ..apply import apply_layer
 
         # Files found locally are cloned or hard linked rather than written from the stream; on
@@ -484,9 +475,8 @@ class ChunkedDiffer:
         from ..apply import ApplyOptions, apply_layer
 
         def end() -> None:
-            out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
             _owners(out, layer_toc.toc)
-            self._stage_manifest(layer_toc, out)
+            self._stream_ended(layer_toc, tmp_dir, out)
 
         verifier = _Verifier(layer_toc, end)
         readers = source.get_blob_at([(0, layer_toc.data_end)])
@@ -515,13 +505,16 @@ class ChunkedDiffer:
             raise ChunkedError("internal error: the layer's check did not end")
         return result
 
-    def _stage_manifest(self, layer_toc: LayerTOC, out: DifferOutput) -> None:
-        """The TOC (the layer's ``zstd-chunked-manifest``, ~4 MB for a root filesystem) written
-        and synced beside the layer store's records by the reading thread as the apply ends, so
-        that the commit, under the store's lock, only renames it (its fdatasync took 5-40 ms of
-        the pull's tail on this machine's disk)."""
+    def _stream_ended(self, layer_toc: LayerTOC, tmp_dir: str, out: DifferOutput) -> None:
+        """In the reading thread, once the whole stream was checked and handed on, while the
+        apply writes what is queued: the tar-split gzipped (~9 ms) and the TOC (the layer's
+        ``zstd-chunked-manifest``, ~4 MB for a root filesystem) written and synced beside the
+        layer store's records, so that the commit, under the store's lock, only renames them
+        (the TOC's fdatasync took 5-40 ms of the pull's tail on this machine's disk)."""
         from ...fsutil import write_temp
 
+        if layer_toc.tar_split is not None:
+            out.tar_split = _gzip_tar_split(layer_toc, tmp_dir)
         path = write_temp(os.path.join(self._store.layer_store.dir, ".staged-big-data"), layer_toc.manifest)
         out.big_data_files[MANIFEST_KEY] = path
 

@@ -110,12 +110,13 @@ class TarSplitFile:
         its first block is a small one: a partial pull's first file is streamed once the lines
         before it are checked, not once the whole tar-split is decompressed and its first MiB
         checked (~25 and ~15 ms of the benchmark's layer)."""
-        if self._file is None:
+        file = self._file
+        if file is None:
             pieces = self._filling()
             first = _FIRST_BLOCK
         else:
-            self._file.seek(0)
-            pieces = iter(lambda: self.file.read(1 << 20), b"")
+            file.seek(0)
+            pieces = iter(lambda: file.read(1 << 20), b"")
             first = 0
         rest = b""
         for block in pieces:
