@@ -57,7 +57,8 @@ GROUP = b"root:x:0:\nnogroup:x:65534:\napp:x:3001:\n"
 class Podman:
     def __init__(self, root: str, run: str, driver: str) -> None:
         self.args = [PODMAN or "podman", "--root", root, "--runroot", run, "--storage-driver", driver,
-                     "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs"]
+                     "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs",
+                     "--tmpdir", os.path.join(run, "libpod")]
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*self.args, *args], capture_output=True, text=True, timeout=180)

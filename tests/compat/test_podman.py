@@ -26,7 +26,8 @@ pytestmark = [
 
 def _podman(root: str, run: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [PODMAN or "podman", "--root", root, "--runroot", run, "--storage-driver", "vfs",
-           "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs", *args]
+           "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs",
+           "--tmpdir", os.path.join(run, "libpod"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 

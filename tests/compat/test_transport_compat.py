@@ -117,7 +117,8 @@ def test_skopeo_reads_what_we_save_from_a_skopeo_stored_image(tmp_path: Path, fm
 
 def _podman(root: str, run: str, driver: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [PODMAN or "podman", "--root", root, "--runroot", run, "--storage-driver", driver,
-           "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs", *args]
+           "--runtime", RUNC or "runc", "--cgroup-manager", "cgroupfs",
+           "--tmpdir", os.path.join(run, "libpod"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
